@@ -1,0 +1,1 @@
+"""Explicit baselines trained and evaluated like every other policy."""

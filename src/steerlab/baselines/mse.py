@@ -1,0 +1,65 @@
+"""Explicit behavioural cloning with an MSE loss (IBC's ``mlp_mse`` baseline).
+
+Observations and actions are z-scored (IBC's MSE baseline normalizes actions by z-score, not min-max);
+the predicted action is un-normalized and clipped to the environment's bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from steerlab.data.normalize import ZScore
+from steerlab.nets.mlp import MLPResNet
+from steerlab.policy import Policy
+
+
+@dataclass(frozen=True)
+class MSEConfig:
+    kind: Literal["mse"] = "mse"
+    width: int = 256
+    """hidden width"""
+    depth: int = 2
+    """dense layers in the residual stack (even)"""
+    dropout: float = 0.1
+    """dropout inside the residual blocks (IBC's mlp_mse: 0.1)"""
+    n_obs_steps: int = 2
+    """observation history length"""
+    stats_samples: int | None = None
+    """windows used for the normalizer statistics; None: all"""
+
+
+class MSEPolicy(Policy):
+    def __init__(self, cfg: MSEConfig, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.n_obs_steps = cfg.n_obs_steps
+        self.net = MLPResNet(obs_dim * cfg.n_obs_steps, act_dim, cfg.width, cfg.depth, cfg.dropout)
+        self.obs_norm = ZScore(obs_dim)
+        self.act_norm = ZScore(act_dim)
+        self.register_buffer("env_low", torch.zeros(act_dim))
+        self.register_buffer("env_high", torch.ones(act_dim))
+
+    def fit_normalizers(self, obs: np.ndarray, action: np.ndarray, env_low: np.ndarray, env_high: np.ndarray, episode_ends=None, seed: int = 0):
+        self.obs_norm = ZScore.fit(obs, self.cfg.stats_samples, seed)
+        self.act_norm = ZScore.fit(action, self.cfg.stats_samples, seed)
+        self.env_low.copy_(torch.as_tensor(env_low, dtype=torch.float32))
+        self.env_high.copy_(torch.as_tensor(env_high, dtype=torch.float32))
+
+    def _predict_normalized(self, obs: torch.Tensor) -> torch.Tensor:
+        self.check_obs(obs, self.obs_dim)
+        return self.net(self.obs_norm.normalize(obs).flatten(1))
+
+    def compute_loss(self, batch, generator=None):
+        target = self.act_norm.normalize(batch["action"][:, 0])
+        loss = ((self._predict_normalized(batch["obs"]) - target) ** 2).mean()
+        return loss, {"loss": float(loss), "action_mse": float(loss)}
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs, generator=None):
+        a = self.act_norm.unnormalize(self._predict_normalized(obs))
+        return torch.maximum(torch.minimum(a, self.env_high), self.env_low)[:, None]

@@ -1,0 +1,209 @@
+"""``steerlab`` command line.
+
+    steerlab demo                       collect 2-D particle demos, train IBC a few minutes, evaluate, report
+    steerlab collect particle --n-dim N --episodes 2000
+    steerlab train <preset> [--n-dim N] [--config-file F.yaml] [--resume] [any --field overrides]
+    steerlab eval <run-dir> [--episodes 100]
+    steerlab presets                    list the presets
+
+Every sub-command takes ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+USAGE = __doc__
+
+
+def _split_flag(args: list[str], flag: str, takes_value: bool):
+    """Remove ``flag`` (and its value) from ``args``; return (value or bool, rest)."""
+    rest, value = [], None if takes_value else False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == flag:
+            if takes_value:
+                if i + 1 >= len(args):
+                    raise SystemExit(f"{flag} needs a value")
+                value = args[i + 1]
+                i += 2
+                continue
+            value = True
+        elif takes_value and a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return value, rest
+
+
+def resolve_train_config(preset: str, args: list[str]):
+    """Preset -> file overrides (``--config-file``) -> command-line overrides (tyro)."""
+    from steerlab.presets import get_preset
+    from steerlab.train.config import TrainConfig, load_config_file, merge
+
+    cfg = get_preset(preset)
+    cfg_file, args = _split_flag(args, "--config-file", True)
+    if cfg_file:
+        cfg = merge(cfg, load_config_file(cfg_file), where=str(cfg_file))
+    return tyro.cli(
+        TrainConfig, default=cfg, args=args, prog=f"steerlab train {preset}",
+        description=f"Train preset '{preset}'. Options override the preset; --config-file F.json|yaml "
+                    f"applies a file of overrides first; --resume continues the run from its latest checkpoint.",
+        config=(tyro.conf.AvoidSubcommands,),
+    )
+
+
+def cmd_presets(_args: list[str]) -> None:
+    from steerlab.presets import PRESETS
+
+    for name, (doc, _) in PRESETS.items():
+        print(f"{name:32s} {doc}")
+
+
+def cmd_train(args: list[str]) -> None:
+    from steerlab.presets import PRESETS
+
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: steerlab train <preset> [--resume] [--config-file F] [overrides]\n\npresets:")
+        cmd_presets([])
+        print("\n`steerlab train <preset> --help` lists every option with the preset's value.")
+        return
+    preset, rest = args[0], args[1:]
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    resume, rest = _split_flag(rest, "--resume", False)
+    no_eval, rest = _split_flag(rest, "--no-eval", False)
+    cfg = resolve_train_config(preset, rest)
+    from steerlab.train.loop import train
+
+    run_dir = train(cfg, resume=resume)
+    if not no_eval:
+        import torch.distributed as dist
+
+        if not (dist.is_initialized() and dist.get_rank() != 0):
+            _eval(run_dir, None)
+
+
+def _eval(run_dir: Path, episodes: int | None, **overrides) -> dict:
+    from steerlab.eval.run import evaluate_run
+
+    res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None)
+    lo, hi = res["success_ci95"]
+    print(f"[steerlab] {run_dir}: success {res['success_rate']:.1%} (95% CI [{lo:.1%}, {hi:.1%}]) "
+          f"over {res['episodes']} episodes; report {Path(run_dir) / 'report.md'}")
+    return res
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a trained run: rollouts on fixed seeds, metrics.json, plots/ and report.md in the run dir."""
+
+    run_dir: tyro.conf.Positional[str]
+    """run directory written by `steerlab train`"""
+    episodes: int | None = None
+    """episodes (default: the run's eval.episodes)"""
+    seed0: int | None = None
+    """first env seed (default: the run's eval.seed0)"""
+    batch: int | None = None
+    """environments stepped together"""
+
+
+def cmd_eval(args: list[str]) -> None:
+    a = tyro.cli(EvalArgs, args=args, prog="steerlab eval")
+    over = {k: v for k, v in (("seed0", a.seed0), ("batch", a.batch)) if v is not None}
+    _eval(Path(a.run_dir), a.episodes, **over)
+
+
+@dataclass(frozen=True)
+class CollectArgs:
+    """Collect oracle demonstrations into a zarr dataset (diffusion_policy layout)."""
+
+    task: tyro.conf.Positional[Literal["particle"]] = "particle"
+    n_dim: int = 2
+    """particle dimension N"""
+    episodes: int = 2000
+    """episodes to collect; episode i uses env seed seed + i"""
+    seed: int = 0
+    out: str | None = None
+    """output path (default data/particle-<N>d-<episodes>[-mm].zarr)"""
+    multimodal: bool = False
+    """IBC's multimodal oracle"""
+    workers: int | None = None
+    """processes (default: all cores)"""
+    overwrite: bool = False
+
+
+def cmd_collect(args: list[str]) -> None:
+    a = tyro.cli(CollectArgs, args=args, prog="steerlab collect")
+    from steerlab.data.collect import collect_particle
+
+    out = a.out or f"data/{a.task}-{a.n_dim}d-{a.episodes}{'-mm' if a.multimodal else ''}.zarr"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    res = collect_particle(out, n_dim=a.n_dim, episodes=a.episodes, seed=a.seed, multimodal=a.multimodal,
+                           workers=a.workers, overwrite=a.overwrite)
+    print(json.dumps(res, indent=2, default=str))
+
+
+@dataclass(frozen=True)
+class DemoArgs:
+    """The embedded default job: collect 2-D particle demos, train IBC-Langevin for a few minutes,
+    evaluate on fixed seeds, and write a run directory with plots and report.md."""
+
+    n_dim: int = 2
+    """particle dimension"""
+    steps: int = 3000
+    """training steps (the budget below stops earlier if reached)"""
+    max_minutes: float = 6.0
+    """wall-clock budget of training"""
+    episodes: int = 50
+    """evaluation episodes"""
+    out_dir: str = "runs"
+    run_name: str = "demo"
+    """run directory name (an existing demo run is resumed)"""
+
+
+def cmd_demo(args: list[str]) -> None:
+    a = tyro.cli(DemoArgs, args=args, prog="steerlab demo")
+    from steerlab.presets import get_preset
+    from steerlab.train.loop import train
+
+    cfg = get_preset("demo")
+    cfg = dataclasses.replace(cfg, n_dim=a.n_dim, steps=a.steps, max_minutes=a.max_minutes, out_dir=a.out_dir,
+                              run_name=a.run_name, eval=dataclasses.replace(cfg.eval, episodes=a.episodes))
+    t0 = time.time()
+    run_dir = train(cfg, resume=True)
+    _eval(run_dir, a.episodes)
+    print(f"[steerlab] demo finished in {time.time() - t0:.0f} s: see {run_dir}/report.md and {run_dir}/plots/")
+
+
+COMMANDS = {"demo": cmd_demo, "collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        raise SystemExit(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    try:
+        COMMANDS[cmd](rest)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        if type(e).__name__ in ("DatasetError", "CheckpointError", "TrainingError", "KeyError", "ValueError", "FileNotFoundError"):
+            raise SystemExit(f"steerlab {cmd}: error: {e}") from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Normalizers that live inside a policy (as buffers), so they are saved with its checkpoint.
+
+- :class:`ZScore`: ``(x - mean) / std`` with ``std`` floored at float32 epsilon (IBC ``train/stats.py``).
+- :class:`MinMax`: ``2 (x - lo) / (hi - lo) - 1`` maps the data range to ``[-1, 1]`` (IBC's EBM actions);
+  a zero range is floored at float32 epsilon.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _subsample(x: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+    if max_samples is not None and len(x) > max_samples:
+        idx = np.random.default_rng(seed).choice(len(x), size=max_samples, replace=False)
+        x = x[np.sort(idx)]
+    return x
+
+
+class ZScore(nn.Module):
+    """``y = (x - mean) / max(std, eps)`` over the last axis."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, max_samples: int | None = None, seed: int = 0, eps: float = F32_EPS) -> "ZScore":
+        x = _subsample(x, max_samples, seed)
+        n = cls(x.shape[-1])
+        n.mean.copy_(torch.as_tensor(x.mean(0)))
+        n.std.copy_(torch.as_tensor(np.maximum(x.std(0), eps)))
+        return n
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def unnormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
+
+
+class MinMax(nn.Module):
+    """``y = 2 (x - lo) / (hi - lo) - 1`` over the last axis; ``hi - lo`` floored at eps."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("lo", -torch.ones(dim))
+        self.register_buffer("hi", torch.ones(dim))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, max_samples: int | None = None, seed: int = 0) -> "MinMax":
+        x = _subsample(x, max_samples, seed)
+        return cls.from_range(x.min(0), x.max(0))
+
+    @classmethod
+    def from_range(cls, lo, hi) -> "MinMax":
+        lo = torch.as_tensor(np.asarray(lo, dtype=np.float64), dtype=torch.float32)
+        hi = torch.as_tensor(np.asarray(hi, dtype=np.float64), dtype=torch.float32)
+        n = cls(lo.shape[-1])
+        n.lo.copy_(lo)
+        n.hi.copy_(hi)
+        return n
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return torch.clamp(self.hi - self.lo, min=F32_EPS)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (x - self.lo) / self.scale - 1.0
+
+    def unnormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return (y + 1.0) * 0.5 * self.scale + self.lo
+
+
+def sampling_bounds(
+    action_min: np.ndarray, action_max: np.ndarray, env_low: np.ndarray, env_high: np.ndarray, margin: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """IBC's counter-example / inference bounds: data range widened by ``margin`` of the range on each
+    side, clipped to the environment's action bounds (raw action units)."""
+    action_min, action_max = np.asarray(action_min, np.float64), np.asarray(action_max, np.float64)
+    r = action_max - action_min
+    lo = np.maximum(action_min - margin * r, env_low)
+    hi = np.minimum(action_max + margin * r, env_high)
+    return lo, hi

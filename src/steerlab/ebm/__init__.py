@@ -1,0 +1,1 @@
+"""Energy-based (implicit) policies: networks, InfoNCE, Langevin / DFO samplers."""

@@ -1,0 +1,298 @@
+"""Implicit behavioural cloning (IBC) policies: an energy network, InfoNCE training with
+counter-examples, and Langevin / DFO / autoregressive-DFO inference.
+
+Energy sign: the network outputs a logit ``f(o, a)``; the energy is ``E = -f``; lower energy = better.
+All action tensors inside the policy live in the normalized space ``[-1, 1]`` (min-max over the data);
+observations are z-scored per feature (std floored at float32 eps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
+from steerlab.ebm.dfo import autoregressive_dfo, dfo
+from steerlab.ebm.langevin import langevin
+from steerlab.ebm.losses import gradient_penalty, info_nce
+from steerlab.nets.mlp import MLPResNet
+from steerlab.policy import Policy
+
+
+@dataclass(frozen=True)
+class LangevinConfig:
+    """IBC's Langevin chain (``agents/mcmc.py`` defaults, with the particle configs' 100 steps)."""
+
+    num_steps: int = 100
+    """chain length K"""
+    step_size_init: float = 0.1
+    """ε at k = 0"""
+    step_size_final: float = 1e-5
+    """ε at k = K - 1"""
+    power: float = 2.0
+    """polynomial schedule exponent"""
+    noise_scale: float = 1.0
+    """σ multiplying the Gaussian noise"""
+    delta_action_clip: float | None = 0.1
+    """clip of the full step as a fraction of half the action range (None: no clip)"""
+    grad_clip: float | None = None
+    """clip of dE/da before the step (None: no clip)"""
+    form: Literal["ibc", "ula"] = "ibc"
+    """'ibc': d = ε(0.5∇E + σξ) as in the reference; 'ula': textbook a - ε∇E + √(2ε)σξ"""
+
+
+@dataclass(frozen=True)
+class IBCConfig:
+    """Every hyper-parameter of an IBC policy. Defaults: the repo's ``particle/mlp_ebm_langevin.gin``."""
+
+    kind: Literal["ibc"] = "ibc"
+    width: int = 256
+    """hidden width of the energy MLP"""
+    depth: int = 2
+    """dense layers in the residual stack (even; 2 = one block)"""
+    dropout: float = 0.0
+    """dropout rate inside the residual blocks"""
+    spectral_norm: bool = False
+    """spectral normalization on every dense layer"""
+    n_obs_steps: int = 2
+    """observation history length (IBC sequence_length)"""
+    energy: Literal["joint", "autoregressive"] = "joint"
+    """'joint': one E(o, a); 'autoregressive': one head per action dimension E^j(o, a_0..j) (paper Alg. 2)"""
+    num_counter_examples: int = 8
+    """counter-examples per positive"""
+    fraction_langevin_samples: float = 1.0
+    """fraction of the counter-examples refined by a Langevin chain (the rest stay uniform)"""
+    temperature: float = 1.0
+    """InfoNCE softmax temperature"""
+    langevin: LangevinConfig = field(default_factory=LangevinConfig)
+    """chain used for training counter-examples and for Langevin inference"""
+    grad_penalty: bool = True
+    """add IBC's gradient penalty at the final chain samples and the positive"""
+    grad_margin: float = 1.0
+    grad_norm: Literal["inf", "1", "2"] = "inf"
+    grad_penalty_square: bool = True
+    grad_penalty_weight: float = 1.0
+    inference: Literal["langevin", "dfo", "autoregressive_dfo"] = "langevin"
+    """action inference; 'autoregressive_dfo' requires energy='autoregressive'"""
+    inference_samples: int = 512
+    """samples (chains) per observation at inference"""
+    optimize_again: bool = False
+    """IBC's second Langevin chain from the first chain's samples"""
+    again_step_size_init: float = 0.1
+    again_step_size_final: float = 1e-5
+    dfo_iterations: int = 3
+    dfo_noise_std: float = 0.33
+    dfo_noise_shrink: float = 0.5
+    stats_samples: int | None = 5000
+    """windows used to compute normalizer statistics (IBC: 5,000); None: all"""
+    bounds_margin: float = 0.05
+    """sampling bounds = data range ± margin·range, clipped to the env bounds"""
+
+
+class IBCPolicy(Policy):
+    """An implicit policy ``argmin_a E(o, a)`` with ``E = -f``, ``f`` an :class:`MLPResNet`."""
+
+    def __init__(self, cfg: IBCConfig, obs_dim: int, act_dim: int):
+        super().__init__()
+        if cfg.inference == "autoregressive_dfo" and cfg.energy != "autoregressive":
+            raise ValueError("inference='autoregressive_dfo' needs energy='autoregressive'")
+        if cfg.energy == "autoregressive" and cfg.inference != "autoregressive_dfo":
+            raise ValueError("energy='autoregressive' is sampled with inference='autoregressive_dfo'")
+        if not 0.0 <= cfg.fraction_langevin_samples <= 1.0:
+            raise ValueError(f"fraction_langevin_samples must be in [0, 1], got {cfg.fraction_langevin_samples}")
+        self.cfg = cfg
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.n_obs_steps = cfg.n_obs_steps
+        self.n_action_steps = 1
+        head_dim = obs_dim * cfg.n_obs_steps
+        ar = cfg.energy == "autoregressive"
+        self.net = MLPResNet(
+            head_dim + (2 * act_dim if ar else act_dim),
+            out_dim=act_dim if ar else 1,
+            width=cfg.width,
+            depth=cfg.depth,
+            dropout=cfg.dropout,
+            spectral_norm=cfg.spectral_norm,
+        )
+        self.obs_norm = ZScore(obs_dim)
+        self.act_norm = MinMax(act_dim)
+        self.register_buffer("lo", -torch.ones(act_dim))  # normalized sampling bounds
+        self.register_buffer("hi", torch.ones(act_dim))
+        self.register_buffer("env_low", torch.zeros(act_dim))
+        self.register_buffer("env_high", torch.ones(act_dim))
+
+    # ------------------------------------------------------------------ normalizers
+    def fit_normalizers(self, obs: np.ndarray, action: np.ndarray, env_low: np.ndarray, env_high: np.ndarray, episode_ends=None, seed: int = 0):
+        """Fit IBC's normalizers and sampling bounds from raw ``obs [T, Do]`` and ``action [T, A]``."""
+        n = self.cfg.stats_samples
+        self.obs_norm = ZScore.fit(obs, n, seed)
+        self.act_norm = MinMax.fit(action, n, seed)
+        lo, hi = sampling_bounds(self.act_norm.lo.numpy(), self.act_norm.hi.numpy(), env_low, env_high, self.cfg.bounds_margin)
+        self.lo.copy_(self.act_norm.normalize(torch.as_tensor(lo, dtype=torch.float32)))
+        self.hi.copy_(self.act_norm.normalize(torch.as_tensor(hi, dtype=torch.float32)))
+        self.env_low.copy_(torch.as_tensor(env_low, dtype=torch.float32))
+        self.env_high.copy_(torch.as_tensor(env_high, dtype=torch.float32))
+
+    def _obs_features(self, obs: torch.Tensor) -> torch.Tensor:
+        """raw ``[B, n_obs, Do]`` -> normalized flat ``[B, n_obs * Do]``."""
+        self.check_obs(obs, self.obs_dim)
+        return self.obs_norm.normalize(obs).flatten(1)
+
+    # ------------------------------------------------------------------ energies
+    def logits(self, o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Joint energy logits ``f(o [B, Dh], a [B, N, A]) -> [B, N]`` (normalized units)."""
+        return self.net.forward_split(o, a)[..., 0]
+
+    def _ar_input(self, a: torch.Tensor, j: int | torch.Tensor) -> torch.Tensor:
+        dims = torch.arange(self.act_dim, device=a.device)
+        j = torch.as_tensor(j, device=a.device)
+        mask = (dims <= j[..., None]).to(a.dtype)  # [A] or [B, A]
+        if mask.dim() == 2:
+            mask = mask[:, None, :]
+        mask = mask.expand_as(a)
+        return torch.cat([a * mask, mask], dim=-1)
+
+    def ar_logits(self, o: torch.Tensor, a: torch.Tensor, j: int | torch.Tensor) -> torch.Tensor:
+        """Autoregressive head ``j`` (int, or ``[B]`` per row) on the prefix ``a[..., :j+1]`` -> ``[B, N]``."""
+        out = self.net.forward_split(o, self._ar_input(a, j))  # [B, N, A]
+        j = torch.as_tensor(j, device=a.device)
+        if j.dim() == 0:
+            return out[..., int(j)]
+        return torch.gather(out, 2, j[:, None, None].expand(-1, out.shape[1], 1))[..., 0]
+
+    def energy(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``E(o, a) = -f`` for raw ``obs [B, n_obs, Do]`` and raw ``action [B, N, A]`` -> ``[B, N]``."""
+        o = self._obs_features(obs)
+        a = self.act_norm.normalize(action)
+        if self.cfg.energy == "autoregressive":
+            return -self.ar_logits(o, a, self.act_dim - 1)
+        return -self.logits(o, a)
+
+    def _grad_energy_fn(self, o: torch.Tensor):
+        """``a -> dE/da`` with the hand-written backward of the MLP (no autograd)."""
+        return lambda a: -self.net.input_grad(o, a)[1]
+
+    def _uniform(self, shape, generator, device) -> torch.Tensor:
+        u = torch.rand(*shape, self.act_dim, generator=generator, device=device)
+        return self.lo + (self.hi - self.lo) * u
+
+    # ------------------------------------------------------------------ training
+    def counter_examples(self, o: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Detached counter-examples ``[B, n, A]``: uniform, the first ``fraction`` of them Langevin-refined."""
+        neg = self._uniform((o.shape[0], n), generator, o.device)
+        n_lang = int(round(self.cfg.fraction_langevin_samples * n))
+        if n_lang > 0 and self.cfg.energy == "joint":
+            lc = self.cfg.langevin
+            with torch.no_grad():
+                refined = langevin(
+                    self._grad_energy_fn(o),
+                    neg[:, :n_lang],
+                    self.lo,
+                    self.hi,
+                    num_steps=lc.num_steps,
+                    step_size_init=lc.step_size_init,
+                    step_size_final=lc.step_size_final,
+                    power=lc.power,
+                    noise_scale=lc.noise_scale,
+                    delta_action_clip=lc.delta_action_clip,
+                    grad_clip=lc.grad_clip,
+                    form=lc.form,
+                    generator=generator,
+                )
+            neg = torch.cat([refined, neg[:, n_lang:]], dim=1)
+        return neg.detach()
+
+    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        cfg = self.cfg
+        o = self._obs_features(batch["obs"])
+        pos = self.act_norm.normalize(batch["action"][:, 0])  # [B, A]
+        if cfg.energy == "autoregressive":
+            return self._ar_loss(o, pos, generator)
+        neg = self.counter_examples(o, cfg.num_counter_examples, generator)
+        acts = torch.cat([neg, pos[:, None]], dim=1)  # positive last, as IBC
+        if cfg.grad_penalty:
+            acts = acts.requires_grad_(True)
+        f = self.logits(o, acts)  # [B, n+1]
+        nce = info_nce(f[:, -1], f[:, :-1], cfg.temperature)
+        loss = nce.mean()
+        metrics = {"info_nce": float(nce.mean())}
+        if cfg.grad_penalty:
+            (g,) = torch.autograd.grad(f.sum(), acts, create_graph=True)
+            gp = gradient_penalty(g, cfg.grad_margin, cfg.grad_norm, cfg.grad_penalty_square).mean()
+            loss = loss + cfg.grad_penalty_weight * gp
+            metrics["grad_penalty"] = float(gp)
+        e = -f.detach()
+        metrics.update(e_pos=float(e[:, -1].mean()), e_neg=float(e[:, :-1].mean()), loss=float(loss))
+        return loss, metrics
+
+    def _ar_loss(self, o, pos, generator):
+        """Per row a random head j; counter-examples replace dimension j of the positive by uniform values."""
+        cfg = self.cfg
+        b, n = pos.shape[0], cfg.num_counter_examples
+        j = torch.randint(self.act_dim, (b,), generator=generator, device=pos.device)
+        neg = pos[:, None, :].repeat(1, n, 1)
+        u = self._uniform((b, n), generator, pos.device)
+        sel = torch.nn.functional.one_hot(j, self.act_dim).bool()[:, None, :].expand_as(neg)
+        neg = torch.where(sel, u, neg)
+        f = self.ar_logits(o, torch.cat([neg, pos[:, None]], 1), j)
+        nce = info_nce(f[:, -1], f[:, :-1], cfg.temperature)
+        e = -f.detach()
+        return nce.mean(), {
+            "info_nce": float(nce.mean()),
+            "e_pos": float(e[:, -1].mean()),
+            "e_neg": float(e[:, :-1].mean()),
+            "loss": float(nce.mean()),
+        }
+
+    # ------------------------------------------------------------------ inference
+    def infer_normalized(
+        self, o: torch.Tensor, generator: torch.Generator | None = None, num_samples: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Inference in normalized space for features ``o [B, Dh]``.
+
+        Returns ``{"action": [B, A], "samples": [B, N, A], "logits": [B, N], "init": [B, N, A]}``.
+        """
+        cfg, lc = self.cfg, self.cfg.langevin
+        n = num_samples or cfg.inference_samples
+        init = self._uniform((o.shape[0], n), generator, o.device)
+        if cfg.inference == "langevin":
+            chain = dict(
+                power=lc.power, noise_scale=lc.noise_scale, delta_action_clip=lc.delta_action_clip,
+                grad_clip=lc.grad_clip, form=lc.form, generator=generator, num_steps=lc.num_steps,
+            )
+            gfn = self._grad_energy_fn(o)
+            a = langevin(gfn, init, self.lo, self.hi, step_size_init=lc.step_size_init, step_size_final=lc.step_size_final, **chain)
+            if cfg.optimize_again:
+                a = langevin(gfn, a, self.lo, self.hi, step_size_init=cfg.again_step_size_init,
+                             step_size_final=cfg.again_step_size_final, **chain)
+            f = self.net.input_grad(o, a, need_value=True)[0]
+        elif cfg.inference == "dfo":
+            a, f = dfo(lambda x: self.logits(o, x), init, self.lo, self.hi, iterations=cfg.dfo_iterations,
+                       noise_std=cfg.dfo_noise_std, noise_shrink=cfg.dfo_noise_shrink,
+                       temperature=cfg.temperature, generator=generator)
+        else:
+            a, f = autoregressive_dfo(lambda x, j: self.ar_logits(o, x, j), init, self.lo, self.hi,
+                                      iterations=cfg.dfo_iterations, noise_std=cfg.dfo_noise_std,
+                                      noise_shrink=cfg.dfo_noise_shrink, temperature=cfg.temperature,
+                                      generator=generator)
+        best = torch.gather(a, 1, f.argmax(1)[:, None, None].expand(-1, 1, self.act_dim))[:, 0]
+        return {"action": best, "samples": a, "logits": f, "init": init}
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """raw ``obs [B, n_obs, Do]`` -> raw ``[B, 1, A]`` clipped to the env bounds."""
+        a = self.infer_normalized(self._obs_features(obs), generator)["action"]
+        a = self.act_norm.unnormalize(a)
+        return torch.maximum(torch.minimum(a, self.env_high), self.env_low)[:, None]
+
+    @torch.no_grad()
+    def monitor(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
+        """Monitor-only metric: MSE (normalized units) of the inferred action against the demonstration."""
+        o = self._obs_features(batch["obs"])
+        pos = self.act_norm.normalize(batch["action"][:, 0])
+        a = self.infer_normalized(o, generator)["action"]
+        return {"action_mse": float(((a - pos) ** 2).mean())}

@@ -1,0 +1,127 @@
+"""Matplotlib figures written as PNG (Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def plot_rollouts(episodes: list[dict], path: Path, max_episodes: int = 16, title: str = "") -> Path:
+    """Agent paths and goals (first two dims; position against time for 1-D), one panel per episode."""
+    eps = episodes[:max_episodes]
+    cols = 4
+    rows = int(np.ceil(len(eps) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax, e in zip(axes.flat, eps):
+        p, g = e["positions"], e["goals"]
+        if p.shape[1] >= 2:
+            ax.plot(p[:, 0], p[:, 1], "-", color="tab:blue", lw=1.2)
+            ax.plot(p[0, 0], p[0, 1], "o", color="tab:blue", ms=4)
+            ax.plot(*g[0, :2], "s", color="tab:green", ms=7, label="goal 1")
+            ax.plot(*g[1, :2], "*", color="tab:red", ms=10, label="goal 2")
+            ax.set_xlim(-0.05, 1.05)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_aspect("equal")
+        else:
+            t = np.arange(len(p))
+            ax.plot(t, p[:, 0], color="tab:blue")
+            ax.axhline(g[0, 0], color="tab:green", ls="--")
+            ax.axhline(g[1, 0], color="tab:red", ls="--")
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_xlabel("step")
+        ax.set_title(f"seed {e['seed']}: {'success' if e['success'] else 'fail'}", fontsize=9,
+                     color="tab:green" if e["success"] else "tab:red")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(eps):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
+    """One panel per logged metric against the step."""
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    keys = [k for k in rows[0] if k != "step"]
+    keys = [k for k in keys if any(r.get(k) not in (None, "") for r in rows)]
+    cols = 3
+    nrows = int(np.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.6 * nrows), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        pts = [(int(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
+        s, v = zip(*pts)
+        ax.plot(s, v, ".-" if len(pts) < 30 else "-", lw=1)
+        ax.set_title(k, fontsize=9)
+        if k in ("lr", "info_nce", "loss", "action_mse", "monitor_action_mse") and min(v) > 0:
+            ax.set_yscale("log")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+@torch.no_grad()
+def plot_energy_landscape(policy, obs_hist: torch.Tensor, path: Path, demo_action=None, grid: int = 121,
+                          generator: torch.Generator | None = None, title: str = "") -> Path | None:
+    """Energy ``E(o, ·)`` over the action box (1- and 2-D actions) with the inference samples on it.
+
+    ``obs_hist [n_obs, Do]`` raw observation history; ``demo_action`` optional raw action to mark.
+    """
+    A = policy.act_dim
+    if A not in (1, 2) or not hasattr(policy, "energy"):
+        return None
+    lo, hi = policy.env_low.numpy(), policy.env_high.numpy()
+    obs = torch.as_tensor(obs_hist, dtype=torch.float32)[None]
+    o = policy._obs_features(obs)
+    inf = policy.infer_normalized(o, generator, num_samples=min(policy.cfg.inference_samples, 256))
+    samples = policy.act_norm.unnormalize(inf["samples"][0]).numpy()
+    init = policy.act_norm.unnormalize(inf["init"][0]).numpy()
+    best = policy.act_norm.unnormalize(inf["action"][0]).numpy()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if A == 2:
+        xs, ys = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
+        X, Y = np.meshgrid(xs, ys)
+        acts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], -1), dtype=torch.float32)[None]
+        E = policy.energy(obs, acts)[0].numpy().reshape(X.shape)
+        im = ax.contourf(X, Y, E, levels=40, cmap="viridis")
+        fig.colorbar(im, ax=ax, label="energy E = -f")
+        ax.scatter(init[:, 0], init[:, 1], s=4, c="white", alpha=0.4, label="initial samples")
+        ax.scatter(samples[:, 0], samples[:, 1], s=6, c="orange", label=f"{policy.cfg.inference} samples")
+        ax.plot(best[0], best[1], "r*", ms=14, label="selected")
+        if demo_action is not None:
+            ax.plot(demo_action[0], demo_action[1], "wx", ms=12, mew=2, label="demonstration")
+        ax.set_xlabel("action[0]")
+        ax.set_ylabel("action[1]")
+    else:
+        xs = np.linspace(lo[0], hi[0], grid)
+        E = policy.energy(obs, torch.as_tensor(xs, dtype=torch.float32)[None, :, None])[0].numpy()
+        ax.plot(xs, E, color="tab:purple", label="energy E = -f")
+        es = policy.energy(obs, torch.as_tensor(samples, dtype=torch.float32)[None])[0].numpy()
+        ax.scatter(samples[:, 0], es, s=8, c="orange", label=f"{policy.cfg.inference} samples", zorder=3)
+        ax.axvline(best[0], color="red", label="selected")
+        if demo_action is not None:
+            ax.axvline(demo_action[0], color="black", ls="--", label="demonstration")
+        ax.set_xlabel("action")
+        ax.set_ylabel("energy")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(title or "energy landscape E(o, a)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,79 @@
+"""Load a trained run and evaluate it: ``metrics.json``, plots and ``report.md`` in the run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from steerlab.eval.plots import plot_energy_landscape, plot_rollouts, plot_training_curves
+from steerlab.eval.rollout import evaluate_policy, write_metrics
+from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_meta, load_weights
+from steerlab.train.config import TrainConfig, from_dict
+from steerlab.train.loop import build_policy
+
+
+def load_run(run_dir: str | Path, ema: bool | None = None):
+    """``(cfg, policy, checkpoint_path)`` of a run directory (latest checkpoint; EMA weights when the run has them)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); pass the directory `steerlab train` wrote")
+    cfg = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()), "config.json")
+    ckpt = latest_checkpoint(run_dir)
+    meta = load_meta(ckpt)
+    policy = build_policy(cfg, meta["obs_dim"], meta["act_dim"])
+    use_ema = cfg.ema_decay is not None if ema is None else ema
+    state = load_weights(ckpt, ema=use_ema)
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt}: weights do not match the config: missing {missing}, unexpected {unexpected}")
+    policy.eval()
+    return cfg, policy, ckpt
+
+
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: bool = True, overrides: dict | None = None) -> dict:
+    run_dir = Path(run_dir)
+    cfg, policy, ckpt = load_run(run_dir)
+    if overrides:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
+    res, eps = evaluate_policy(policy, cfg, episodes=episodes, progress=progress, return_episodes=True)
+    res["checkpoint"] = str(ckpt)
+    res["preset"] = cfg.preset
+    res["n_dim"] = cfg.n_dim
+    summary = run_dir / "train_summary.json"
+    if summary.exists():
+        res["train"] = json.loads(summary.read_text())
+    write_metrics(run_dir / "metrics.json", res)
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    made = [plot_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset} {cfg.n_dim}-D: success {res['success_rate']:.0%}")]
+    if (run_dir / "metrics.csv").exists():
+        made.append(plot_training_curves(run_dir / "metrics.csv", plots / "training.png"))
+    if getattr(policy, "act_dim", 0) in (1, 2) and hasattr(policy, "energy"):
+        obs0 = torch.as_tensor(eps[0]["obs0"], dtype=torch.float32)
+        hist = obs0[None].repeat(policy.n_obs_steps, 1)
+        made.append(plot_energy_landscape(policy, hist, plots / "energy.png", generator=torch.Generator().manual_seed(0),
+                                          title=f"E(o, a) at the first step of seed {eps[0]['seed']}"))
+    write_report(run_dir, cfg, res, [p for p in made if p])
+    return res
+
+
+def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) -> None:
+    lo, hi = res["success_ci95"]
+    tr = res.get("train", {})
+    lines = [
+        f"# {cfg.preset} on {cfg.env} {cfg.n_dim}-D",
+        "",
+        f"- policy: `{cfg.policy.kind}`; dataset `{cfg.dataset_path()}` ({cfg.episodes} demos)",
+        f"- trained {tr.get('steps', '?')} steps in {tr.get('train_seconds', float('nan')):.0f} s"
+        + (" (stopped by the time budget)" if tr.get("stopped_by_budget") else ""),
+        f"- **success {res['success_rate']:.1%}** (95% Wilson [{lo:.1%}, {hi:.1%}]) over {res['episodes']} episodes, "
+        f"env seeds {res['seeds'][0]}…{res['seeds'][-1]}",
+        f"- mean return {res['mean_return']:.3f}; {res['episodes_per_s']:.2f} episodes/s",
+        f"- checkpoint `{res['checkpoint']}`",
+        "",
+    ]
+    lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")

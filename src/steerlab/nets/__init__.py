@@ -1,0 +1,5 @@
+"""Network building blocks."""
+
+from steerlab.nets.mlp import MLPResNet
+
+__all__ = ["MLPResNet"]

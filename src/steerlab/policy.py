@@ -1,0 +1,64 @@
+"""The policy interface every steerlab policy implements (LeRobot's convention).
+
+- ``compute_loss(batch, generator) -> (loss, metrics)`` on a training batch
+  ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units;
+- ``predict_action_chunk(obs [B, n_obs, Do], generator=None) -> [B, H, A]`` raw actions;
+- ``select_action(obs [Do] or [B, Do]) -> [A] or [B, A]`` keeps the observation history and the queue of
+  not-yet-executed actions (receding horizon), and ``reset()`` clears them.
+
+A policy owns its normalizers as buffers, so a checkpoint of its ``state_dict`` is self-contained.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import nn
+
+
+class Policy(nn.Module):
+    #: how many observation frames the policy reads
+    n_obs_steps: int = 1
+    #: how many actions of a predicted chunk are executed before predicting again
+    n_action_steps: int = 1
+    #: False for policies with nothing to optimize (nearest neighbour)
+    trainable: bool = True
+
+    def __init__(self):
+        super().__init__()
+        self._obs_hist: deque | None = None
+        self._act_queue: deque = deque()
+
+    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        raise NotImplementedError
+
+    def predict_action_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self._obs_hist = None
+        self._act_queue = deque()
+
+    @torch.no_grad()
+    def select_action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        obs = torch.as_tensor(obs, dtype=torch.float32)
+        single = obs.dim() == 1
+        if single:
+            obs = obs[None]
+        if self._obs_hist is None:  # first frame of the episode tiles the history
+            self._obs_hist = deque([obs] * self.n_obs_steps, maxlen=self.n_obs_steps)
+        else:
+            self._obs_hist.append(obs)
+        if not self._act_queue:
+            chunk = self.predict_action_chunk(torch.stack(list(self._obs_hist), 1), generator=generator)
+            self._act_queue.extend(chunk[:, : self.n_action_steps].unbind(1))
+        a = self._act_queue.popleft()
+        return a[0] if single else a
+
+    def check_obs(self, obs: torch.Tensor, obs_dim: int) -> None:
+        if obs.dim() != 3 or obs.shape[1] != self.n_obs_steps or obs.shape[2] != obs_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects observations [B, n_obs_steps={self.n_obs_steps}, obs_dim={obs_dim}], "
+                f"got {list(obs.shape)}"
+            )

@@ -1,0 +1,171 @@
+"""The run configuration: one frozen dataclass that holds every hyper-parameter of a run.
+
+``TrainConfig.policy`` is one of the policy configs; ``kind`` tells which, so a ``config.json`` written
+by a run can be read back by :func:`config_from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from steerlab.baselines.mse import MSEConfig, MSEPolicy
+from steerlab.baselines.nearest import NearestConfig, NearestPolicy
+from steerlab.ebm.policy import IBCConfig, IBCPolicy
+
+PolicyConfig = Union[IBCConfig, MSEConfig, NearestConfig]
+POLICY_CLASSES = {"ibc": IBCPolicy, "mse": MSEPolicy, "nearest": NearestPolicy}
+POLICY_CONFIGS = {"ibc": IBCConfig, "mse": MSEConfig, "nearest": NearestConfig}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 100
+    """evaluation episodes; episode i uses env seed seed0 + i"""
+    seed0: int = 100_000
+    """first env seed of evaluation (far from the demo seeds 0..episodes-1)"""
+    batch: int = 100
+    """environments stepped together (one batched policy call per step)"""
+    inference_seed: int = 0
+    """seed of the policy's sampling generator during evaluation"""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole run. Every field can be overridden on the command line or from a JSON/YAML file."""
+
+    preset: str = "custom"
+    """name of the preset this run started from (informational)"""
+    env: str = "particle"
+    """task: 'particle' (steerlab/Particle-v0)"""
+    n_dim: int = 2
+    """particle dimension N (observations 4N, actions N)"""
+    episodes: int = 2000
+    """oracle demonstrations in the dataset"""
+    multimodal: bool = False
+    """use the multimodal oracle for demonstrations"""
+    dataset: str | None = None
+    """zarr dataset; default data/particle-<N>d-<episodes>.zarr, collected if missing"""
+    policy: PolicyConfig = field(default_factory=IBCConfig)
+    """the policy and all its hyper-parameters"""
+    steps: int = 100_000
+    """optimizer steps"""
+    batch_size: int = 512
+    """global batch size (split across processes under torchrun)"""
+    lr: float = 1e-3
+    """initial learning rate (Adam)"""
+    lr_decay_rate: float = 0.99
+    """TF ExponentialDecay rate: lr = lr0 * rate ** (step / decay_steps), not staircase"""
+    lr_decay_steps: int = 100
+    weight_decay: float = 0.0
+    ema_decay: float | None = None
+    """EMA of the weights (None: off); evaluation uses the EMA weights when on"""
+    seed: int = 0
+    """seed of initialization, batches and counter-examples"""
+    max_minutes: float | None = None
+    """wall-clock budget of the training loop; stops (and checkpoints) when reached"""
+    log_interval: int = 100
+    ckpt_interval: int = 1000
+    keep_checkpoints: int = 2
+    eval_interval: int = 0
+    """evaluate every this many steps (0: only at the end)"""
+    monitor_batch: int = 32
+    """rows of the batch used for the inferred-action MSE monitor at each log"""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    threads: int | None = None
+    """torch intra-op threads (None: torch's default)"""
+    out_dir: str = "runs"
+    """parent of run directories"""
+    run_name: str | None = None
+    """run directory name; default <preset>-<N>d-s<seed>"""
+    progress: bool = True
+    """show progress bars"""
+
+    def dataset_path(self) -> Path:
+        if self.dataset:
+            return Path(self.dataset)
+        mm = "-mm" if self.multimodal else ""
+        return Path("data") / f"{self.env}-{self.n_dim}d-{self.episodes}{mm}.zarr"
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / (self.run_name or f"{self.preset}-{self.n_dim}d-s{self.seed}")
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _convert(tp, value, where: str):
+    """Build a value of type ``tp`` from JSON data (dataclasses recursively, unions by ``kind``)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        dcs = [a for a in args if dataclasses.is_dataclass(a)]
+        if dcs and isinstance(value, dict):
+            kind = value.get("kind")
+            for a in dcs:
+                if kind is None or a.__dataclass_fields__["kind"].default == kind:
+                    return _convert(a, value, where)
+            raise ValueError(f"{where}: unknown kind {kind!r}; known: {sorted(POLICY_CONFIGS)}")
+        return _convert(args[0], value, where) if len(args) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """``cls(**data)`` recursively, with an error naming unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}")
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def merge(cfg, overrides: dict, where: str = "config"):
+    """A copy of dataclass ``cfg`` with ``overrides`` (nested dicts) applied; unknown keys are errors."""
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {type(cfg).__name__}; valid keys: {sorted(names)}")
+    changes = {}
+    for k, v in overrides.items():
+        cur = getattr(cfg, k)
+        if dataclasses.is_dataclass(cur) and isinstance(v, dict):
+            if "kind" in v and v["kind"] != getattr(cur, "kind", v["kind"]):
+                changes[k] = _convert(hints[k], v, f"{where}.{k}")
+            else:
+                changes[k] = merge(cur, v, f"{where}.{k}")
+        else:
+            changes[k] = _convert(hints[k], v, f"{where}.{k}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a JSON or YAML file of overrides."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    return data

@@ -1,0 +1,276 @@
+"""The one training loop of steerlab (every policy goes through :func:`train`).
+
+Read top to bottom: set-up (run dir, data, policy, optimizer), optional resume, the step loop (batch,
+loss, NaN check, backward, gradient all-reduce under torchrun, optimizer and schedule, EMA, logging,
+checkpoints, evaluation), then the final evaluation, plots and report.
+
+Exact resume: the data and counter-example generators, torch's global RNG (dropout), the optimizer,
+the schedule and the EMA are all in ``trainer.pt``; the loss curve after ``--resume`` equals the
+uninterrupted run's (``tests/test_train.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from steerlab import tasks
+from steerlab.data.windows import WindowDataset
+from steerlab.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+)
+from steerlab.train.config import POLICY_CLASSES, TrainConfig, config_to_dict
+from steerlab.train.schedule import tf_exponential_decay
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def build_policy(cfg: TrainConfig, obs_dim: int, act_dim: int):
+    kind = cfg.policy.kind
+    if kind not in POLICY_CLASSES:
+        raise ValueError(f"unknown policy kind {kind!r}; known: {sorted(POLICY_CLASSES)}")
+    return POLICY_CLASSES[kind](cfg.policy, obs_dim, act_dim)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _maybe_init_dist() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+
+
+class MetricsLog:
+    """``metrics.csv`` + TensorBoard; on resume, rows after the checkpoint's step are dropped."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / "metrics.csv"
+        self.rows: list[dict] = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self._rewrite()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+
+    def _rewrite(self):
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys or ["step"])
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def log(self, step: int, values: dict) -> None:
+        row = {"step": step, **{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()}}
+        self.rows.append(row)
+        self._rewrite()
+        for k, v in values.items():
+            if isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+
+    def close(self):
+        self.tb.close()
+
+
+def _state_of(policy, optimizer, sched, gens, ema, step) -> dict:
+    return {
+        "step": step,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "generators": {k: g.get_state() for k, g in gens.items()},
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+    }
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns the run directory."""
+    _maybe_init_dist()
+    rank, world = _dist_info()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = cfg.run_dir()
+    if rank == 0:
+        if run_dir.exists() and list_checkpoints(run_dir) and not resume:
+            raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose another --run-name")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+
+    # ---- data and policy
+    obs_dim, act_dim, env_low, env_high = tasks.dims(cfg.env, cfg.n_dim)
+    path = cfg.dataset_path()
+    if rank == 0:
+        tasks.ensure_dataset(cfg.env, cfg.n_dim, cfg.episodes, path, cfg.multimodal, progress=cfg.progress)
+    if world > 1:
+        dist.barrier()
+    data = tasks.load_task_dataset(cfg.env, cfg.n_dim, path)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    policy = build_policy(cfg, obs_dim, act_dim)
+    policy.fit_normalizers(data.data["obs"], data.data["action"], env_low, env_high, episode_ends=data.episode_ends, seed=cfg.seed)
+    horizon = getattr(cfg.policy, "horizon", 1)
+    ds = WindowDataset.from_arrays(data.data["obs"], data.data["action"], data.episode_ends, policy.n_obs_steps, horizon)
+    meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds)}
+    if rank == 0:
+        (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = sched = None
+    if policy.trainable and cfg.steps > 0:
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: tf_exponential_decay(t, cfg.lr_decay_rate, cfg.lr_decay_steps)
+        )
+    ema = copy.deepcopy(policy).requires_grad_(False) if cfg.ema_decay else None
+    gens = {
+        "data": torch.Generator().manual_seed(cfg.seed),
+        "loss": torch.Generator().manual_seed(cfg.seed * 1000 + 1 + rank),
+        "monitor": torch.Generator().manual_seed(cfg.seed * 1000 + 999),
+    }
+
+    # ---- resume
+    step = 0
+    if resume and list_checkpoints(run_dir):
+        ckpt = latest_checkpoint(run_dir)
+        policy.load_state_dict(load_weights(ckpt))
+        state = load_trainer_state(ckpt)
+        if ema is not None:
+            ema.load_state_dict(load_weights(ckpt, ema=True))
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        for k, g in gens.items():
+            g.set_state(state["generators"][k])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        step = state["step"]
+        if rank == 0:
+            print(f"[steerlab] resumed {run_dir} from {ckpt.name} (step {step})")
+    log = MetricsLog(run_dir, step if resume else None) if rank == 0 else None
+
+    def checkpoint(at_step: int) -> Path | None:
+        if rank != 0:
+            return None
+        return save_checkpoint(
+            run_dir, at_step, policy.state_dict(), _state_of(policy, optimizer, sched, gens, ema, at_step),
+            {**meta, "preset": cfg.preset}, ema.state_dict() if ema is not None else None, cfg.keep_checkpoints,
+        )
+
+    # ---- the loop
+    t_start = time.time()
+    steps = cfg.steps if optimizer is not None else 0
+    bar = tqdm(total=steps, initial=step, desc=f"train {cfg.preset}", disable=not cfg.progress or rank != 0, dynamic_ncols=True)
+    acc: dict[str, float] = {}
+    n_acc, t_log, step_log = 0, time.time(), step
+    stopped_by_budget = False
+    policy.train()
+    while step < steps:
+        idx = torch.randint(len(ds), (cfg.batch_size,), generator=gens["data"])[rank::world]
+        batch = ds.batch(idx)
+        loss, metrics = policy.compute_loss(batch, generator=gens["loss"])
+        if not torch.isfinite(loss):
+            where = checkpoint(step)
+            raise TrainingError(
+                f"loss became {float(loss)} at step {step + 1} (metrics {metrics}); the last good state "
+                f"(after step {step}) is saved in {where}. Lower --lr, check the data for outliers, or "
+                f"enable a gradient penalty."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad /= world
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+        if not math.isfinite(gnorm):
+            where = checkpoint(step)
+            raise TrainingError(f"gradient became non-finite at step {step + 1}; the last good state is saved in {where}")
+        optimizer.step()
+        sched.step()
+        step += 1
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.state_dict().values(), policy.state_dict().values()):
+                    if pe.dtype.is_floating_point:
+                        pe.mul_(cfg.ema_decay).add_(p, alpha=1 - cfg.ema_decay)
+                    else:
+                        pe.copy_(p)
+        for k, v in metrics.items():
+            acc[k] = acc.get(k, 0.0) + v
+        acc["grad_norm"] = acc.get("grad_norm", 0.0) + gnorm
+        n_acc += 1
+        bar.update(1)
+        if step % cfg.log_interval == 0 or step == steps:
+            now = time.time()
+            vals = {k: v / n_acc for k, v in acc.items()}
+            vals["lr"] = optimizer.param_groups[0]["lr"]
+            vals["steps_per_s"] = (step - step_log) / max(now - t_log, 1e-9)
+            if hasattr(policy, "monitor") and cfg.monitor_batch > 0:
+                policy.eval()
+                mb = ds.batch(idx[: cfg.monitor_batch])
+                vals.update({f"monitor_{k}": v for k, v in policy.monitor(mb, gens["monitor"]).items()})
+                policy.train()
+            if rank == 0:
+                log.log(step, vals)
+                bar.set_postfix({k: f"{vals[k]:.3g}" for k in ("loss", "e_pos", "e_neg") if k in vals})
+            acc, n_acc, t_log, step_log = {}, 0, time.time(), step
+        budget_hit = cfg.max_minutes is not None and (time.time() - t_start) > 60 * cfg.max_minutes
+        if world > 1:  # every process stops at the same step
+            flag = torch.tensor([float(budget_hit)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            budget_hit = bool(flag.item())
+        if step % cfg.ckpt_interval == 0 or step == steps or budget_hit:
+            checkpoint(step)
+        if cfg.eval_interval and step % cfg.eval_interval == 0 and step < steps and rank == 0:
+            _evaluate_and_log(cfg, ema or policy, run_dir, step, log, final=False)
+        if budget_hit:
+            stopped_by_budget = True
+            break
+    bar.close()
+    train_seconds = time.time() - t_start
+    if rank == 0:
+        if not list_checkpoints(run_dir) or list_checkpoints(run_dir)[-1].name != f"step_{step:08d}":
+            checkpoint(step)
+        info = {"steps": step, "train_seconds": train_seconds, "stopped_by_budget": stopped_by_budget}
+        (run_dir / "train_summary.json").write_text(json.dumps(info, indent=2))
+        log.close()
+    if world > 1:
+        dist.barrier()
+    return run_dir
+
+
+def _evaluate_and_log(cfg, policy, run_dir, step, log, final: bool):
+    from steerlab.eval.rollout import evaluate_policy
+
+    res = evaluate_policy(policy, cfg, progress=cfg.progress)
+    if log is not None:
+        log.log(step, {"eval_success": res["success_rate"], "eval_return": res["mean_return"]})
+    return res

@@ -1,0 +1,222 @@
+"""Golden values (computed by hand, see the comments) for IBC's formulas, and sampler properties."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
+from steerlab.ebm.dfo import autoregressive_dfo, dfo
+from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
+from steerlab.ebm.losses import gradient_penalty, info_nce
+from steerlab.nets.mlp import MLPResNet
+from steerlab.train.schedule import tf_exponential_decay
+
+
+# ---------------------------------------------------------------- schedules
+def test_langevin_step_size_schedule_golden():
+    # (0.1 - 1e-5) * (1 - k/99)^2 + 1e-5
+    assert langevin_step_size(0, 100) == pytest.approx(0.1, abs=1e-12)
+    assert langevin_step_size(99, 100) == pytest.approx(1e-5, abs=1e-12)
+    assert langevin_step_size(33, 100) == pytest.approx(0.04445, abs=1e-9)  # 0.09999 * 4/9 + 1e-5
+    assert langevin_step_size(1, 3) == pytest.approx(0.0250075, abs=1e-10)  # 0.09999 / 4 + 1e-5
+    assert langevin_step_size(0, 1, init=0.3) == 0.3
+
+
+def test_tf_exponential_decay_golden():
+    assert tf_exponential_decay(0, 0.99, 100) == 1.0
+    assert 1e-3 * tf_exponential_decay(10_000, 0.99, 100) == pytest.approx(3.66032e-4, rel=1e-5)  # 0.99^100
+    assert tf_exponential_decay(150, 0.99, 100) == pytest.approx(0.985038, rel=1e-6)  # not staircase: 0.99^1.5
+
+
+# ---------------------------------------------------------------- one Langevin step and every clip
+def _t(*x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_langevin_step_noise_off_and_clips_golden():
+    lo, hi = _t(-1.0), _t(1.0)
+    z = _t(0.0)
+    # d = 0.1 * 0.5 * 0.4 = 0.02 -> 0.48
+    assert langevin_step(_t(0.5), _t(0.4), z, 0.1, lo, hi).item() == pytest.approx(0.48)
+    # d = 0.1 * 0.5 * 4 = 0.2, delta clip 0.1 * (1 - -1) / 2 = 0.1 -> 0.4
+    assert langevin_step(_t(0.5), _t(4.0), z, 0.1, lo, hi).item() == pytest.approx(0.4)
+    # no delta clip -> 0.3
+    assert langevin_step(_t(0.5), _t(4.0), z, 0.1, lo, hi, delta_action_clip=None).item() == pytest.approx(0.3)
+    # grad clip 1: d = 0.1 * 0.5 * 1 = 0.05 -> 0.45
+    assert langevin_step(_t(0.5), _t(4.0), z, 0.1, lo, hi, grad_clip=1.0).item() == pytest.approx(0.45)
+    # bound clip: 0.98 - (-0.1) = 1.08 -> 1.0
+    assert langevin_step(_t(0.98), _t(-4.0), z, 0.1, lo, hi).item() == pytest.approx(1.0)
+    # noise scales with eps: d = 0.1 * (0.2 + 1.0 * 0.3) = 0.05 -> 0.45
+    assert langevin_step(_t(0.5), _t(0.4), _t(0.3), 0.1, lo, hi).item() == pytest.approx(0.45)
+    # asymmetric bounds: half range 0.1 * (0.5 - -1.5) / 2 = 0.1
+    assert langevin_step(_t(0.0), _t(10.0), z, 0.1, _t(-1.5), _t(0.5)).item() == pytest.approx(-0.1)
+
+
+def test_langevin_chain_with_fixed_generator_golden():
+    # torch.manual_seed(0) -> first standard normal 1.5409961 (a well-known value of torch's generator)
+    g = lambda a: torch.full_like(a, 0.4)  # dE/da = 0.4 everywhere
+    lo, hi = _t(-1.0), _t(1.0)
+    a0 = _t(0.2)
+    out = langevin(g, a0, lo, hi, num_steps=1, delta_action_clip=None, generator=torch.Generator().manual_seed(0))
+    # K=1 -> eps = 0.1; d = 0.1 * (0.2 + 1.5409961) = 0.17409961
+    assert out.item() == pytest.approx(0.2 - 0.17409961, abs=1e-6)
+    out = langevin(g, a0, lo, hi, num_steps=1, noise_scale=0.1, delta_action_clip=None,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.item() == pytest.approx(0.2 - 0.1 * (0.2 + 0.15409961), abs=1e-7)
+    # textbook ULA: a - eps g + sqrt(2 eps) xi = 0.2 - 0.04 + 0.4472136 * 1.5409961
+    out = langevin(g, a0, lo, hi, num_steps=1, form="ula", delta_action_clip=None,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.item() == pytest.approx(0.8491544, abs=1e-6)
+    # noise off: two steps, eps 0.1 then 1e-5: 0.2 - 0.02 - 0.5 * 1e-5 * 0.4
+    out = langevin(g, a0, lo, hi, num_steps=2, noise_scale=0.0)
+    assert out.item() == pytest.approx(0.2 - 0.02 - 2e-6, abs=1e-12)
+
+
+def test_langevin_explicit_noise_is_used_and_shape_checked():
+    g = lambda a: torch.zeros_like(a)
+    a0 = torch.zeros(2, 3, 1, dtype=torch.float64)
+    noise = torch.full((1, 2, 3, 1), -0.5, dtype=torch.float64)
+    out = langevin(g, a0, _t(-1.0), _t(1.0), num_steps=1, noise=noise, delta_action_clip=None)
+    assert torch.allclose(out, torch.full_like(out, 0.05))  # a - 0.1 * (-0.5)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        langevin(g, a0, _t(-1.0), _t(1.0), num_steps=2, noise=noise)
+
+
+# ---------------------------------------------------------------- losses
+def test_info_nce_golden():
+    # softmax([0, 1, 2]): p_pos = e^2 / (1 + e + e^2) = 0.6652410; -log p = 0.4076059
+    # Keras clips the one-hot's zeros to 1e-7: + 1e-7 log(1e-7/0.0900306) + 1e-7 log(1e-7/0.2447285) = -2.842e-6
+    v = info_nce(_t(2.0), _t(0.0, 1.0)[None])
+    assert v.item() == pytest.approx(0.4076059 - 2.842e-6, abs=2e-7)
+    # capped: p_pos ~ e^-100 -> clipped to 1e-7: -log 1e-7 = 16.1180957, plus 1e-7 log(1e-7 / 1)
+    v = info_nce(_t(-100.0), _t(0.0)[None])
+    assert v.item() == pytest.approx(16.1180957 - 1.6118e-6, abs=1e-6)
+    # temperature 2 halves the logits: softmax([0, 1]) -> -log(e / (1 + e)) = 0.3132617
+    v = info_nce(_t(2.0), _t(0.0)[None], temperature=2.0)
+    assert v.item() == pytest.approx(0.3132617 + 1e-7 * math.log(1e-7 / 0.2689414), abs=1e-7)
+    with pytest.raises(ValueError):
+        info_nce(_t(1.0, 2.0), _t(0.0)[None])
+
+
+def test_gradient_penalty_golden():
+    g = _t(0.5, -2.0, 1.5, 0.2).reshape(1, 2, 2)
+    # inf-norms 2.0, 1.5 -> relu(-1): 1.0, 0.5 -> squared 1.0, 0.25 -> mean 0.625
+    assert gradient_penalty(g).item() == pytest.approx(0.625)
+    assert gradient_penalty(g, square=False).item() == pytest.approx(0.75)
+    assert gradient_penalty(g, margin=2.0).item() == 0.0
+    # 2-norms sqrt(4.25)=2.0615528, sqrt(2.29)=1.5132746 -> (1.0615528^2 + 0.5132746^2) / 2
+    assert gradient_penalty(g, norm="2").item() == pytest.approx((1.0615528**2 + 0.5132746**2) / 2, abs=1e-6)
+
+
+# ---------------------------------------------------------------- normalizers
+def test_normalizers_golden_and_inverse():
+    mm = MinMax.from_range([0.0, 2.0], [1.0, 6.0])
+    x = torch.tensor([[0.25, 5.0]])
+    assert torch.allclose(mm.normalize(x), torch.tensor([[-0.5, 0.5]]))
+    assert torch.allclose(mm.unnormalize(mm.normalize(x)), x)
+    z = ZScore.fit(np.array([[1.0, 7.0], [3.0, 7.0]]))
+    # mean (2, 7); std (1, 0 -> floored at float32 eps 1.1920929e-07)
+    assert torch.allclose(z.std, torch.tensor([1.0, 1.1920929e-07]))
+    y = z.normalize(torch.tensor([[4.0, 7.0]]))
+    assert torch.allclose(y, torch.tensor([[2.0, 0.0]]))
+    assert torch.allclose(z.unnormalize(y), torch.tensor([[4.0, 7.0]]))
+    lo, hi = sampling_bounds(np.array([0.1, 0.0]), np.array([0.9, 1.0]), np.zeros(2), np.ones(2))
+    assert np.allclose(lo, [0.06, 0.0]) and np.allclose(hi, [0.94, 1.0])  # ±5% of the range, clipped to env
+
+
+# ---------------------------------------------------------------- DFO
+def test_dfo_resampling_picks_dominant_sample_and_noise_schedule():
+    a = torch.tensor([[[0.1], [0.7], [0.3]]])
+    logits_fn = lambda x: torch.where((x[..., 0] - 0.7).abs() < 1e-6, 100.0, 0.0)
+    out, f = dfo(logits_fn, a, torch.tensor([-1.0]), torch.tensor([1.0]), iterations=1, noise_std=0.0)
+    assert torch.allclose(out, torch.full_like(out, 0.7)) and f.shape == (1, 3)
+    # spread after 3 iterations of noise 0.33, 0.165, 0.0825 around one point: sqrt(0.33^2 + 0.165^2 + 0.0825^2)
+    a = torch.zeros(1, 20000, 1)
+    g = torch.Generator().manual_seed(0)
+    out, _ = dfo(lambda x: torch.zeros(x.shape[:2]), a, torch.tensor([-50.0]), torch.tensor([50.0]), generator=g)
+    assert out.std().item() == pytest.approx(0.37806, rel=0.05)
+
+
+def test_autoregressive_dfo_finds_prefix_dependent_optimum():
+    # head j prefers a_j = 0.5 * a_{j-1} + 0.2 (a_{-1} = 0.4): optimum 0.4, 0.4, 0.4
+    def logits_fn(x, j):
+        prev = torch.full_like(x[..., 0], 0.4) if j == 0 else x[..., j - 1]
+        out = -200.0 * (x[..., j] - (0.5 * prev + 0.2)) ** 2
+        for i in range(j):
+            p = torch.full_like(x[..., 0], 0.4) if i == 0 else x[..., i - 1]
+            out = out - 200.0 * (x[..., i] - (0.5 * p + 0.2)) ** 2
+        return out
+
+    g = torch.Generator().manual_seed(0)
+    a0 = torch.rand(1, 2048, 3, generator=g) * 2 - 1
+    a, f = autoregressive_dfo(logits_fn, a0, -torch.ones(3), torch.ones(3), generator=g)
+    best = a[0, f[0].argmax()]
+    assert torch.allclose(best, torch.full((3,), 0.4), atol=0.05)
+
+
+# ---------------------------------------------------------------- bounds properties
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    scale=st.floats(0.01, 100.0),
+    form=st.sampled_from(["ibc", "ula"]),
+    delta=st.sampled_from([None, 0.1, 0.5]),
+)
+def test_samplers_never_leave_bounds(seed, scale, form, delta):
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = torch.tensor([-1.0, -0.3]), torch.tensor([0.4, 1.0])
+    a0 = lo + (hi - lo) * torch.rand(4, 16, 2, generator=g)
+    w = torch.randn(2, generator=g) * scale
+    out = langevin(lambda a: w * torch.sin(7 * a) * scale, a0, lo, hi, num_steps=5, step_size_init=1.0,
+                   noise_scale=scale, delta_action_clip=delta, form=form, generator=g)
+    assert bool(((out >= lo) & (out <= hi)).all())
+    out, _ = dfo(lambda a: (a * w).sum(-1) * scale, a0, lo, hi, noise_std=scale, generator=g)
+    assert bool(((out >= lo) & (out <= hi)).all())
+    out, _ = autoregressive_dfo(lambda a, j: a[..., j] * w[j] * scale, a0, lo, hi, noise_std=scale, generator=g)
+    assert bool(((out >= lo) & (out <= hi)).all())
+
+
+# ---------------------------------------------------------------- network and its hand-written gradient
+@pytest.mark.parametrize("depth,sn", [(0, False), (2, False), (6, False), (4, True)])
+def test_input_grad_matches_autograd_and_finite_differences(depth, sn):
+    torch.manual_seed(0)
+    net = MLPResNet(7, 1, 32, depth, spectral_norm=sn).double()
+    net.train()
+    o = torch.randn(3, 5, dtype=torch.float64)
+    net.forward_split(o, torch.zeros(3, 1, 2, dtype=torch.float64))  # one power iteration (training mode)
+    net.eval()
+    a = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    f = net.forward_split(o, a)[..., 0]
+    (g_auto,) = torch.autograd.grad(f.sum(), a)
+    v, g_fast = net.input_grad(o, a.detach(), need_value=True, chunk_rows=4)  # exercise chunking
+    assert torch.allclose(v, f, atol=1e-12)
+    assert torch.allclose(g_fast, g_auto, atol=1e-10)
+    h = 1e-6
+    for idx in [(0, 0, 0), (2, 3, 1)]:
+        ap, am = a.detach().clone(), a.detach().clone()
+        ap[idx] += h
+        am[idx] -= h
+        fd = (net.forward_split(o, ap)[idx[:2]] - net.forward_split(o, am)[idx[:2]]) / (2 * h)
+        assert fd.item() == pytest.approx(g_fast[idx].item(), abs=1e-7)
+
+
+def test_input_grad_does_not_advance_spectral_norm_in_training_mode():
+    net = MLPResNet(4, 1, 16, 2, spectral_norm=True)
+    net.train()
+    u = net.proj.parametrizations.weight[0]._u.clone()
+    net.input_grad(torch.randn(2, 2), torch.randn(2, 3, 2))
+    assert torch.equal(u, net.proj.parametrizations.weight[0]._u)
+    net.forward_split(torch.randn(2, 2), torch.randn(2, 3, 2))  # a training forward does one iteration
+    assert not torch.equal(u, net.proj.parametrizations.weight[0]._u)
+
+
+def test_mlp_layout_matches_ibc():
+    net = MLPResNet(10, 1, 256, 2)
+    assert sum(p.numel() for p in net.parameters()) == 10 * 256 + 256 + 2 * (256 * 256 + 256) + 257
+    with pytest.raises(ValueError, match="even"):
+        MLPResNet(10, 1, 256, 3)
+    assert 0.04 < float(net.blocks[0][0].weight.detach().std()) < 0.06  # N(0, 0.05^2) init
