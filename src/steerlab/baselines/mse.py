@@ -57,7 +57,7 @@ class MSEPolicy(Policy):
     def compute_loss(self, batch, generator=None):
         target = self.act_norm.normalize(batch["action"][:, 0])
         loss = ((self._predict_normalized(batch["obs"]) - target) ** 2).mean()
-        return loss, {"loss": float(loss), "action_mse": float(loss)}
+        return loss, {"loss": loss.item(), "action_mse": loss.item()}
 
     @torch.no_grad()
     def predict_action_chunk(self, obs, generator=None):

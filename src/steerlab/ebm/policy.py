@@ -87,6 +87,9 @@ class IBCConfig:
     dfo_iterations: int = 3
     dfo_noise_std: float = 0.33
     dfo_noise_shrink: float = 0.5
+    chain_dtype: Literal["float32", "bfloat16"] = "float32"
+    """compute dtype of the Langevin chains' matrix products (bfloat16: several times faster on CPUs with
+    bf16 units; the loss, the final selection and the actions stay float32)"""
     stats_samples: int | None = 5000
     """windows used to compute normalizer statistics (IBC: 5,000); None: all"""
     bounds_margin: float = 0.05
@@ -174,7 +177,8 @@ class IBCPolicy(Policy):
 
     def _grad_energy_fn(self, o: torch.Tensor):
         """``a -> dE/da`` with the hand-written backward of the MLP (no autograd)."""
-        return lambda a: -self.net.input_grad(o, a)[1]
+        dt = torch.bfloat16 if self.cfg.chain_dtype == "bfloat16" else None
+        return lambda a: -self.net.input_grad(o, a, dtype=dt)[1]
 
     def _uniform(self, shape, generator, device) -> torch.Tensor:
         u = torch.rand(*shape, self.act_dim, generator=generator, device=device)
@@ -219,14 +223,14 @@ class IBCPolicy(Policy):
         f = self.logits(o, acts)  # [B, n+1]
         nce = info_nce(f[:, -1], f[:, :-1], cfg.temperature)
         loss = nce.mean()
-        metrics = {"info_nce": float(nce.mean())}
+        metrics = {"info_nce": nce.mean().item()}
         if cfg.grad_penalty:
             (g,) = torch.autograd.grad(f.sum(), acts, create_graph=True)
             gp = gradient_penalty(g, cfg.grad_margin, cfg.grad_norm, cfg.grad_penalty_square).mean()
             loss = loss + cfg.grad_penalty_weight * gp
-            metrics["grad_penalty"] = float(gp)
+            metrics["grad_penalty"] = gp.item()
         e = -f.detach()
-        metrics.update(e_pos=float(e[:, -1].mean()), e_neg=float(e[:, :-1].mean()), loss=float(loss))
+        metrics.update(e_pos=e[:, -1].mean().item(), e_neg=e[:, :-1].mean().item(), loss=loss.item())
         return loss, metrics
 
     def _ar_loss(self, o, pos, generator):
@@ -241,12 +245,9 @@ class IBCPolicy(Policy):
         f = self.ar_logits(o, torch.cat([neg, pos[:, None]], 1), j)
         nce = info_nce(f[:, -1], f[:, :-1], cfg.temperature)
         e = -f.detach()
-        return nce.mean(), {
-            "info_nce": float(nce.mean()),
-            "e_pos": float(e[:, -1].mean()),
-            "e_neg": float(e[:, :-1].mean()),
-            "loss": float(nce.mean()),
-        }
+        loss = nce.mean()
+        return loss, {"info_nce": loss.item(), "e_pos": e[:, -1].mean().item(), "e_neg": e[:, :-1].mean().item(),
+                      "loss": loss.item()}
 
     # ------------------------------------------------------------------ inference
     def infer_normalized(
@@ -269,7 +270,7 @@ class IBCPolicy(Policy):
             if cfg.optimize_again:
                 a = langevin(gfn, a, self.lo, self.hi, step_size_init=cfg.again_step_size_init,
                              step_size_final=cfg.again_step_size_final, **chain)
-            f = self.net.input_grad(o, a, need_value=True)[0]
+            f = self.logits(o, a)
         elif cfg.inference == "dfo":
             a, f = dfo(lambda x: self.logits(o, x), init, self.lo, self.hi, iterations=cfg.dfo_iterations,
                        noise_std=cfg.dfo_noise_std, noise_shrink=cfg.dfo_noise_shrink,

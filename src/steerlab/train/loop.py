@@ -198,7 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if not torch.isfinite(loss):
             where = checkpoint(step)
             raise TrainingError(
-                f"loss became {float(loss)} at step {step + 1} (metrics {metrics}); the last good state "
+                f"loss became {loss.item()} at step {step + 1} (metrics {metrics}); the last good state "
                 f"(after step {step}) is saved in {where}. Lower --lr, check the data for outliers, or "
                 f"enable a gradient penalty."
             )

@@ -1,0 +1,16 @@
+"""Environments. Importing this package registers them with gymnasium:
+
+* ``"steerlab/Particle-v0"`` -> :class:`steerlab.envs.particle.ParticleEnv` (kwargs such as ``n_dim`` pass
+  through ``gymnasium.make``; the env truncates itself after ``n_steps``).
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from steerlab.envs.particle import OBS_KEYS, ParticleEnv, ParticleOracle, flatten_obs
+
+PARTICLE_ID = "steerlab/Particle-v0"
+
+if PARTICLE_ID not in registry:  # re-import / module reload must not re-register
+    register(id=PARTICLE_ID, entry_point="steerlab.envs.particle:ParticleEnv")
+
+__all__ = ["OBS_KEYS", "PARTICLE_ID", "ParticleEnv", "ParticleOracle", "flatten_obs"]
