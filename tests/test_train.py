@@ -153,3 +153,17 @@ def test_torchrun_two_processes_match_one(tmp_path, particle2d):
     assert w1.keys() == w2.keys()
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_time_budget_stops_checkpoints_and_counts_across_resume(tmp_path, particle2d):
+    cfg = _cfg(tmp_path, particle2d, run_name="budget", steps=1000, max_minutes=1e-4, eval_interval=1,
+               eval=EvalConfig(episodes=2, batch=2))
+    run = train(cfg)
+    s = json.loads((run / "train_summary.json").read_text())
+    assert s["stopped_by_budget"] and s["steps"] < 1000
+    assert list_checkpoints(run)[-1].name == f"step_{s['steps']:08d}"
+    with open(run / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("eval_success")]
+    assert rows and float(rows[0]["train_seconds"]) < 1.0  # evaluation time is not training time
+    train(cfg, resume=True)  # the budget is spent: no further step
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == s["steps"]

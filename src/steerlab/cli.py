@@ -197,12 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         raise SystemExit(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    from steerlab.data.zarr_io import DatasetError
+    from steerlab.train.checkpoint import CheckpointError
+    from steerlab.train.loop import TrainingError
+
+    user_errors = (DatasetError, CheckpointError, TrainingError, KeyError, ValueError, FileNotFoundError, FileExistsError)
     try:
         COMMANDS[cmd](rest)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
-        if type(e).__name__ in ("DatasetError", "CheckpointError", "TrainingError", "KeyError", "ValueError", "FileNotFoundError"):
-            raise SystemExit(f"steerlab {cmd}: error: {e}") from None
-        raise
+    except user_errors as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise SystemExit(f"steerlab {cmd}: error: {msg}") from None
 
 
 if __name__ == "__main__":

@@ -97,9 +97,10 @@ class MetricsLog:
         self.tb.close()
 
 
-def _state_of(policy, optimizer, sched, gens, ema, step) -> dict:
+def _state_of(policy, optimizer, sched, gens, ema, step, train_seconds) -> dict:
     return {
         "step": step,
+        "train_seconds": train_seconds,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": sched.state_dict() if sched is not None else None,
         "generators": {k: g.get_state() for k, g in gens.items()},
@@ -156,7 +157,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     }
 
     # ---- resume
-    step = 0
+    step, seconds_before = 0, 0.0
     if resume and list_checkpoints(run_dir):
         ckpt = latest_checkpoint(run_dir)
         policy.load_state_dict(load_weights(ckpt))
@@ -171,6 +172,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         step = state["step"]
+        seconds_before = state.get("train_seconds", 0.0)  # the time budget counts the earlier parts too
         if rank == 0:
             print(f"[steerlab] resumed {run_dir} from {ckpt.name} (step {step})")
     log = MetricsLog(run_dir, step if resume else None) if rank == 0 else None
@@ -179,17 +181,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if rank != 0:
             return None
         return save_checkpoint(
-            run_dir, at_step, policy.state_dict(), _state_of(policy, optimizer, sched, gens, ema, at_step),
+            run_dir, at_step, policy.state_dict(),
+            _state_of(policy, optimizer, sched, gens, ema, at_step, elapsed()),
             {**meta, "preset": cfg.preset}, ema.state_dict() if ema is not None else None, cfg.keep_checkpoints,
         )
 
     # ---- the loop
-    t_start = time.time()
+    t_start, eval_seconds = time.time(), 0.0  # evaluation time does not count as training time
+
+    def elapsed() -> float:
+        """Training seconds of this run, earlier (resumed) parts included, evaluation excluded."""
+        return seconds_before + time.time() - t_start - eval_seconds
     steps = cfg.steps if optimizer is not None else 0
+    stopped_by_budget = cfg.max_minutes is not None and seconds_before >= 60 * cfg.max_minutes
+    if stopped_by_budget:
+        steps = min(steps, step)  # a resumed run whose budget is spent trains no further
     bar = tqdm(total=steps, initial=step, desc=f"train {cfg.preset}", disable=not cfg.progress or rank != 0, dynamic_ncols=True)
     acc: dict[str, float] = {}
     n_acc, t_log, step_log = 0, time.time(), step
-    stopped_by_budget = False
     policy.train()
     while step < steps:
         idx = torch.randint(len(ds), (cfg.batch_size,), generator=gens["data"])[rank::world]
@@ -242,7 +251,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 log.log(step, vals)
                 bar.set_postfix({k: f"{vals[k]:.3g}" for k in ("loss", "e_pos", "e_neg") if k in vals})
             acc, n_acc, t_log, step_log = {}, 0, time.time(), step
-        budget_hit = cfg.max_minutes is not None and (time.time() - t_start) > 60 * cfg.max_minutes
+        budget_hit = cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes
         if world > 1:  # every process stops at the same step
             flag = torch.tensor([float(budget_hit)])
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -250,12 +259,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if step % cfg.ckpt_interval == 0 or step == steps or budget_hit:
             checkpoint(step)
         if cfg.eval_interval and step % cfg.eval_interval == 0 and step < steps and rank == 0:
-            _evaluate_and_log(cfg, ema or policy, run_dir, step, log, final=False)
+            t_eval = time.time()
+            _evaluate_and_log(cfg, ema or policy, step, log, elapsed())
+            eval_seconds += time.time() - t_eval
+            policy.train()
         if budget_hit:
             stopped_by_budget = True
             break
     bar.close()
-    train_seconds = time.time() - t_start
+    train_seconds = elapsed()
     if rank == 0:
         if not list_checkpoints(run_dir) or list_checkpoints(run_dir)[-1].name != f"step_{step:08d}":
             checkpoint(step)
@@ -267,10 +279,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return run_dir
 
 
-def _evaluate_and_log(cfg, policy, run_dir, step, log, final: bool):
+def _evaluate_and_log(cfg, policy, step, log, train_seconds: float):
+    """Evaluation during training; ``train_seconds`` (training time so far, evaluation excluded) is logged
+    with it so that compute-to-success can be read from ``metrics.csv``."""
     from steerlab.eval.rollout import evaluate_policy
 
     res = evaluate_policy(policy, cfg, progress=cfg.progress)
     if log is not None:
-        log.log(step, {"eval_success": res["success_rate"], "eval_return": res["mean_return"]})
+        log.log(step, {"eval_success": res["success_rate"], "eval_return": res["mean_return"],
+                       "train_seconds": train_seconds})
     return res

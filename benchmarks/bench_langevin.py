@@ -1,0 +1,188 @@
+"""Speed of IBC's Langevin machinery: steerlab against the straightforward autograd implementation and
+against torchebm's LangevinDynamics, on the same energy network, measured side by side in one process.
+
+    python benchmarks/bench_langevin.py [--n-dim 2] [--repeats 5]
+
+Writes benchmarks/results/langevin_speed.json and benchmarks/results/langevin_speed.png.
+
+Variants:
+- ``naive``: the formula written the plain way: per step, ``f = net(cat(obs, a))`` and
+  ``torch.autograd.grad(f.sum(), a)``.
+- ``steerlab fp32``: :meth:`MLPResNet.input_grad` (hand-written backward, obs part of the first layer
+  computed once, cache-sized chunks).
+- ``steerlab bf16``: the same with bfloat16 matrix products (``IBCConfig.chain_dtype="bfloat16"``).
+- ``torchebm``: ``torchebm.samplers.LangevinDynamics`` (textbook ULA, constant step) on an energy model
+  wrapping the same network for a fixed observation; same chains × steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, save  # noqa: E402
+
+from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size  # noqa: E402
+from steerlab.ebm.losses import gradient_penalty, info_nce  # noqa: E402
+from steerlab.ebm.policy import IBCConfig, IBCPolicy  # noqa: E402
+from steerlab.presets import get_preset  # noqa: E402
+
+
+def naive_chain(net, o, a, lo, hi, steps, gen):
+    """IBC's Langevin written the straightforward way (autograd for dE/da each step)."""
+    obs = o[:, None].expand(-1, a.shape[1], -1)
+    for k in range(steps):
+        a = a.detach().requires_grad_(True)
+        f = net(torch.cat([obs, a], -1))[..., 0]
+        (df,) = torch.autograd.grad(f.sum(), a)
+        xi = torch.randn(a.shape, generator=gen)
+        a = langevin_step(a.detach(), -df, xi, langevin_step_size(k, steps), lo, hi)
+    return a.detach()
+
+
+def naive_train_step(pol: IBCPolicy, opt, batch, gen):
+    """One repo-preset IBC step, every piece written the plain way."""
+    cfg = pol.cfg
+    o = pol._obs_features(batch["obs"])
+    pos = pol.act_norm.normalize(batch["action"][:, 0])
+    neg = pol._uniform((o.shape[0], cfg.num_counter_examples), gen, o.device)
+    pol.eval()
+    neg = naive_chain(pol.net, o, neg, pol.lo, pol.hi, cfg.langevin.num_steps, gen)
+    pol.train()
+    acts = torch.cat([neg, pos[:, None]], 1).requires_grad_(True)
+    f = pol.net(torch.cat([o[:, None].expand(-1, acts.shape[1], -1), acts], -1))[..., 0]
+    loss = info_nce(f[:, -1], f[:, :-1]).mean()
+    (g,) = torch.autograd.grad(f.sum(), acts, create_graph=True)
+    loss = loss + gradient_penalty(g).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+class TorchEBMEnergy(torch.nn.Module):
+    """E(a) = -f(o, a) for a fixed observation, in torchebm's model interface (x -> [N] energies)."""
+
+    def __init__(self, net, o):
+        super().__init__()
+        self.net, self.o = net, o
+
+    def forward(self, x, **kw):
+        b, n = self.o.shape[0], x.shape[0] // self.o.shape[0]
+        return -self.net.forward_split(self.o, x.reshape(b, n, -1))[..., 0].reshape(-1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-dim", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    N = args.n_dim
+    rng = np.random.default_rng(0)
+    obs_data, act_data = rng.random((5000, 4 * N)), rng.random((5000, N))
+    res: dict = {"n_dim": N, "repeats": args.repeats}
+
+    def make(dtype):
+        cfg = get_preset("ibc-particle-langevin").policy
+        pol = IBCPolicy(IBCConfig(**{**cfg.__dict__, "chain_dtype": dtype}), 4 * N, N)
+        pol.fit_normalizers(obs_data, act_data, np.zeros(N), np.ones(N))
+        return pol
+
+    pol32, pol16 = make("float32"), make("bfloat16")
+    pol16.load_state_dict(pol32.state_dict())
+    net = pol32.net.eval()
+    K = pol32.cfg.langevin.num_steps
+
+    # ---- chain throughput: training shape (512 obs x 8 chains) and inference shape (1 obs x 512 chains)
+    for label, b, n in [("train_shape_512x8", 512, 8), ("inference_shape_1x512", 1, 512)]:
+        o = torch.randn(b, 8 * N)
+        a0 = torch.rand(b, n, N) * 2 - 1
+        gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        lo, hi = pol32.lo, pol32.hi
+        from torchebm.samplers import LangevinDynamics
+
+        tebm = LangevinDynamics(TorchEBMEnergy(net, o), step_size=1e-3, noise_scale=1.0)
+        fns = {
+            "naive": lambda: naive_chain(net, o, a0, lo, hi, K, gen()),
+            "steerlab_fp32": lambda: langevin(pol32._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
+            "steerlab_bf16": lambda: langevin(pol16._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
+            "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
+        }
+        with torch.no_grad():
+            t = interleaved({k: f for k, f in fns.items() if k != "naive"}, args.repeats)
+        t.update(interleaved({"naive": fns["naive"]}, args.repeats))
+        res[label] = {
+            "chains": b * n, "steps": K,
+            "seconds": t,
+            "chain_steps_per_s": {k: b * n * K / v for k, v in t.items()},
+            "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()},
+            "speedup_vs_torchebm": {k: t["torchebm"] / v for k, v in t.items()},
+        }
+        print(label, {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
+
+    # ---- training steps/s of the repo preset (batch 512, 8 Langevin negatives, K=100, gradient penalty)
+    batch = {"obs": torch.rand(512, 2, 4 * N), "action": torch.rand(512, 1, N)}
+    opts = {p: torch.optim.Adam(p.parameters(), 1e-3) for p in (pol32, pol16)}
+    pn = make("float32")
+    optn = torch.optim.Adam(pn.parameters(), 1e-3)
+
+    def ours(p):
+        g = torch.Generator().manual_seed(0)
+        p.train()
+        loss, _ = p.compute_loss(batch, g)
+        opts[p].zero_grad()
+        loss.backward()
+        opts[p].step()
+
+    t = interleaved({"naive": lambda: naive_train_step(pn, optn, batch, torch.Generator().manual_seed(0)),
+                     "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16)}, max(3, args.repeats // 2))
+    res["train_step_repo_preset"] = {"seconds": t, "steps_per_s": {k: 1 / v for k, v in t.items()},
+                                     "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()}}
+    print("train step", {k: f"{v:.2f} s" for k, v in t.items()})
+
+    # ---- inference latency per action, batch 1
+    obs1 = torch.rand(1, 2, 4 * N)
+    dfo_pol = IBCPolicy(IBCConfig(inference="dfo", inference_samples=16384, fraction_langevin_samples=0.0), 4 * N, N)
+    dfo_pol.fit_normalizers(obs_data, act_data, np.zeros(N), np.ones(N))
+    pol32.eval(), pol16.eval(), dfo_pol.eval()
+    t = interleaved({
+        "langevin_512x100_fp32": lambda: pol32.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
+        "langevin_512x100_bf16": lambda: pol16.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
+        "dfo_16384x3": lambda: dfo_pol.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
+    }, args.repeats)
+    res["inference_latency_s"] = t
+    print("latency", {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
+    save("langevin_speed", res)
+    plot(res, Path(__file__).parent / "results" / "langevin_speed.png")
+
+
+def plot(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, key in zip(axes[:2], ["train_shape_512x8", "inference_shape_1x512"]):
+        r = res[key]["chain_steps_per_s"]
+        ax.bar(list(r), [v / 1e6 for v in r.values()], color=["gray", "tab:blue", "tab:green", "tab:orange"])
+        ax.set_title(f"Langevin chain throughput, {key}")
+        ax.set_ylabel("million chain-steps / s")
+    r = res["train_step_repo_preset"]["steps_per_s"]
+    axes[2].bar(list(r), list(r.values()), color=["gray", "tab:blue", "tab:green"])
+    axes[2].set_title("training steps/s, repo Langevin preset")
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(f"{res['n_dim']}-D particle, 256x2 energy MLP, K=100 (side by side, median of {res['repeats']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Particle N-D sweep (IBC paper Fig. 6): success against dimension for each method, 2,000 oracle demos per
+N, a wall-clock training budget per (method, N), evaluation on 100 episodes with fixed seeds.
+
+    python benchmarks/particle_sweep.py --methods ibc-langevin --dims 2 8 --budget-min 20
+    python benchmarks/particle_sweep.py --plot-only
+
+Each finished (method, N) cell is written at once to benchmarks/results/particle_sweep.json (the sweep can
+be run in parts; cells already present are skipped unless --force), and the plot
+benchmarks/results/particle_sweep.png is redrawn from all cells present.
+
+Methods map to presets (``steerlab presets``) and overrides:
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "particle_sweep.json"
+
+METHODS: dict[str, list[str]] = {
+    # the repo's Langevin config; chains in bfloat16 (see BENCHMARKS.md: same success, ~4x the steps/s)
+    "ibc-langevin": ["ibc-particle-langevin", "--policy.chain-dtype", "bfloat16"],
+    "ibc-dfo": ["ibc-particle-dfo"],
+    "ibc-ardfo": ["ibc-particle-ardfo"],
+    "mse": ["mse-particle"],
+    "nearest": ["nearest-particle"],
+}
+__doc__ += "\n".join(f"    {k:14s} steerlab train {' '.join(v)}" for k, v in METHODS.items())
+
+
+def load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {"cells": {}}
+
+
+def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: int, runs_dir: Path) -> dict:
+    name = f"sweep-{method}-{n_dim}d-s{seed}"
+    cmd = ["steerlab", "train", *METHODS[method], "--n-dim", str(n_dim), "--max-minutes", str(budget_min),
+           "--run-name", name, "--out-dir", str(runs_dir), "--seed", str(seed), "--eval.episodes", str(episodes),
+           "--no-progress", "--resume"]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    run = runs_dir / name
+    m = json.loads((run / "metrics.json").read_text())
+    return {
+        "method": method, "n_dim": n_dim, "seed": seed, "budget_min": budget_min, "command": " ".join(cmd),
+        "success_rate": m["success_rate"], "success_ci95": m["success_ci95"], "episodes": m["episodes"],
+        "train_steps": m.get("train", {}).get("steps"), "train_seconds": m.get("train", {}).get("train_seconds"),
+        "eval_seconds": m["seconds"], "wall_seconds": time.time() - t0, "run_dir": str(run),
+    }
+
+
+def plot(data: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(data["cells"].values())
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in METHODS:
+        pts = sorted((c["n_dim"], c["success_rate"], *c["success_ci95"]) for c in cells if c["method"] == method)
+        if not pts:
+            continue
+        x, y, lo, hi = map(list, zip(*pts))
+        ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], marker="o",
+                    capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("particle dimension N")
+    ax.set_ylabel("success rate (100 episodes, 95% Wilson)")
+    budgets = sorted({c["budget_min"] for c in cells})
+    ax.set_title(f"N-D particle, 2,000 demos, training budget {budgets} min on 2 CPU cores")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "particle_sweep.png", dpi=90)
+    print(f"wrote {RESULTS / 'particle_sweep.png'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--dims", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--budget-min", type=float, default=20.0)
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--force", action="store_true", help="re-run cells already in the results file")
+    ap.add_argument("--plot-only", action="store_true")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = load()
+    if not args.plot_only:
+        for n in args.dims:
+            for method in args.methods:
+                key = f"{method}/{n}/{args.seed}/{args.budget_min}"
+                if key in data["cells"] and not args.force:
+                    print(f"skip {key}: already measured")
+                    continue
+                data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir))
+                data = {**load(), "cells": {**load()["cells"], key: data["cells"][key]}}
+                OUT.write_text(json.dumps(data, indent=2))
+                print(json.dumps(data["cells"][key]), flush=True)
+                plot(data)
+    plot(data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
