@@ -64,16 +64,20 @@ def naive_train_step(pol: IBCPolicy, opt, batch, gen):
     opt.step()
 
 
-class TorchEBMEnergy(torch.nn.Module):
-    """E(a) = -f(o, a) for a fixed observation, in torchebm's model interface (x -> [N] energies)."""
+def torchebm_energy(net, o):
+    """E(a) = -f(o, a) for a fixed observation, as a torchebm model (x -> [N] energies)."""
+    from torchebm.core import BaseModel
 
-    def __init__(self, net, o):
-        super().__init__()
-        self.net, self.o = net, o
+    class TorchEBMEnergy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.net, self.o = net, o
 
-    def forward(self, x, **kw):
-        b, n = self.o.shape[0], x.shape[0] // self.o.shape[0]
-        return -self.net.forward_split(self.o, x.reshape(b, n, -1))[..., 0].reshape(-1)
+        def forward(self, x, **kw):
+            b, n = self.o.shape[0], x.shape[0] // self.o.shape[0]
+            return -self.net.forward_split(self.o, x.reshape(b, n, -1))[..., 0].reshape(-1)
+
+    return TorchEBMEnergy()
 
 
 def main():
@@ -106,7 +110,7 @@ def main():
         lo, hi = pol32.lo, pol32.hi
         from torchebm.samplers import LangevinDynamics
 
-        tebm = LangevinDynamics(TorchEBMEnergy(net, o), step_size=1e-3, noise_scale=1.0)
+        tebm = LangevinDynamics(torchebm_energy(net, o), step_size=1e-3, noise_scale=1.0)
         fns = {
             "naive": lambda: naive_chain(net, o, a0, lo, hi, K, gen()),
             "steerlab_fp32": lambda: langevin(pol32._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),

@@ -45,6 +45,15 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             steps=100_000, batch_size=512,
         ),
     ),
+    "ibc-particle-langevin-budget": (
+        "IBC-Langevin sized for a 20-minute CPU budget: the repo config with 25-step training chains (the "
+        "mcmc.py default K), bfloat16 chain arithmetic, and the full 100-step, 512-chain inference",
+        TrainConfig(
+            policy=IBCConfig(langevin=LangevinConfig(num_steps=25), inference_langevin_steps=100,
+                             chain_dtype="bfloat16"),
+            steps=100_000, batch_size=512,
+        ),
+    ),
     "mse-particle": (
         "Explicit MSE behavioural cloning (IBC's mlp_mse): 256x2, dropout 0.1, z-scored actions, batch 512, 50k steps",
         TrainConfig(policy=MSEConfig(), steps=50_000, batch_size=512),

@@ -80,6 +80,8 @@ class IBCConfig:
     """action inference; 'autoregressive_dfo' requires energy='autoregressive'"""
     inference_samples: int = 512
     """samples (chains) per observation at inference"""
+    inference_langevin_steps: int | None = None
+    """Langevin steps at inference (None: the training chain's num_steps, as IBC uses one setting for both)"""
     optimize_again: bool = False
     """IBC's second Langevin chain from the first chain's samples"""
     again_step_size_init: float = 0.1
@@ -263,7 +265,8 @@ class IBCPolicy(Policy):
         if cfg.inference == "langevin":
             chain = dict(
                 power=lc.power, noise_scale=lc.noise_scale, delta_action_clip=lc.delta_action_clip,
-                grad_clip=lc.grad_clip, form=lc.form, generator=generator, num_steps=lc.num_steps,
+                grad_clip=lc.grad_clip, form=lc.form, generator=generator,
+                num_steps=cfg.inference_langevin_steps or lc.num_steps,
             )
             gfn = self._grad_energy_fn(o)
             a = langevin(gfn, init, self.lo, self.hi, step_size_init=lc.step_size_init, step_size_final=lc.step_size_final, **chain)

@@ -33,9 +33,12 @@ def load_run(run_dir: str | Path, ema: bool | None = None):
     return cfg, policy, ckpt
 
 
-def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: bool = True, overrides: dict | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: bool | None = None,
+                 overrides: dict | None = None) -> dict:
+    """Evaluate the latest checkpoint of a run; ``progress=None`` follows the run's ``progress`` setting."""
     run_dir = Path(run_dir)
     cfg, policy, ckpt = load_run(run_dir)
+    progress = cfg.progress if progress is None else progress
     if overrides:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
     res, eps = evaluate_policy(policy, cfg, episodes=episodes, progress=progress, return_episodes=True)

@@ -161,19 +161,22 @@ class MLPResNet(nn.Module):
     @staticmethod
     def _input_grad(weights, x_head, x_tail, need_value):
         w_head_t, w_tail_t, w_tail, b0, blocks, w_out, b_out = weights
-        h = (x_head @ w_head_t + b0).unsqueeze(1) + x_tail @ w_tail_t  # [B, N, W]
+        b, n = x_tail.shape[:2]
+        # rows = b * n; the observation part of the first layer is computed once per row of x_head
+        h = ((x_head @ w_head_t + b0).unsqueeze(1) + x_tail @ w_tail_t).reshape(b * n, -1)  # [rows, W]
         saved = []
         for i, (w1, b1, w2, b2) in enumerate(blocks):
-            m0 = h > 0
-            z1 = torch.relu(h) @ w1.T + b1
-            saved.append((m0, z1 > 0))
+            z1 = torch.addmm(b1, torch.relu(h), w1.T)
+            saved.append((h, z1))
             if i < len(blocks) - 1 or need_value:  # the last block's output only matters for the value
-                h = h + torch.relu(z1) @ w2.T + b2
-        value = h @ w_out + b_out if need_value else None
+                h = torch.addmm(b2, torch.relu(z1), w2.T).add_(h)
+        value = (h @ w_out + b_out).reshape(b, n) if need_value else None
         g = w_out  # d out / d h, the same for every row: [W]
-        for (w1, _, w2, _), (m0, m1) in zip(reversed(blocks), reversed(saved)):
-            g_z1 = (g @ w2) * m1
-            g = g + (g_z1 @ w1) * m0
+        relu_bwd = torch.ops.aten.threshold_backward  # ReLU's backward kernel: grad where input > 0, else 0
+        for (w1, _, w2, _), (h_in, z1) in zip(reversed(blocks), reversed(saved)):
+            g_p2 = g @ w2
+            g_z1 = relu_bwd(g_p2.expand_as(z1) if g_p2.dim() == 1 else g_p2, z1, 0)
+            g = relu_bwd(g_z1 @ w1, h_in, 0).add_(g)
         if g.dim() == 1:  # no residual block: the gradient is the same for every sample
-            g = g.expand(*x_tail.shape[:-1], g.shape[0])
-        return value, g @ w_tail
+            g = g.expand(b * n, g.shape[0])
+        return value, (g @ w_tail).reshape(b, n, -1)
