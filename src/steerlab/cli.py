@@ -161,9 +161,9 @@ class DemoArgs:
 
     n_dim: int = 2
     """particle dimension"""
-    steps: int = 3000
-    """training steps (the budget below stops earlier if reached)"""
-    max_minutes: float = 6.0
+    steps: int = 100_000
+    """training steps (the time budget below normally stops training first)"""
+    max_minutes: float = 5.0
     """wall-clock budget of training"""
     episodes: int = 50
     """evaluation episodes"""

@@ -63,11 +63,12 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(policy=NearestConfig(), steps=0),
     ),
     "demo": (
-        "`steerlab demo`: IBC-Langevin on 2-D particle sized for a few minutes on 2 CPU cores "
-        "(256x2, batch 128, 8 counter-examples with K=30 chains, 2,000 demos)",
+        "`steerlab demo`: the budget IBC-Langevin preset on 2-D particle, stopped after a few minutes "
+        "(see `steerlab demo --help`), evaluated on 50 episodes",
         TrainConfig(
-            policy=IBCConfig(langevin=LangevinConfig(num_steps=30), inference_samples=256),
-            steps=3000, batch_size=128, lr_decay_steps=100, log_interval=100, ckpt_interval=500,
+            policy=IBCConfig(langevin=LangevinConfig(num_steps=25), inference_langevin_steps=100,
+                             chain_dtype="bfloat16"),
+            steps=100_000, batch_size=512, log_interval=100, ckpt_interval=500,
             eval=dataclasses.replace(TrainConfig().eval, episodes=50, batch=50),
         ),
     ),

@@ -9,7 +9,7 @@ import numpy as np
 
 import steerlab.envs  # noqa: F401  (registers the environments)
 from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes
-from steerlab.envs.particle import OBS_KEYS
+from steerlab.envs.particle import OBS_KEYS, flatten_obs
 
 TASKS = {"particle": "steerlab/Particle-v0"}
 
@@ -39,7 +39,7 @@ def dims(task: str, n_dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
 
 def flat_obs(obs) -> np.ndarray:
     """A gymnasium observation dict (or batch of them stacked per key) -> flat ``[..., Do]`` in IBC's order."""
-    return np.concatenate([np.asarray(obs[k], np.float32) for k in OBS_KEYS], axis=-1)
+    return flatten_obs(obs)
 
 
 def ensure_dataset(task: str, n_dim: int, episodes: int, path: Path, multimodal: bool = False,
@@ -66,7 +66,7 @@ def load_task_dataset(task: str, n_dim: int, path: Path) -> EpisodeData:
         if "obs" not in str(e):
             raise
         data = load_episodes(str(path), keys=["action", *OBS_KEYS])  # per-key observations only
-        data.data["obs"] = flat_obs(data.data).astype(np.float32)
+        data.data["obs"] = flatten_obs(data.data)
     o, a = data.data["obs"], data.data["action"]
     if o.ndim != 2 or o.shape[1] != obs_dim or a.ndim != 2 or a.shape[1] != act_dim:
         raise DatasetError(

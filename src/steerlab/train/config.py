@@ -74,7 +74,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_interval: int = 0
     """evaluate every this many steps (0: only at the end)"""
-    monitor_batch: int = 32
+    monitor_batch: int = 16
     """rows of the batch used for the inferred-action MSE monitor at each log"""
     eval: EvalConfig = field(default_factory=EvalConfig)
     threads: int | None = None
