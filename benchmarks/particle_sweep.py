@@ -25,7 +25,7 @@ OUT = RESULTS / "particle_sweep.json"
 
 METHODS: dict[str, list[str]] = {
     # the repo's Langevin config; chains in bfloat16 (see BENCHMARKS.md: same success, ~4x the steps/s)
-    # IBC-Langevin sized for the budget: 25-step training chains, bf16 chains, full 100-step inference
+    # IBC-Langevin sized for the budget: the repo config with batch 128 and bf16 chains
     "ibc-langevin": ["ibc-particle-langevin-budget"],
     # the repo's config as written (100-step training chains), bf16 chains
     "ibc-langevin-repo": ["ibc-particle-langevin", "--policy.chain-dtype", "bfloat16"],

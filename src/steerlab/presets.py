@@ -46,13 +46,9 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         ),
     ),
     "ibc-particle-langevin-budget": (
-        "IBC-Langevin sized for a 20-minute CPU budget: the repo config with 25-step training chains (the "
-        "mcmc.py default K), bfloat16 chain arithmetic, and the full 100-step, 512-chain inference",
-        TrainConfig(
-            policy=IBCConfig(langevin=LangevinConfig(num_steps=25), inference_langevin_steps=100,
-                             chain_dtype="bfloat16"),
-            steps=100_000, batch_size=512,
-        ),
+        "IBC-Langevin sized for a 20-minute CPU budget: the repo config (8 counter-examples, K=100 chains, "
+        "512-chain inference) with batch 128 (4x the steps per second) and bfloat16 chain arithmetic",
+        TrainConfig(policy=IBCConfig(chain_dtype="bfloat16"), steps=100_000, batch_size=128),
     ),
     "mse-particle": (
         "Explicit MSE behavioural cloning (IBC's mlp_mse): 256x2, dropout 0.1, z-scored actions, batch 512, 50k steps",
@@ -66,9 +62,8 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "`steerlab demo`: the budget IBC-Langevin preset on 2-D particle, stopped after a few minutes "
         "(see `steerlab demo --help`), evaluated on 50 episodes",
         TrainConfig(
-            policy=IBCConfig(langevin=LangevinConfig(num_steps=25), inference_langevin_steps=100,
-                             chain_dtype="bfloat16"),
-            steps=100_000, batch_size=512, log_interval=100, ckpt_interval=500,
+            policy=IBCConfig(chain_dtype="bfloat16"),
+            steps=100_000, batch_size=128, log_interval=100, ckpt_interval=500,
             eval=dataclasses.replace(TrainConfig().eval, episodes=50, batch=50),
         ),
     ),

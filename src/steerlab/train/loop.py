@@ -97,7 +97,8 @@ class MetricsLog:
         self.tb.close()
 
 
-def _state_of(policy, optimizer, sched, gens, ema, step, train_seconds) -> dict:
+def _trainer_state(optimizer, sched, gens, step, train_seconds) -> dict:
+    """Everything besides the weights that an exact resume needs."""
     return {
         "step": step,
         "train_seconds": train_seconds,
@@ -182,7 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             return None
         return save_checkpoint(
             run_dir, at_step, policy.state_dict(),
-            _state_of(policy, optimizer, sched, gens, ema, at_step, elapsed()),
+            _trainer_state(optimizer, sched, gens, at_step, elapsed()),
             {**meta, "preset": cfg.preset}, ema.state_dict() if ema is not None else None, cfg.keep_checkpoints,
         )
 
