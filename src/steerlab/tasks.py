@@ -37,11 +37,6 @@ def dims(task: str, n_dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     return obs_dim, int(np.prod(space.shape)), np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
 
 
-def flat_obs(obs) -> np.ndarray:
-    """A gymnasium observation dict (or batch of them stacked per key) -> flat ``[..., Do]`` in IBC's order."""
-    return flatten_obs(obs)
-
-
 def ensure_dataset(task: str, n_dim: int, episodes: int, path: Path, multimodal: bool = False,
                    seed: int = 0, progress: bool = True) -> Path:
     """Collect oracle demonstrations into ``path`` unless it already exists."""

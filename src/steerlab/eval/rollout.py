@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab import tasks
+from steerlab.envs.particle import flatten_obs
 from steerlab.eval.metrics import wilson_interval
 
 
@@ -24,7 +25,7 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
     """
     envs = [tasks.make_env(task, n_dim) for _ in seeds]
     obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
-    flat = np.stack([tasks.flat_obs(o) for o in obs])
+    flat = np.stack([flatten_obs(o) for o in obs])
     n_obs = policy.n_obs_steps
     hist = np.repeat(flat[:, None], n_obs, axis=1)  # the first frame tiles the history
     eps = [
@@ -49,7 +50,7 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
             e["return"] += float(r)
             e["length"] += 1
             e["positions"].append(o["pos_agent"].copy())
-            f = tasks.flat_obs(o)
+            f = flatten_obs(o)
             hist[i] = np.concatenate([hist[i, 1:], f[None]], 0)
             if term or trunc:
                 e["success"] = bool(info.get("success", False))
