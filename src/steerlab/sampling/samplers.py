@@ -1,0 +1,263 @@
+"""Differentiable samplers as plain functions (the style of k-diffusion's ``sampling.py``).
+
+Every sampler starts from unit Gaussian noise ``z`` (the learnable seed ``z0`` of noise optimization) and
+returns the clean sample. None of them holds state or switches gradients off on its own: ``grad`` chooses
+
+- ``"none"``: the chain runs under ``torch.no_grad`` (plain inference);
+- ``"full"``: ordinary autograd through every step (memory grows with the number of steps);
+- ``"checkpoint"``: each step under ``torch.utils.checkpoint`` (non-reentrant), so the backward pass keeps one
+  step's activations at a time and recomputes them (memory flat in the number of steps).
+
+Stochastic steps draw their noise from a :class:`~steerlab.sampling.noise.NoiseSource` passed as ``noise``;
+the draw happens outside the checkpointed step, so recomputation sees the same noise.
+
+Denoiser conventions (bind the conditioning with a closure or ``functools.partial``):
+
+- ``eps_fn(x, t) -> eps`` for DDPM/DDIM; ``t`` a float tensor ``[B]`` of training timestep indices.
+- ``velocity_fn(x, t) -> v`` for flows; pi0's convention ``x_t = t * noise + (1 - t) * x_data``, so ``t = 1`` is
+  noise, ``t = 0`` data and ``v = noise - x_data``.
+- ``x0_fn(x, sigma) -> x0`` for RES (EDM form ``x = x0 + sigma * n``); :func:`eps_to_x0` and
+  :func:`velocity_to_x0` adapt the other two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from steerlab.sampling.noise import NoiseSource, fresh, no_noise
+
+GradMode = Literal["none", "full", "checkpoint"]
+Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _context(grad: GradMode):
+    if grad not in ("none", "full", "checkpoint"):
+        raise ValueError(f"unknown gradient mode {grad!r}; use none, full or checkpoint")
+    return torch.no_grad() if grad == "none" else contextlib.nullcontext()
+
+
+def _run(grad: GradMode, step, *args):
+    if grad == "checkpoint" and torch.is_grad_enabled():
+        return checkpoint(step, *args, use_reentrant=False)
+    return step(*args)
+
+
+def _tvec(value: float, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), float(value), dtype=x.dtype, device=x.device)
+
+
+# ---------------------------------------------------------------------------------------------- DDPM / DDIM
+
+
+def _x0_from_eps(x, eps, ab, clip_sample):
+    x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    if clip_sample is not None:
+        x0 = x0.clamp(-clip_sample, clip_sample)
+        eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+    return x0, eps
+
+
+def sample_ddpm(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list[int], *,
+                noise: NoiseSource | None = None, grad: GradMode = "full",
+                clip_sample: float | None = None) -> torch.Tensor:
+    """DDPM ancestral sampling over the descending training indices ``timesteps`` (e.g. from
+    :func:`~steerlab.sampling.schedules.inference_timesteps`), starting at ``x = z``. Each step predicts
+    ``x0`` (clipped to ``±clip_sample`` if given), takes the posterior mean of ``q(x_t' | x_t, x0)`` and adds
+    ``sqrt(posterior variance) * noise`` (``noise`` source step ``k``; none on the final step)."""
+    noise = fresh() if noise is None else noise
+    ab = abar.double().tolist()
+    with _context(grad):
+        x = z
+        for k, t in enumerate(timesteps):
+            tp = timesteps[k + 1] if k + 1 < len(timesteps) else -1
+            a_t, a_p = ab[t], (ab[tp] if tp >= 0 else 1.0)
+            beta = 1 - a_t / a_p
+            c0, ct = math.sqrt(a_p) * beta / (1 - a_t), math.sqrt(1 - beta) * (1 - a_p) / (1 - a_t)
+            sd = math.sqrt((1 - a_p) / (1 - a_t) * beta)
+            xi = noise.draw(k, z, x) if tp >= 0 else None
+
+            def step(x, xi, t=t, a_t=a_t, c0=c0, ct=ct, sd=sd):
+                x0, _ = _x0_from_eps(x, eps_fn(x, _tvec(t, x)), a_t, clip_sample)
+                out = c0 * x0 + ct * x
+                return out if xi is None else out + sd * xi
+
+            x = _run(grad, step, x, xi)
+    return x
+
+
+def sample_ddim(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list[int], *, eta: float = 0.0,
+                noise: NoiseSource | None = None, grad: GradMode = "full",
+                clip_sample: float | None = None) -> torch.Tensor:
+    """DDIM with stochasticity ``eta`` (0: the deterministic probability-flow discretization; 1: DDPM-like).
+    ``x_t' = sqrt(abar_t') x0 + sqrt(1 - abar_t' - s^2) eps + s * noise`` with
+    ``s = eta * sqrt((1 - abar_t')/(1 - abar_t) * (1 - abar_t/abar_t'))``."""
+    noise = (no_noise() if eta == 0 else fresh()) if noise is None else noise
+    ab = abar.double().tolist()
+    with _context(grad):
+        x = z
+        for k, t in enumerate(timesteps):
+            tp = timesteps[k + 1] if k + 1 < len(timesteps) else -1
+            a_t, a_p = ab[t], (ab[tp] if tp >= 0 else 1.0)
+            s = eta * math.sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p))
+            xi = noise.draw(k, z, x) if s > 0 else None
+
+            def step(x, xi, t=t, a_t=a_t, a_p=a_p, s=s):
+                x0, eps = _x0_from_eps(x, eps_fn(x, _tvec(t, x)), a_t, clip_sample)
+                out = math.sqrt(a_p) * x0 + math.sqrt(max(1 - a_p - s * s, 0.0)) * eps
+                return out if xi is None else out + s * xi
+
+            x = _run(grad, step, x, xi)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------- flows
+
+
+def flow_times(n_steps: int) -> list[float]:
+    """``n_steps + 1`` times from 1 (noise) to 0 (data), uniform as pi0's Euler integration."""
+    if n_steps < 1:
+        raise ValueError(f"need at least one step, got {n_steps}")
+    return [1 - i / n_steps for i in range(n_steps + 1)]
+
+
+def _churn_flow(x, xi, t, t_hat):
+    """Move ``x_t`` up the path to ``t_hat > t``: exact forward noising of ``x_t = t n + (1 - t) x0``."""
+    c = (1 - t_hat) / (1 - t)
+    return c * x + math.sqrt(max(t_hat**2 - (c * t) ** 2, 0.0)) * xi
+
+
+def _flow_sampler(velocity_fn, z, n_steps, noise, grad, s_churn, heun):
+    times = flow_times(n_steps)
+    noise = no_noise() if noise is None else noise
+    gamma = min(s_churn / n_steps, math.sqrt(2) - 1) if s_churn > 0 else 0.0
+    with _context(grad):
+        x = z
+        for k in range(n_steps):
+            t, tn = times[k], times[k + 1]
+            t_hat = min(t * (1 + gamma), 1.0) if t < 1 else t
+            xi = noise.draw(k, z, x) if t_hat > t else None
+
+            def step(x, xi, t=t, tn=tn, t_hat=t_hat):
+                if xi is not None:
+                    x = _churn_flow(x, xi, t, t_hat)
+                v = velocity_fn(x, _tvec(t_hat, x))
+                x_next = x + (tn - t_hat) * v
+                if heun:
+                    v2 = velocity_fn(x_next, _tvec(tn, x))
+                    x_next = x + (tn - t_hat) * 0.5 * (v + v2)
+                return x_next
+
+            x = _run(grad, step, x, xi)
+    return x
+
+
+def sample_euler(velocity_fn: Fn, z: torch.Tensor, n_steps: int, *, noise: NoiseSource | None = None,
+                 grad: GradMode = "full", s_churn: float = 0.0) -> torch.Tensor:
+    """Euler integration of the flow ODE from ``t = 1`` (``x = z``) to ``t = 0`` in ``n_steps`` uniform steps
+    (pi0's sampler). ``s_churn > 0`` adds EDM-style churn: before each step ``t`` is raised to
+    ``t (1 + gamma)``, ``gamma = min(s_churn / n, sqrt2 - 1)``, by exact forward noising with ``noise``."""
+    return _flow_sampler(velocity_fn, z, n_steps, noise, grad, s_churn, heun=False)
+
+
+def sample_heun(velocity_fn: Fn, z: torch.Tensor, n_steps: int, *, noise: NoiseSource | None = None,
+                grad: GradMode = "full", s_churn: float = 0.0) -> torch.Tensor:
+    """Heun's 2nd-order method (trapezoidal predictor-corrector) for the flow ODE; 2 velocity calls a step."""
+    return _flow_sampler(velocity_fn, z, n_steps, noise, grad, s_churn, heun=True)
+
+
+# ------------------------------------------------------------------------------------------------------ RES
+
+
+def eps_to_x0(eps_fn: Fn, abar: torch.Tensor) -> Fn:
+    """An EDM ``x0_fn(x, sigma)`` from a VP epsilon model: ``x_vp = x / sqrt(1 + sigma^2)``,
+    ``abar = 1/(1 + sigma^2)``, continuous timestep by interpolating ``log sigma`` over the training table."""
+    log_sig = (0.5 * torch.log((1 - abar.double()) / abar.double())).numpy()  # increasing in t
+
+    def x0_fn(x, sigma):
+        s = sigma.double()
+        t = torch.from_numpy(np.interp(torch.log(s).cpu().numpy(), log_sig, np.arange(len(log_sig))))
+        eps = eps_fn(x / torch.sqrt(1 + s**2).to(x.dtype).view(-1, *[1] * (x.dim() - 1)), t.to(x.dtype).to(x.device))
+        return x - sigma.to(x.dtype).view(-1, *[1] * (x.dim() - 1)) * eps
+
+    return x0_fn
+
+
+def velocity_to_x0(velocity_fn: Fn) -> Fn:
+    """An EDM ``x0_fn(x, sigma)`` from a flow velocity model: ``t = sigma/(1 + sigma)``, ``x_t = x/(1 + sigma)``,
+    ``x0 = x_t - t v``."""
+
+    def x0_fn(x, sigma):
+        s = sigma.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        t = s / (1 + s)
+        xt = x / (1 + s)
+        return xt - t * velocity_fn(xt, t.reshape(-1))
+
+    return x0_fn
+
+
+def sample_res(x0_fn: Fn, z: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSource | None = None,
+               grad: GradMode = "full", s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
+               s_noise: float = 1.0) -> torch.Tensor:
+    """Cosmos' RES sampler: a 2nd-order multistep exponential integrator in x0-prediction form over the
+    descending ``sigmas`` (e.g. :func:`~steerlab.sampling.schedules.karras_sigmas`), starting at
+    ``x = sigmas[0] * z``, solver arithmetic in float64.
+
+    With ``h = log(s / t)`` between the current sigma ``s`` and the next ``t``: the first step is Euler,
+    ``x_t = (t/s) x_s + (1 - t/s) x0_s``; later steps extrapolate ``x0`` linearly in ``lambda = -log sigma``
+    through the previous prediction (Adams-Bashforth, "2ab"):
+    ``x_t = e^-h x_s + h (b1 x0_s + b2 x0_prev)``, ``b1 = phi1 + r phi2``, ``b2 = -r phi2``,
+    ``phi1 = (1 - e^-h)/h``, ``phi2 = (h - 1 + e^-h)/h^2``, ``r = h / h_prev`` (exact when ``x0`` is linear in
+    ``lambda``).
+    Optional EDM churn for ``s_tmin <= sigma <= s_tmax``: ``sigma_hat = sigma (1 + gamma)``,
+    ``gamma = min(s_churn/(N+1), sqrt(1.2) - 1)``, ``x += sqrt(sigma_hat^2 - sigma^2) s_noise xi``.
+    Ends with one clean call ``x0_fn(x, sigma_min)``; NFE = ``len(sigmas)``."""
+    noise = no_noise() if noise is None else noise
+    sig = sigmas.double().tolist()
+    n = len(sig) - 1
+    gamma = min(s_churn / (n + 1), math.sqrt(1.2) - 1) if s_churn > 0 else 0.0
+    dtype = z.dtype
+
+    def D(x, s):
+        return x0_fn(x.to(dtype), torch.full((x.shape[0],), s, dtype=torch.float64, device=x.device)).double()
+
+    with _context(grad):
+        x = z.double() * sig[0]
+        prev = None  # (x0 prediction, sigma at which it was made)
+        for k in range(n):
+            s, t = sig[k], sig[k + 1]
+            s_hat = s * (1 + gamma) if gamma > 0 and s_tmin <= s <= s_tmax else s
+            xi = noise.draw(k, z, z) if s_hat > s else None
+
+            def step(x, xi, s=s, s_hat=s_hat, t=t, prev_x0=None if prev is None else prev[0],
+                     prev_s=None if prev is None else prev[1]):
+                if xi is not None:
+                    x = x + math.sqrt(s_hat**2 - s**2) * s_noise * xi.double()
+                x0 = D(x, s_hat)
+                h = math.log(s_hat / t)
+                eh = math.exp(-h)
+                if prev_x0 is None:
+                    x_next = eh * x + (1 - eh) * x0
+                else:
+                    phi1 = -math.expm1(-h) / h
+                    phi2 = (h - 1 + eh) / h**2
+                    r = h / math.log(prev_s / s_hat)
+                    x_next = eh * x + h * ((phi1 + r * phi2) * x0 - r * phi2 * prev_x0)
+                return x_next, x0
+
+            if grad == "checkpoint" and torch.is_grad_enabled():
+                x, x0 = checkpoint(step, x, xi, use_reentrant=False)
+            else:
+                x, x0 = step(x, xi)
+            prev = (x0, s_hat)
+        out = D(x, sig[-1])
+    return out.to(dtype)
+
+
+SAMPLERS = ("ddpm", "ddim", "euler", "heun", "res")
