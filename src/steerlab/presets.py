@@ -7,6 +7,7 @@ import dataclasses
 from steerlab.baselines.mse import MSEConfig
 from steerlab.baselines.nearest import NearestConfig
 from steerlab.ebm.policy import IBCConfig, LangevinConfig
+from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig
 from steerlab.train.config import TrainConfig
 
 _LANG = IBCConfig()  # the repo's particle/mlp_ebm_langevin.gin
@@ -49,6 +50,27 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "IBC-Langevin sized for a 20-minute CPU budget: the repo config (8 counter-examples, K=100 chains, "
         "512-chain inference) with batch 128 (4x the steps per second) and bfloat16 chain arithmetic",
         TrainConfig(policy=IBCConfig(chain_dtype="bfloat16"), steps=100_000, batch_size=128),
+    ),
+    "diffusion-particle": (
+        "Diffusion policy (epsilon-prediction, squared-cosine DDPM, 100 train steps, DDIM-10 inference) with an "
+        "MLP denoiser (256x4): horizon 16, 2 obs frames, 8 executed actions; AdamW + cosine, batch 256, EMA",
+        TrainConfig(policy=DiffusionConfig(sampler="ddim", num_inference_steps=10), steps=30_000, batch_size=256,
+                    lr=1e-3, optimizer="adamw", betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine",
+                    warmup_steps=500, ema_decay=0.999),
+    ),
+    "diffusion-particle-unet": (
+        "Diffusion policy with diffusion_policy's ConditionalUnet1D (FiLM, down dims 64/128/256), DDIM-10",
+        TrainConfig(policy=DiffusionConfig(denoiser=DenoiserConfig(arch="unet"), sampler="ddim",
+                                           num_inference_steps=10),
+                    steps=30_000, batch_size=256, lr=1e-4 * 3, optimizer="adamw", betas=(0.95, 0.999),
+                    weight_decay=1e-6, lr_schedule="cosine", warmup_steps=500, ema_decay=0.999),
+    ),
+    "flow-particle": (
+        "Flow-matching policy (pi0's velocity target and Beta(1.5, 1) times, 10 Euler steps) with an MLP "
+        "denoiser (256x4): horizon 16, 2 obs frames, 8 executed actions; AdamW + cosine, batch 256, EMA",
+        TrainConfig(policy=FlowConfig(), steps=30_000, batch_size=256, lr=1e-3, optimizer="adamw",
+                    betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine", warmup_steps=500,
+                    ema_decay=0.999),
     ),
     "mse-particle": (
         "Explicit MSE behavioural cloning (IBC's mlp_mse): 256x2, dropout 0.1, z-scored actions, batch 512, 50k steps",

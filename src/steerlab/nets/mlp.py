@@ -24,10 +24,11 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 
-def _dense(d_in: int, d_out: int, init_std: float, spectral_norm: bool) -> nn.Linear:
+def _dense(d_in: int, d_out: int, init_std: float | None, spectral_norm: bool) -> nn.Linear:
     layer = nn.Linear(d_in, d_out)
-    nn.init.normal_(layer.weight, std=init_std)
-    nn.init.normal_(layer.bias, std=init_std)
+    if init_std is not None:
+        nn.init.normal_(layer.weight, std=init_std)
+        nn.init.normal_(layer.bias, std=init_std)
     if spectral_norm:
         layer = parametrizations.spectral_norm(layer, n_power_iterations=1)
     return layer
@@ -44,7 +45,7 @@ class MLPResNet(nn.Module):
             depth 2 = one residual block).
         dropout: dropout rate applied after each activation inside the blocks.
         spectral_norm: wrap every dense layer in spectral normalization.
-        init_std: std of the normal init of kernels and biases (IBC: 0.05).
+        init_std: std of the normal init of kernels and biases (IBC: 0.05); None: PyTorch's default init.
     """
 
     def __init__(
@@ -55,7 +56,7 @@ class MLPResNet(nn.Module):
         depth: int = 2,
         dropout: float = 0.0,
         spectral_norm: bool = False,
-        init_std: float = 0.05,
+        init_std: float | None = 0.05,
     ):
         super().__init__()
         if depth % 2 != 0 or depth < 0:

@@ -12,15 +12,18 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
 from steerlab.baselines.mse import MSEConfig, MSEPolicy
 from steerlab.baselines.nearest import NearestConfig, NearestPolicy
 from steerlab.ebm.policy import IBCConfig, IBCPolicy
+from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
 
-PolicyConfig = Union[IBCConfig, MSEConfig, NearestConfig]
-POLICY_CLASSES = {"ibc": IBCPolicy, "mse": MSEPolicy, "nearest": NearestPolicy}
-POLICY_CONFIGS = {"ibc": IBCConfig, "mse": MSEConfig, "nearest": NearestConfig}
+PolicyConfig = Union[IBCConfig, DiffusionConfig, FlowConfig, MSEConfig, NearestConfig]
+POLICY_CLASSES = {"ibc": IBCPolicy, "diffusion": GenerativePolicy, "flow": GenerativePolicy, "mse": MSEPolicy,
+                  "nearest": NearestPolicy}
+POLICY_CONFIGS = {"ibc": IBCConfig, "diffusion": DiffusionConfig, "flow": FlowConfig, "mse": MSEConfig,
+                  "nearest": NearestConfig}
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,18 @@ class TrainConfig:
     batch_size: int = 512
     """global batch size (split across processes under torchrun)"""
     lr: float = 1e-3
-    """initial learning rate (Adam)"""
+    """initial learning rate"""
+    optimizer: Literal["adam", "adamw"] = "adam"
+    """Adam (IBC) or AdamW (diffusion_policy)"""
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: Literal["tf_exponential", "cosine", "constant"] = "tf_exponential"
+    """tf_exponential: lr0 * rate ** (step / decay_steps) (IBC); cosine: to 0 at `steps` after a linear
+    warm-up (diffusion_policy)"""
     lr_decay_rate: float = 0.99
     """TF ExponentialDecay rate: lr = lr0 * rate ** (step / decay_steps), not staircase"""
     lr_decay_steps: int = 100
+    warmup_steps: int = 0
+    """linear warm-up steps of the cosine schedule"""
     weight_decay: float = 0.0
     ema_decay: float | None = None
     """EMA of the weights (None: off); evaluation uses the EMA weights when on"""

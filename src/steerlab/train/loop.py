@@ -34,7 +34,7 @@ from steerlab.train.checkpoint import (
     save_checkpoint,
 )
 from steerlab.train.config import POLICY_CLASSES, TrainConfig, config_to_dict
-from steerlab.train.schedule import tf_exponential_decay
+from steerlab.train.schedule import lr_multiplier
 
 
 class TrainingError(RuntimeError):
@@ -146,9 +146,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = sched = None
     if policy.trainable and cfg.steps > 0:
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda t: tf_exponential_decay(t, cfg.lr_decay_rate, cfg.lr_decay_steps)
+            optimizer, lambda t: lr_multiplier(cfg.lr_schedule, t, decay_rate=cfg.lr_decay_rate,
+                                               decay_steps=cfg.lr_decay_steps, warmup_steps=cfg.warmup_steps,
+                                               total_steps=cfg.steps)
         )
     ema = copy.deepcopy(policy).requires_grad_(False) if cfg.ema_decay else None
     gens = {
