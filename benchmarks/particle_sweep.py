@@ -31,6 +31,8 @@ METHODS: dict[str, list[str]] = {
     "ibc-langevin-repo": ["ibc-particle-langevin", "--policy.chain-dtype", "bfloat16"],
     "ibc-dfo": ["ibc-particle-dfo"],
     "ibc-ardfo": ["ibc-particle-ardfo"],
+    "diffusion": ["diffusion-particle"],
+    "flow": ["flow-particle"],
     "mse": ["mse-particle"],
     "nearest": ["nearest-particle"],
 }

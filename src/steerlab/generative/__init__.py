@@ -1,0 +1,1 @@
+"""Generative (diffusion and flow-matching) policies."""

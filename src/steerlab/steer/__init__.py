@@ -1,0 +1,1 @@
+"""Steering by optimization: objectives, noise optimization and its zero-order baselines."""

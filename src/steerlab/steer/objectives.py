@@ -1,0 +1,73 @@
+"""Objectives: callables ``loss(sample [B, H, A]) -> [B]`` on a sampled action chunk (raw units).
+
+Direction (minimize to steer, maximize to search for failures) and priors on the noise belong to the
+optimizer, not to the objective. Any user function with this signature works too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _rows(v, b: int, like: torch.Tensor) -> torch.Tensor:
+    v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    return v.expand(b, *v.shape[-1:]) if v.dim() == 1 else v
+
+
+class EndDistance:
+    """Euclidean distance of the chunk's action at ``index`` (default: the last) to ``target`` ``[A]`` or ``[B, A]``."""
+
+    def __init__(self, target, index: int = -1):
+        self.target, self.index = torch.as_tensor(target, dtype=torch.float32), index
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        return (chunk[:, self.index] - _rows(self.target, len(chunk), chunk)).norm(dim=-1)
+
+
+class ObstacleCost:
+    """Soft penetration of a ball obstacle summed over the chunk:
+    ``sum_h softplus(k (radius - |a_h - center|)) / k`` — differentiable, ~0 outside, ~depth inside."""
+
+    def __init__(self, center, radius: float, sharpness: float = 50.0):
+        self.center, self.radius, self.k = torch.as_tensor(center, dtype=torch.float32), radius, sharpness
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        c = _rows(self.center, len(chunk), chunk)[:, None]
+        d = (chunk - c).norm(dim=-1)
+        return torch.nn.functional.softplus(self.k * (self.radius - d)).sum(1) / self.k
+
+
+class ReferenceDeviation:
+    """Mean squared deviation of the chunk from a reference trajectory ``[H, A]`` or ``[B, H, A]``."""
+
+    def __init__(self, reference):
+        self.reference = torch.as_tensor(reference, dtype=torch.float32)
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        ref = self.reference.to(chunk.dtype)
+        ref = ref.expand(len(chunk), *ref.shape[-2:]) if ref.dim() == 2 else ref
+        if ref.shape != chunk.shape:
+            raise ValueError(f"reference {list(ref.shape)} does not match the chunk {list(chunk.shape)}")
+        return ((chunk - ref) ** 2).flatten(1).mean(1)
+
+
+class EnergyObjective:
+    """An energy model's energy of the chunk, ``energy_fn(chunk) -> [B]`` (lower = better)."""
+
+    def __init__(self, energy_fn: Callable[[torch.Tensor], torch.Tensor]):
+        self.energy_fn = energy_fn
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self.energy_fn(chunk).reshape(len(chunk))
+
+
+def parse_vector(text: str) -> list[float]:
+    """``"0.2,0.8"`` -> ``[0.2, 0.8]`` with an error that says what a vector looks like."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers like 0.2,0.8, got {text!r}") from None
