@@ -20,7 +20,7 @@ def test_help_texts(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--policy.num-counter-examples" in out and "--n-dim" in out and "--max-minutes" in out
-    for cmd in ("eval", "collect", "demo"):
+    for cmd in ("eval", "collect", "demo", "noise"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
@@ -61,3 +61,28 @@ def test_bad_input_errors(tmp_path):
         main(["eval", str(tmp_path)])
     with pytest.raises(SystemExit):  # tyro rejects an unknown flag
         main(["train", "mse-particle", "--no-such-flag", "1"])
+
+
+def test_train_a_flow_policy_then_optimize_its_noise(tmp_path, particle2d):
+    """`steerlab train flow-particle` on a tiny budget, then `steerlab noise` with the seed's parameter file:
+    the outputs exist, the gradient reached z0, and maximizing the goal distance raised it."""
+    from safetensors.torch import load_file
+
+    main(["train", "flow-particle", "--steps", "30", "--dataset", str(particle2d), "--out-dir", str(tmp_path),
+          "--run-name", "flow", "--no-progress", "--eval.episodes", "4", "--eval.batch", "4",
+          "--policy.denoiser.width", "32", "--policy.denoiser.depth", "2", "--batch-size", "32"])
+    params = tmp_path / "params_learnable.json"
+    params.write_text(json.dumps({"learn_noise": True, "noise_steps": 5, "noise_lr": 0.1, "learnable_step_noise": True}))
+    main(["noise", str(tmp_path / "flow"), "--direction", "maximize", "--episodes", "3", "--params-file", str(params),
+          "--no-progress", "--out", str(tmp_path / "nz")])
+    res = json.loads((tmp_path / "nz" / "result.json").read_text())
+    assert res["args"]["steps"] == 5 and res["args"]["noise_mode"] == "from_seed" and res["steps"] == 5
+    assert res["grad_report"]["max_abs"] > 0
+    assert all(b >= i for b, i in zip(res["best_loss"], res["initial_loss"]))
+    t = load_file(str(tmp_path / "nz" / "noise.safetensors"))
+    assert t["z_opt"].shape == t["z_init"].shape == (3, 16, 2)
+    assert (tmp_path / "nz" / "loss.png").exists() and (tmp_path / "nz" / "chunks.png").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"noise_stepz": 3}))
+    with pytest.raises(SystemExit, match="unknown key 'noise_stepz'"):
+        main(["noise", str(tmp_path / "flow"), "--params-file", str(bad)])

@@ -4,6 +4,7 @@
     steerlab collect particle --n-dim N --episodes 2000
     steerlab train <preset> [--n-dim N] [--config-file F.yaml] [--resume] [any --field overrides]
     steerlab eval <run-dir> [--episodes 100]
+    steerlab noise <run-dir> --objective goal-distance --direction maximize [--noise-mode from_seed --steps 50 --lr 0.05]
     steerlab presets                    list the presets
 
 Every sub-command takes ``--help``.
@@ -186,7 +187,15 @@ def cmd_demo(args: list[str]) -> None:
     print(f"[steerlab] demo finished in {time.time() - t0:.0f} s: see {run_dir}/report.md and {run_dir}/plots/")
 
 
-COMMANDS = {"demo": cmd_demo, "collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "presets": cmd_presets}
+def cmd_noise(args: list[str]) -> None:
+    from steerlab.steer.noise_cli import NoiseArgs, run_noise
+
+    a = tyro.cli(NoiseArgs, args=args, prog="steerlab noise")
+    run_noise(a)
+
+
+COMMANDS = {"demo": cmd_demo, "collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "noise": cmd_noise,
+            "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -125,3 +125,64 @@ def plot_energy_landscape(policy, obs_hist: torch.Tensor, path: Path, demo_actio
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def plot_noise_result(summary: dict, obs_dicts: list[dict], before: torch.Tensor, after: torch.Tensor, out: Path,
+                      args) -> list[Path]:
+    """``loss.png`` (mean and best objective per optimizer step) and ``chunks.png`` (the sampled chunks
+    before, dashed, and after, solid, over the particle scene: agent, goals, target / obstacle; first two
+    action dims, or the action against the chunk step for 1-D)."""
+    out = Path(out)
+    made = []
+    hist = summary.get("history") or []
+    if hist:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([h["step"] for h in hist], [h["loss_mean"] for h in hist], label="objective (mean over restarts)")
+        ax.plot([h["step"] for h in hist], [h["best_mean"] for h in hist], label="best so far (mean)")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("objective")
+        ax.set_title(f"{args.objective}, {args.direction}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=110)
+        plt.close(fig)
+        made.append(out / "loss.png")
+    b, a = before.numpy(), after.numpy()
+    n = min(len(b), 8)
+    cols = 4
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        o = obs_dicts[i]
+        if b.shape[-1] >= 2:
+            ax.plot(b[i, :, 0], b[i, :, 1], "--", color="tab:gray", lw=1.2, label="before")
+            ax.plot(a[i, :, 0], a[i, :, 1], "-", color="tab:purple", lw=1.5, label="after")
+            ax.plot(*o["pos_agent"][:2], "o", color="tab:blue", ms=5, label="agent")
+            ax.plot(*o["pos_first_goal"][:2], "s", color="tab:green", ms=7, label="goal 1")
+            ax.plot(*o["pos_second_goal"][:2], "*", color="tab:red", ms=10, label="goal 2")
+            if getattr(args, "target", None):
+                t = [float(v) for v in args.target.split(",")]
+                ax.plot(t[0], t[1], "x", color="k", ms=8, label="target")
+            if getattr(args, "objective", "") == "obstacle" and args.center:
+                c = [float(v) for v in args.center.split(",")]
+                ax.add_patch(plt.Circle(c[:2], args.radius, color="tab:orange", alpha=0.3))
+            ax.set_xlim(-0.05, 1.05)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_aspect("equal")
+        else:
+            ax.plot(b[i, :, 0], "--", color="tab:gray", label="before")
+            ax.plot(a[i, :, 0], "-", color="tab:purple", label="after")
+            ax.set_xlabel("chunk step")
+        il, bl = summary["initial_loss"][i], summary["best_loss"][i]
+        ax.set_title(f"#{i}: {il:.3f} -> {bl:.3f}", fontsize=9)
+        if i == 0:
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle(f"sampled chunks before / after noise optimization ({args.objective}, {args.direction})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "chunks.png", dpi=110)
+    plt.close(fig)
+    made.append(out / "chunks.png")
+    return made

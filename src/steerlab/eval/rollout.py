@@ -17,8 +17,11 @@ from steerlab.eval.metrics import wilson_interval
 
 
 def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Generator | None = None,
-            progress: bool = False, desc: str = "eval") -> list[dict]:
+            progress: bool = False, desc: str = "eval", act_fn=None) -> list[dict]:
     """Roll ``policy`` out in one environment per seed, all stepped together.
+
+    ``act_fn(obs_hist [b, n_obs, Do], env_indices [b]) -> chunk [b, H, A]`` replaces the policy's own
+    ``predict_action_chunk`` when given (e.g. to hold a found noise fixed per episode, or to steer each chunk).
 
     Returns one dict per episode: ``seed``, ``success``, ``return``, ``length``, ``positions [T+1, N]``,
     ``goals [2, N]``, ``obs0`` (the first flat observation).
@@ -40,8 +43,11 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
     while active.any():
         need = [i for i in np.flatnonzero(active) if not queue[i]]
         if need:
-            with torch.no_grad():
-                chunk = policy.predict_action_chunk(torch.as_tensor(hist[need]), generator=generator).numpy()
+            if act_fn is not None:
+                chunk = act_fn(torch.as_tensor(hist[need]), np.asarray(need)).detach().numpy()
+            else:
+                with torch.no_grad():
+                    chunk = policy.predict_action_chunk(torch.as_tensor(hist[need]), generator=generator).numpy()
             for j, i in enumerate(need):
                 queue[i] = list(chunk[j, : policy.n_action_steps])
         for i in np.flatnonzero(active):

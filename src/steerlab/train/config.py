@@ -132,6 +132,11 @@ def _convert(tp, value, where: str):
         return from_dict(tp, value, where)
     if tp is float and isinstance(value, int):
         return float(value)
+    if origin is tuple and isinstance(value, (list, tuple)):  # JSON has no tuples
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
     return value
 
 

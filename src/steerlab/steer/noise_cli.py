@@ -1,0 +1,178 @@
+"""``steerlab noise <run-dir>``: optimize the initial noise of a trained diffusion/flow policy's chain at the
+first observation of fixed-seed episodes, and write the noises, the samples before/after, and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+
+from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
+from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
+from steerlab.steer.policy_chain import policy_sampler
+
+# the seed project's parameter-file keys -> ours
+SEED_KEYS = {"noise_steps": "steps", "noise_lr": "lr"}
+
+
+@dataclass(frozen=True)
+class NoiseArgs:
+    """Optimize the initial noise z0 of a trained diffusion/flow policy's sampling chain against an objective on the
+    predicted chunk, at the first observation of `episodes` fixed-seed episodes (one restart each)."""
+
+    run_dir: tyro.conf.Positional[str]
+    """run directory of a diffusion or flow policy (`steerlab train diffusion-particle ...`)"""
+    objective: Literal["goal-distance", "end-distance", "obstacle", "reference"] = "goal-distance"
+    """goal-distance: the chunk's last action to the episode's first goal; end-distance: to --target;
+    obstacle: soft penetration of the ball (--center, --radius); reference: deviation from the straight line
+    from the agent to --target"""
+    direction: Literal["minimize", "maximize"] = "minimize"
+    """minimize to steer, maximize to search for failures"""
+    target: str | None = None
+    """comma-separated action-space point for end-distance / reference (e.g. 0.2,0.8)"""
+    center: str | None = None
+    """obstacle centre (comma-separated)"""
+    radius: float = 0.15
+    """obstacle radius"""
+    noise_mode: Literal["none", "from_seed", "fresh", "explicit"] = "from_seed"
+    """per-step noise: none (deterministic), from_seed (derived from z0), fresh (same re-seeded draw every
+    iteration), explicit (a per-step tensor optimized together with z0)"""
+    grad: Literal["full", "checkpoint"] = "full"
+    """backprop mode through the chain"""
+    sampler: str | None = None
+    """override the policy's inference sampler (ddpm, ddim, res | euler, heun, res)"""
+    num_steps: int | None = None
+    """override the number of sampler steps"""
+    learn_noise: bool = True
+    """False: only sample with the initial noise (the seed's learn_noise)"""
+    steps: int = 50
+    lr: float = 0.05
+    optimizer: Literal["adam", "sgd", "lbfgs"] = "adam"
+    grad_clip: float | None = None
+    chi_weight: float = 0.0
+    project_shell: bool = False
+    trust_radius: float | None = None
+    budget_nfe: float | None = None
+    patience: int | None = None
+    episodes: int = 8
+    """initial states (env seeds seed0 .. seed0 + episodes - 1)"""
+    seed0: int = 200_000
+    noise_seed: int = 0
+    """seed of the initial z0 (and of the per-step noise)"""
+    params_file: str | None = None
+    """JSON of overrides; also reads the seed project's form: learn_noise, noise_steps, noise_lr,
+    learnable_step_noise (true: from_seed per-step noise; false: no injection)"""
+    out: str | None = None
+    """output directory (default <run-dir>/noise/<objective>-<direction>)"""
+    progress: bool = True
+
+
+def apply_params_file(a: NoiseArgs) -> NoiseArgs:
+    if not a.params_file:
+        return a
+    p = Path(a.params_file)
+    if not p.exists():
+        raise FileNotFoundError(f"params file {p} does not exist")
+    data = json.loads(p.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object")
+    changes = {}
+    for k, v in data.items():
+        if k == "learnable_step_noise":
+            changes["noise_mode"] = "from_seed" if v else "none"
+        elif k in SEED_KEYS:
+            changes[SEED_KEYS[k]] = v
+        elif k in NoiseArgs.__dataclass_fields__ and k not in ("run_dir", "params_file"):
+            changes[k] = v
+        else:
+            raise ValueError(f"{p}: unknown key {k!r}; known: learn_noise, noise_steps, noise_lr, learnable_step_noise "
+                             f"and the options of `steerlab noise --help`")
+    return dataclasses.replace(a, **changes)
+
+
+def initial_observations(cfg, policy, seeds: list[int]):
+    from steerlab import tasks
+    from steerlab.envs.particle import flatten_obs
+
+    env = tasks.make_env(cfg.env, cfg.n_dim)
+    obs = [env.reset(seed=int(s))[0] for s in seeds]
+    env.close()
+    flat = torch.as_tensor(np.stack([flatten_obs(o) for o in obs]), dtype=torch.float32)
+    return flat[:, None].repeat(1, policy.n_obs_steps, 1), obs
+
+
+def make_objective(a: NoiseArgs, obs_dicts, horizon: int):
+    if a.objective == "goal-distance":
+        return EndDistance(torch.as_tensor(np.stack([o["pos_first_goal"] for o in obs_dicts]), dtype=torch.float32))
+    if a.objective in ("end-distance", "reference") and a.target is None:
+        raise ValueError(f"--objective {a.objective} needs --target x,y,...")
+    if a.objective == "end-distance":
+        return EndDistance(parse_vector(a.target))
+    if a.objective == "obstacle":
+        if a.center is None:
+            raise ValueError("--objective obstacle needs --center x,y,...")
+        return ObstacleCost(parse_vector(a.center), a.radius)
+    start = torch.as_tensor(np.stack([o["pos_agent"] for o in obs_dicts]), dtype=torch.float32)
+    tgt = torch.as_tensor(parse_vector(a.target), dtype=torch.float32)
+    w = torch.linspace(1 / horizon, 1, horizon).view(1, -1, 1)
+    return ReferenceDeviation(start[:, None] + w * (tgt - start)[:, None])
+
+
+def run_noise(a: NoiseArgs) -> Path:
+    from safetensors.torch import save_file
+
+    from steerlab.eval.plots import plot_noise_result
+    from steerlab.eval.run import load_run
+
+    a = apply_params_file(a)
+    cfg, policy, ckpt = load_run(a.run_dir)
+    if not hasattr(policy, "sample"):
+        raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind} policy; noise optimization needs a diffusion or flow policy")
+    seeds = [a.seed0 + i for i in range(a.episodes)]
+    obs, obs_dicts = initial_observations(cfg, policy, seeds)
+    chain = policy_sampler(policy, obs, noise_mode=a.noise_mode, grad=a.grad, sampler=a.sampler,
+                           num_steps=a.num_steps, seed=a.noise_seed)
+    objective = make_objective(a, obs_dicts, policy.cfg.horizon)
+    g = torch.Generator().manual_seed(a.noise_seed)
+    z_init = torch.randn(chain.shape, generator=g)
+    xi_init = torch.randn((chain.n_noise_steps, *chain.shape), generator=g) if a.noise_mode == "explicit" else None
+    out = Path(a.out or Path(a.run_dir) / "noise" / f"{a.objective}-{a.direction}")
+    out.mkdir(parents=True, exist_ok=True)
+    ocfg = NoiseOptConfig(direction=a.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps, grad_clip=a.grad_clip,
+                          chi_weight=a.chi_weight, project_shell=a.project_shell, trust_radius=a.trust_radius,
+                          optimize_step_noise=a.noise_mode == "explicit", budget_nfe=a.budget_nfe, patience=a.patience)
+    print(f"[noise] {ckpt}: {cfg.policy.kind} policy, sampler {a.sampler or policy.cfg.sampler} x "
+          f"{a.num_steps or policy.cfg.num_inference_steps} steps, noise mode {a.noise_mode}, grad {a.grad}, "
+          f"{a.episodes} initial states (seeds {seeds[0]}..{seeds[-1]})")
+    t0 = time.time()
+    if a.learn_noise:
+        res = optimize_noise(chain.sample_fn, objective, z_init, ocfg, step_noise_init=xi_init,
+                             nfe_per_sample=chain.nfe, progress=a.progress)
+        z_best, xi_best, before, after = res.z, res.step_noise, res.initial_sample, res.sample
+        summary = {**res.summary(), "initial_loss": res.initial_loss.tolist(), "best_loss": res.loss.tolist(),
+                   "history": res.history}
+    else:
+        with torch.no_grad():
+            before = chain.sample_fn(z_init, xi_init)
+            loss = objective(before)
+        print(f"[noise] learn_noise is off: sampled once, loss {loss.mean().item():.5g}")
+        z_best, xi_best, after = z_init, xi_init, before
+        summary = {"initial_loss": loss.tolist(), "best_loss": loss.tolist(), "history": [], "chi_cdf": chi_cdf(z_init).tolist()}
+    tensors = {"z_init": z_init, "z_opt": z_best.detach().contiguous()}
+    if xi_best is not None:
+        tensors.update(step_noise_init=xi_init, step_noise_opt=xi_best.detach().contiguous())
+    save_file(tensors, str(out / "noise.safetensors"))
+    save_file({"before": before.contiguous(), "after": after.detach().contiguous(), "obs": obs.contiguous()},
+              str(out / "samples.safetensors"))
+    summary.update(args=dataclasses.asdict(a), checkpoint=str(ckpt), seeds=seeds, seconds=time.time() - t0)
+    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    plot_noise_result(summary, obs_dicts, before, after.detach(), out, a)
+    print(f"[noise] wrote {out}/noise.safetensors, samples.safetensors, result.json, loss.png, chunks.png")
+    return out
