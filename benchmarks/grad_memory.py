@@ -1,0 +1,121 @@
+"""Memory and time of a gradient w.r.t. the initial noise through 1/10/50/100-step sampling chains, for each
+gradient mode (full backprop vs per-step checkpointing).
+
+    python benchmarks/grad_memory.py [--repeats 3]
+
+Memory: each (mode, steps) runs in its own subprocess; the figure is the peak RSS (ru_maxrss) of the
+forward+backward minus the RSS after building the model and the inputs (so the interpreter, torch and the
+weights do not count). Time: both modes side by side in one process (interleaved), as ratios.
+
+The chain: DDIM over the ConditionalUnet1D of the diffusion-particle-unet preset (down dims 64/128/256,
+~4M parameters), batch 256 chunks of 16 x 2 — the activations of one step are ~tens of MB, so the memory of
+full backprop grows visibly with the steps. Writes benchmarks/results/grad_memory.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, save  # noqa: E402
+
+from steerlab.nets.unet1d import ConditionalUnet1D  # noqa: E402
+from steerlab.sampling import alphas_cumprod, inference_timesteps, sample_ddim, squaredcos_cap_v2  # noqa: E402
+
+B, H, A, COND = 256, 16, 2, 16
+
+
+def build():
+    torch.manual_seed(0)
+    net = ConditionalUnet1D(A, COND, 128, (64, 128, 256))
+    cond = torch.randn(B, COND)
+    abar = alphas_cumprod(squaredcos_cap_v2(100))
+    z = torch.randn(B, H, A)
+    return net, cond, abar, z
+
+
+def grad_once(net, cond, abar, z, steps, mode):
+    zz = z.clone().requires_grad_()
+    out = sample_ddim(lambda x, t: net(x, t, cond), zz, abar, inference_timesteps(100, steps), grad=mode)
+    out.pow(2).sum().backward()
+    return zz.grad
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(mode: str, steps: int) -> None:
+    net, cond, abar, z = build()
+    net.requires_grad_(False)  # only the noise is optimized
+    with torch.no_grad():  # warm up allocator and kernels with a forward of one step
+        net(z, torch.zeros(B), cond)
+    base = rss_mb()
+    grad_once(net, cond, abar, z, steps, mode)
+    print(json.dumps({"base_mb": base, "peak_mb": rss_mb()}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, nargs="+", default=[1, 10, 50, 100])
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        child(a.child[0], int(a.child[1]))
+        return
+    mem = {}
+    for mode in ("full", "checkpoint"):
+        for n in a.steps:
+            r = subprocess.run([sys.executable, __file__, "--child", mode, str(n)], capture_output=True, text=True, check=True)
+            m = json.loads(r.stdout.strip().splitlines()[-1])
+            mem[f"{mode}/{n}"] = m["peak_mb"] - m["base_mb"]
+            print(f"memory {mode:10s} {n:4d} steps: +{mem[f'{mode}/{n}']:.0f} MB")
+    net, cond, abar, z = build()
+    net.requires_grad_(False)
+    times = {}
+    for n in a.steps:
+        t = interleaved({m: (lambda m=m, n=n: grad_once(net, cond, abar, z, n, m)) for m in ("full", "checkpoint")},
+                        repeats=a.repeats, warmup=1 if n <= 10 else 0)
+        times.update({f"{m}/{n}": v for m, v in t.items()})
+        print(f"time {n:4d} steps: full {t['full']:.2f} s, checkpoint {t['checkpoint']:.2f} s "
+              f"({t['checkpoint'] / t['full']:.2f}x)")
+    n_max, n_min = max(a.steps), min(a.steps)
+    res = {
+        "command": "python benchmarks/grad_memory.py " + " ".join(sys.argv[1:]),
+        "chain": f"DDIM over ConditionalUnet1D(64/128/256), batch {B}, chunk {H}x{A}; gradient w.r.t. z0 only",
+        "extra_rss_mb": mem, "seconds": times,
+        "checkpoint_mem_ratio_max_vs_1": mem[f"checkpoint/{n_max}"] / mem[f"checkpoint/{n_min}"],
+        "full_mem_ratio_max_vs_1": mem[f"full/{n_max}"] / mem[f"full/{n_min}"],
+        "checkpoint_time_ratio_at_max": times[f"checkpoint/{n_max}"] / times[f"full/{n_max}"],
+        "targets": {"checkpoint_mem_ratio_max_vs_1": "<= 1.5", "checkpoint_time_ratio_at_max": "<= 2.0"},
+    }
+    save("grad_memory", res)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for mode in ("full", "checkpoint"):
+        axes[0].plot(a.steps, [mem[f"{mode}/{n}"] for n in a.steps], "o-", label=mode)
+        axes[1].plot(a.steps, [times[f"{mode}/{n}"] for n in a.steps], "o-", label=mode)
+    axes[0].set(xlabel="chain steps", ylabel="extra peak RSS (MB)", title="memory of d loss / d z0")
+    axes[1].set(xlabel="chain steps", ylabel="seconds", title="time of forward + backward")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    out = Path(__file__).parent / "results" / "grad_memory.png"
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

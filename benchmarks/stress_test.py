@@ -1,0 +1,148 @@
+"""Policy stress test, verified in closed loop: search for initial noises that make a trained diffusion/flow
+particle policy fail, then roll the policy out in the real environment with each episode's found noise held
+fixed (every chunk of the episode is sampled from it) and count real failures.
+
+    python benchmarks/stress_test.py --run-dir RUN [--episodes 100] [--budgets 100 300 1000]
+
+Methods at equal budget (denoiser evaluations per episode, a backward pass counted at its measured cost):
+- ``random``: one random noise (the policy's own failure rate, the floor);
+- ``best-of-N``: N = budget / chain-NFE random noises, the one with the highest failure objective;
+- ``CEM``: population 8, budget / (8 * chain-NFE) iterations;
+- ``gradient``: Adam on z0 (lr 0.1, per-restart gradient clip 1), z0 projected onto the sqrt(d) shell after
+  each step (so every found noise has the norm of a typical draw), best iterate kept.
+
+The failure objective on the first predicted chunk (from the episode's first observation) is the distance of
+the chunk's last action from the first goal (maximized). Plausibility of each failing noise: the chi_d CDF of
+its norm (inside [0.005, 0.995] = inside the prior's central 99%) and its largest |coordinate|.
+Writes benchmarks/results/stress_test.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import save  # noqa: E402
+
+from steerlab.eval.metrics import wilson_interval  # noqa: E402
+from steerlab.eval.rollout import rollout  # noqa: E402
+from steerlab.eval.run import load_run  # noqa: E402
+from steerlab.sampling import no_noise  # noqa: E402
+from steerlab.steer.noise_cli import initial_observations  # noqa: E402
+from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
+from steerlab.steer.objectives import EndDistance  # noqa: E402
+from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab.steer.search import best_of_n, cem  # noqa: E402
+
+
+def closed_loop(policy, cfg, seeds, z):
+    """Roll out with each episode's noise z[i] held fixed for every chunk; returns the episodes."""
+    def act_fn(hist, idx):
+        with torch.no_grad():
+            return policy.predict_action_chunk(hist, z=z[torch.as_tensor(idx)], noise=no_noise())
+
+    return rollout(policy, cfg.env, cfg.n_dim, seeds, act_fn=act_fn)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000])
+    ap.add_argument("--seed0", type=int, default=300_000)
+    ap.add_argument("--lr", type=float, default=0.1)
+    a = ap.parse_args()
+    cfg, policy, ckpt = load_run(a.run_dir)
+    if policy.default_noise(None).mode != "none":
+        print("note: the policy's sampler is stochastic; the stress test samples its chain without per-step noise "
+              "(noise held fixed means z0 decides the chunk)")
+    seeds = [a.seed0 + i for i in range(a.episodes)]
+    obs, obs_dicts = initial_observations(cfg, policy, seeds)
+    chain = policy_sampler(policy, obs, noise_mode="none", grad="full")
+    objective = EndDistance(torch.as_tensor(np.stack([o["pos_first_goal"] for o in obs_dicts]), dtype=torch.float32))
+    g = torch.Generator().manual_seed(0)
+    z_rand = torch.randn(chain.shape, generator=g)
+    bwd = measure_backward_cost(chain.sample_fn, objective, z_rand, repeats=3)
+    print(f"{ckpt}: chain NFE {chain.nfe}, backward = {bwd:.2f} forwards")
+    import dataclasses
+
+    rows = []
+
+    def record(method, budget, z, nfe, seconds):
+        eps = closed_loop(policy, cfg, seeds, z)
+        fail = np.array([not e["success"] for e in eps])
+        cdf = chi_cdf(z).numpy()
+        maxabs = z.flatten(1).abs().max(1).values.numpy()
+        k = int(fail.sum())
+        lo, hi = wilson_interval(k, len(fail))
+        row = {"method": method, "budget_nfe": budget, "nfe_spent": float(nfe), "failures": k, "episodes": len(fail),
+               "failure_rate": k / len(fail), "ci95": [lo, hi], "search_seconds": seconds,
+               "objective_mean": float(objective(chain.sample_fn(z).detach()).mean()),
+               "failing_chi_cdf": cdf[fail].tolist(),
+               "failing_inside_99": float(np.mean((cdf[fail] > 0.005) & (cdf[fail] < 0.995))) if k else None,
+               "failing_max_abs_z": maxabs[fail].tolist()}
+        rows.append(row)
+        print(f"{method:10s} budget {budget:5d}: {k}/{len(fail)} failures ({k / len(fail):.0%}, CI [{lo:.0%}, {hi:.0%}]), "
+              f"objective {row['objective_mean']:.3f}, {seconds:.0f} s search")
+
+    record("random", chain.nfe, z_rand, chain.nfe, 0.0)
+    for b in a.budgets:
+        t0 = time.time()
+        n = max(1, b // chain.nfe)
+        r = best_of_n(chain.sample_fn, objective, chain.shape, n, direction="maximize", nfe_per_sample=chain.nfe,
+                      generator=torch.Generator().manual_seed(b), z_first=z_rand)
+        record("best-of-N", b, r.z, r.nfe, time.time() - t0)
+        t0 = time.time()
+        it = max(1, b // (8 * chain.nfe))
+        r = cem(chain.sample_fn, objective, chain.shape, iterations=it, population=8, direction="maximize",
+                nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b))
+        record("CEM", b, r.z, r.nfe, time.time() - t0)
+        t0 = time.time()
+        ocfg = NoiseOptConfig(direction="maximize", lr=a.lr, steps=10_000, grad_clip=1.0, project_shell=True, budget_nfe=b)
+        r = optimize_noise(chain.sample_fn, objective, z_rand, ocfg, nfe_per_sample=chain.nfe, backward_cost=bwd,
+                           progress=False, log=None)
+        record("gradient", b, r.z, r.nfe, time.time() - t0)
+    res = {"command": "python benchmarks/stress_test.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+           "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim, "chain_nfe": chain.nfe,
+           "backward_cost": bwd, "rows": rows}
+    for b in a.budgets:
+        f = {r["method"]: r["failures"] for r in rows if r["budget_nfe"] == b}
+        res[f"gradient_over_best_of_n_at_{b}"] = f["gradient"] / max(f["best-of-N"], 1)
+    save("stress_test", res)
+    plot(rows, a.budgets)
+
+
+def plot(rows, budgets):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    base = [r for r in rows if r["method"] == "random"][0]
+    ax.axhline(base["failure_rate"], color="gray", ls="--", label="random noise (the policy's own failures)")
+    for m, c in (("best-of-N", "tab:blue"), ("CEM", "tab:orange"), ("gradient", "tab:red")):
+        rs = [r for r in rows if r["method"] == m]
+        y = np.array([r["failure_rate"] for r in rs])
+        lo = y - np.array([r["ci95"][0] for r in rs])
+        hi = np.array([r["ci95"][1] for r in rs]) - y
+        ax.errorbar([r["budget_nfe"] for r in rs], y, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", color=c,
+                    capsize=3, label=m)
+    ax.set_xscale("log")
+    ax.set(xlabel="search budget (denoiser evaluations per episode)", ylabel="closed-loop failure rate",
+           title="noises found to make the policy fail, held fixed in rollouts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(__file__).parent / "results" / "stress_test.png"
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
