@@ -3,7 +3,7 @@
     steerlab demo                       collect 2-D particle demos, train IBC a few minutes, evaluate, report
     steerlab collect particle --n-dim N --episodes 2000
     steerlab train <preset> [--n-dim N] [--config-file F.yaml] [--resume] [any --field overrides]
-    steerlab eval <run-dir> [--episodes 100]
+    steerlab eval <run-dir> [--episodes 100] [--correct steps=3,alpha=0.1] [--rerank 16]
     steerlab noise <run-dir> --objective goal-distance --direction maximize [--noise-mode from_seed --steps 50 --lr 0.05]
     steerlab presets                    list the presets
 
@@ -117,11 +117,22 @@ class EvalArgs:
     """first env seed (default: the run's eval.seed0)"""
     batch: int | None = None
     """environments stepped together"""
+    correct: str | None = None
+    """energy-critic runs: also evaluate gradient correction, e.g. steps=3,alpha=0.1[,clip=0.05]"""
+    rerank: int | None = None
+    """energy-critic runs: also evaluate re-ranking of this many sampled chunks (and, with --correct, both)"""
+    guide: float | None = None
+    """energy-critic runs: also evaluate energy guidance during sampling with this weight"""
 
 
 def cmd_eval(args: list[str]) -> None:
     a = tyro.cli(EvalArgs, args=args, prog="steerlab eval")
     over = {k: v for k, v in (("seed0", a.seed0), ("batch", a.batch)) if v is not None}
+    if a.correct or a.rerank or a.guide:
+        from steerlab.eval.run import evaluate_test_time
+
+        evaluate_test_time(Path(a.run_dir), a.correct, a.rerank, a.guide, a.episodes, overrides=over or None)
+        return
     _eval(Path(a.run_dir), a.episodes, **over)
 
 

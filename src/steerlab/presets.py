@@ -8,6 +8,7 @@ from steerlab.baselines.mse import MSEConfig
 from steerlab.baselines.nearest import NearestConfig
 from steerlab.ebm.policy import IBCConfig, LangevinConfig
 from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig
+from steerlab.steer.critic_policy import EnergyPolicyConfig
 from steerlab.train.config import TrainConfig
 
 _LANG = IBCConfig()  # the repo's particle/mlp_ebm_langevin.gin
@@ -71,6 +72,19 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(policy=FlowConfig(), steps=30_000, batch_size=256, lr=1e-3, optimizer="adamw",
                     betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine", warmup_steps=500,
                     ema_decay=0.999),
+    ),
+    "energy-particle": (
+        "Energy critic (cross-attention over observation-frame tokens, InfoNCE, T=0.5) trained beside a frozen flow "
+        "policy: pass the trained policy with --policy.base-run RUN (energy-only mode); 100 held-out episodes",
+        TrainConfig(policy=EnergyPolicyConfig(base=FlowConfig(), mode="energy-only"), steps=6000, batch_size=128,
+                    lr=3e-4, optimizer="adamw", lr_schedule="cosine", warmup_steps=200, val_episodes=100,
+                    monitor_batch=64, log_interval=100, ckpt_interval=500),
+    ),
+    "energy-particle-joint": (
+        "Flow policy and energy critic trained jointly from scratch (policy loss + energy loss)",
+        TrainConfig(policy=EnergyPolicyConfig(base=FlowConfig(), mode="joint"), steps=30_000, batch_size=256,
+                    lr=1e-3, optimizer="adamw", betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine",
+                    warmup_steps=500, val_episodes=100, monitor_batch=64),
     ),
     "mse-particle": (
         "Explicit MSE behavioural cloning (IBC's mlp_mse): 256x2, dropout 0.1, z-scored actions, batch 512, 50k steps",

@@ -80,3 +80,45 @@ def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) 
     ]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: int | None = None,
+                       guidance: float | None = None, episodes: int | None = None, progress: bool | None = None,
+                       overrides: dict | None = None) -> dict:
+    """Success of an energy-critic run with and without its test-time uses, side by side on the same seeds
+    (and the same inference generator seed): base, re-rank, correct, re-rank + correct, guidance — those asked
+    for. Writes ``metrics_test_time.json`` and a table in ``report_test_time.md``."""
+    from steerlab.steer.critic_policy import TestTime, set_test_time
+
+    run_dir = Path(run_dir)
+    cfg, policy, ckpt = load_run(run_dir)
+    progress = cfg.progress if progress is None else progress
+    if overrides:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
+    full = TestTime.parse(correct, rerank, None)
+    variants = [TestTime()]
+    if rerank:
+        variants.append(TestTime.parse(None, rerank, None))
+    if correct:
+        variants.append(TestTime.parse(correct, None, None))
+    if rerank and correct:
+        variants.append(full)
+    if guidance:
+        variants.append(TestTime.parse(None, None, guidance))
+    rows = {}
+    for tt in variants:
+        set_test_time(policy, tt)
+        res = evaluate_policy(policy, cfg, episodes=episodes, progress=progress)
+        rows[tt.label()] = {**res, "test_time": dataclasses.asdict(tt)}
+        lo, hi = res["success_ci95"]
+        print(f"[steerlab] {tt.label():28s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}] "
+              f"({res['episodes_per_s']:.2f} episodes/s)")
+    out = {"checkpoint": str(ckpt), "variants": rows}
+    write_metrics(run_dir / "metrics_test_time.json", out)
+    lines = [f"# test-time use of the energy critic — {cfg.preset} {cfg.n_dim}-D", "",
+             "| variant | success | 95% CI | episodes/s |", "|---|---|---|---|"]
+    for k, r in rows.items():
+        lines.append(f"| {k} | {r['success_rate']:.1%} | [{r['success_ci95'][0]:.1%}, {r['success_ci95'][1]:.1%}] | "
+                     f"{r['episodes_per_s']:.2f} |")
+    (run_dir / "report_test_time.md").write_text("\n".join(lines) + "\n")
+    return out

@@ -18,12 +18,13 @@ from steerlab.baselines.mse import MSEConfig, MSEPolicy
 from steerlab.baselines.nearest import NearestConfig, NearestPolicy
 from steerlab.ebm.policy import IBCConfig, IBCPolicy
 from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
+from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig
 
-PolicyConfig = Union[IBCConfig, DiffusionConfig, FlowConfig, MSEConfig, NearestConfig]
-POLICY_CLASSES = {"ibc": IBCPolicy, "diffusion": GenerativePolicy, "flow": GenerativePolicy, "mse": MSEPolicy,
-                  "nearest": NearestPolicy}
-POLICY_CONFIGS = {"ibc": IBCConfig, "diffusion": DiffusionConfig, "flow": FlowConfig, "mse": MSEConfig,
-                  "nearest": NearestConfig}
+PolicyConfig = Union[IBCConfig, DiffusionConfig, FlowConfig, EnergyPolicyConfig, MSEConfig, NearestConfig]
+POLICY_CLASSES = {"ibc": IBCPolicy, "diffusion": GenerativePolicy, "flow": GenerativePolicy, "energy": EnergyPolicy,
+                  "mse": MSEPolicy, "nearest": NearestPolicy}
+POLICY_CONFIGS = {"ibc": IBCConfig, "diffusion": DiffusionConfig, "flow": FlowConfig, "energy": EnergyPolicyConfig,
+                  "mse": MSEConfig, "nearest": NearestConfig}
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ class TrainConfig:
     eval_interval: int = 0
     """evaluate every this many steps (0: only at the end)"""
     monitor_batch: int = 16
-    """rows of the batch used for the inferred-action MSE monitor at each log"""
+    """rows used for the monitor metrics at each log (from the held-out episodes when val_episodes > 0)"""
+    val_episodes: int = 0
+    """hold out the dataset's last episodes from training; the monitor metrics are computed on them"""
     eval: EvalConfig = field(default_factory=EvalConfig)
     threads: int | None = None
     """torch intra-op threads (None: torch's default)"""
@@ -185,3 +188,8 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
     return data
+
+
+def config_from_dict_policy(data: dict):
+    """A policy config from its JSON form (``kind`` picks the class)."""
+    return _convert(PolicyConfig, data, "policy")

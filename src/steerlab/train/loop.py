@@ -137,8 +137,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     np.random.seed(cfg.seed)
     policy = build_policy(cfg, obs_dim, act_dim)
     policy.fit_normalizers(data.data["obs"], data.data["action"], env_low, env_high, episode_ends=data.episode_ends, seed=cfg.seed)
-    horizon = getattr(cfg.policy, "horizon", 1)
-    ds = WindowDataset.from_arrays(data.data["obs"], data.data["action"], data.episode_ends, policy.n_obs_steps, horizon)
+    horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
+    ends = np.asarray(data.episode_ends)
+    if cfg.val_episodes:
+        if cfg.val_episodes >= len(ends):
+            raise ValueError(f"val_episodes={cfg.val_episodes} leaves no training episodes (the dataset has {len(ends)})")
+        cut = int(ends[-cfg.val_episodes - 1])
+        val_ds = WindowDataset.from_arrays(data.data["obs"][cut:], data.data["action"][cut:], ends[-cfg.val_episodes:] - cut,
+                                           policy.n_obs_steps, horizon)
+        ends = ends[: -cfg.val_episodes]
+    else:
+        cut, val_ds = None, None
+    ds = WindowDataset.from_arrays(data.data["obs"][:cut], data.data["action"][:cut], ends, policy.n_obs_steps, horizon)
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds)}
     if rank == 0:
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -248,7 +258,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             vals["steps_per_s"] = (step - step_log) / max(now - t_log, 1e-9)
             if hasattr(policy, "monitor") and cfg.monitor_batch > 0:
                 policy.eval()
-                mb = ds.batch(idx[: cfg.monitor_batch])
+                if val_ds is not None:
+                    mb = val_ds.batch(torch.randint(len(val_ds), (cfg.monitor_batch,), generator=gens["monitor"]))
+                else:
+                    mb = ds.batch(idx[: cfg.monitor_batch])
                 vals.update({f"monitor_{k}": v for k, v in policy.monitor(mb, gens["monitor"]).items()})
                 policy.train()
             if rank == 0:

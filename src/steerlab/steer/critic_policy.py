@@ -1,0 +1,321 @@
+"""A generative policy with an energy critic beside it: InfoNCE training in three modes and test-time
+re-ranking / correction / guidance. See :mod:`steerlab.steer.critic` for the energy model and its sign and
+mask conventions.
+
+Modes (``EnergyPolicyConfig.mode``):
+- ``monitor``: the policy trains as usual; the energy loss is computed and logged, the critic is not trained.
+- ``joint``: policy and critic train together, ``loss = policy loss + energy_weight * energy loss``.
+- ``energy-only``: the policy is frozen (no gradient, no optimizer state: its parameters have
+  ``requires_grad=False`` and the training loop optimizes only parameters that require grad); only the critic
+  trains. Start it from a trained policy with ``base_run``.
+
+Context tokens: one token per observation frame (the min-max-normalized frame: agent, velocity, goals), all
+valid — the same observations the policy conditions on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
+from steerlab.policy import Policy
+from steerlab.steer.critic import CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank
+
+
+@dataclass(frozen=True)
+class TestTime:
+    """How the critic is used when acting (all off: the plain policy)."""
+
+    __test__ = False  # not a pytest class
+
+    rerank: int = 1
+    """sample this many chunks and execute the lowest-energy one (1: off)"""
+    correct_steps: int = 0
+    """gradient-correction steps a <- a - alpha dE/da on the executed chunk (0: off)"""
+    alpha: float = 0.1
+    clip_frac: float = 0.05
+    """each correction step is clipped to this fraction of the (normalized) action range"""
+    guidance: float = 0.0
+    """energy guidance weight during sampling, evaluated at the predicted clean chunk (0: off)"""
+
+    @classmethod
+    def parse(cls, correct: str | None = None, rerank: int | None = None, guidance: float | None = None) -> "TestTime":
+        """``correct="steps=3,alpha=0.1[,clip=0.05]"``, ``rerank=16``, ``guidance=0.5``."""
+        kw = {}
+        if correct:
+            names = {"steps": "correct_steps", "alpha": "alpha", "clip": "clip_frac", "clip_frac": "clip_frac"}
+            for part in correct.split(","):
+                k, _, v = part.partition("=")
+                if k.strip() not in names or not v:
+                    raise ValueError(f"--correct expects steps=N,alpha=A[,clip=C], got {correct!r}")
+                kw[names[k.strip()]] = int(v) if k.strip() == "steps" else float(v)
+            kw.setdefault("correct_steps", 3)
+        if rerank:
+            kw["rerank"] = int(rerank)
+        if guidance:
+            kw["guidance"] = float(guidance)
+        return cls(**kw)
+
+    def label(self) -> str:
+        parts = []
+        if self.rerank > 1:
+            parts.append(f"rerank {self.rerank}")
+        if self.correct_steps:
+            parts.append(f"correct {self.correct_steps}x{self.alpha:g}")
+        if self.guidance:
+            parts.append(f"guide {self.guidance:g}")
+        return " + ".join(parts) or "base"
+
+
+@dataclass(frozen=True)
+class EnergyPolicyConfig:
+    kind: Literal["energy"] = "energy"
+    base: DiffusionConfig | FlowConfig = field(default_factory=FlowConfig)
+    """the generative policy"""
+    base_run: str | None = None
+    """run directory of a trained base policy to start from (its checkpoint has no energy weights)"""
+    mode: Literal["monitor", "joint", "energy-only"] = "energy-only"
+    energy_weight: float = 1.0
+    """weight of the energy loss in joint mode"""
+    temperature: float = 0.5
+    """InfoNCE temperature (the seed: 0.5)"""
+    width: int = 128
+    heads: int = 4
+    depth: int = 2
+    """dense layers of the critic's residual encoders and head (even)"""
+    dropout: float = 0.0
+    pooling: Literal["mean", "attention"] = "mean"
+    act_dim: int | None = None
+    """score only the first act_dim action dims (None: all)"""
+    n_policy: int = 4
+    """negatives sampled from the policy (no gradient)"""
+    n_perturbed: int = 6
+    """perturbed demonstrations, spread over perturb_scales (normalized units)"""
+    perturb_scales: tuple[float, ...] = (0.05, 0.1, 0.2)
+    n_uniform: int = 2
+    """uniform chunks in the normalized box [-1, 1]"""
+    n_batch: int = 4
+    """demonstrations of other contexts in the batch"""
+    test_time: TestTime = field(default_factory=TestTime)
+
+
+class EnergyPolicy(Policy):
+    def __init__(self, cfg: EnergyPolicyConfig, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.base = GenerativePolicy(cfg.base, obs_dim, act_dim)
+        self.n_obs_steps, self.n_action_steps = self.base.n_obs_steps, self.base.n_action_steps
+        self.critic = EnergyCritic(CriticConfig(context_dim=obs_dim, act_dim=cfg.act_dim or act_dim,
+                                                horizon=cfg.base.horizon, width=cfg.width, heads=cfg.heads,
+                                                encoder_depth=cfg.depth, dropout=cfg.dropout, pooling=cfg.pooling))
+        self.test_time = cfg.test_time
+        self.base_loaded = False
+        if cfg.base_run:
+            self.missing_energy_keys = load_base_policy(self, cfg.base_run)
+            self.base_loaded = True
+        if cfg.mode == "energy-only":
+            self.base.requires_grad_(False)
+        if cfg.mode == "monitor":
+            self.critic.requires_grad_(False)
+
+    def fit_normalizers(self, obs, action, env_low, env_high, episode_ends=None, seed: int = 0):
+        if not self.base_loaded:  # a loaded base policy keeps the normalizers it was trained with
+            self.base.fit_normalizers(obs, action, env_low, env_high, episode_ends, seed)
+
+    @property
+    def chunk_shape(self):
+        return self.base.chunk_shape
+
+    def context(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context tokens ``[B, n_obs, Do]`` (one per normalized frame) and their mask (True = valid)."""
+        self.base.check_obs(obs, self.obs_dim)
+        tokens = self.base.obs_norm.normalize(obs)
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool)
+
+    def energy(self, obs: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        """Energies of normalized chunks ``[B, N, H, A]`` (or ``[B, H, A]`` -> ``[B, 1]``) for raw ``obs``."""
+        tokens, mask = self.context(obs)
+        return self.critic(tokens, mask, chunks)
+
+    # ---------------------------------------------------------------------------------------- training
+
+    def negatives(self, obs, x, generator=None) -> torch.Tensor:
+        """``[B, K, H, A]`` normalized negatives for positives ``x [B, H, A]``."""
+        c, b = self.cfg, x.shape[0]
+        parts = []
+        if c.n_policy:
+            cond = self.base.condition(obs).repeat_interleave(c.n_policy, 0)
+            z = torch.randn((b * c.n_policy, *x.shape[1:]), generator=generator)
+            with torch.no_grad():
+                s = self.base.sample(cond, z, noise=self.base.default_noise(generator), grad="none")
+            parts.append(s.view(b, c.n_policy, *x.shape[1:]))
+        if c.n_perturbed:
+            scales = torch.tensor(c.perturb_scales, dtype=x.dtype)[torch.arange(c.n_perturbed) % len(c.perturb_scales)]
+            eps = torch.randn((b, c.n_perturbed, *x.shape[1:]), generator=generator)
+            parts.append(x[:, None] + scales.view(1, -1, 1, 1) * eps)
+        if c.n_uniform:
+            parts.append(torch.rand((b, c.n_uniform, *x.shape[1:]), generator=generator) * 2 - 1)
+        if c.n_batch:
+            k = min(c.n_batch, b - 1)
+            parts.append(torch.stack([x.roll(i + 1, 0) for i in range(k)], 1))
+        if not parts:
+            raise ValueError("the energy critic needs at least one source of negatives")
+        return torch.cat(parts, 1)
+
+    def energy_loss(self, batch, generator=None):
+        x = self.base.act_norm.normalize(batch["action"])
+        neg = self.negatives(batch["obs"], x, generator)
+        e = self.energy(batch["obs"], torch.cat([x[:, None], neg], 1))
+        return info_nce_energy(e[:, 0], e[:, 1:], self.cfg.temperature)
+
+    def compute_loss(self, batch, generator=None):
+        mode = self.cfg.mode
+        metrics = {}
+        total = None
+        if mode != "energy-only":
+            total, m = self.base.compute_loss(batch, generator)
+            metrics.update({f"policy_{k}": v for k, v in m.items()})
+        if mode == "monitor":
+            with torch.no_grad():
+                _, m = self.energy_loss(batch, generator)
+        else:
+            el, m = self.energy_loss(batch, generator)
+            total = el if total is None else total + self.cfg.energy_weight * el
+        metrics.update(m)
+        metrics["loss"] = total.item()
+        return total, metrics
+
+    @torch.no_grad()
+    def monitor(self, batch, generator=None) -> dict[str, float]:
+        """On a (held-out, when the run has ``val_episodes``) batch: the base policy's chunk MSE, and the
+        critic's energy loss and ranking accuracy."""
+        was = self.training
+        self.eval()
+        out = self.base.monitor(batch, generator)
+        _, m = self.energy_loss(batch, generator)
+        out.update({"energy_loss": m["energy_loss"], "rank_acc": m["rank_acc"], "energy_gap": m["energy_gap"]})
+        self.train(was)
+        return out
+
+    # ------------------------------------------------------------------------------------------ acting
+
+    def _guided_denoiser(self, cond, tokens, mask, weight):
+        base = self.base
+        fn = base.denoiser(cond)
+        if base.cfg.kind == "flow":
+            def guided(x, t):
+                with torch.enable_grad():
+                    xg = x.detach().requires_grad_()
+                    v = fn(xg, t)
+                    x0 = xg - t.view(-1, 1, 1) * v
+                    (g,) = torch.autograd.grad(self.critic(tokens, mask, x0).sum(), xg)
+                return v.detach() + weight * g
+            return guided
+
+        abar = base.abar
+
+        def guided_eps(x, t):
+            ab = abar[t.round().long()].to(x.dtype).view(-1, 1, 1)
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_()
+                eps = fn(xg, t)
+                x0 = (xg - (1 - ab).sqrt() * eps) / ab.sqrt()
+                (g,) = torch.autograd.grad(self.critic(tokens, mask, x0).sum(), xg)
+            return eps.detach() + weight * (1 - ab).sqrt() * g
+        return guided_eps
+
+    def sample_normalized(self, obs, generator=None, z=None, noise=None, tt: TestTime | None = None) -> torch.Tensor:
+        tt = tt or self.test_time
+        base = self.base
+        obs = torch.as_tensor(obs, dtype=torch.float32)
+        b = obs.shape[0]
+        n = max(1, tt.rerank)
+        tokens, mask = self.context(obs)
+        cond = base.condition(obs)
+        if n > 1:
+            cond_n = cond.repeat_interleave(n, 0)
+            tok_n, mask_n = tokens.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        else:
+            cond_n, tok_n, mask_n = cond, tokens, mask
+        if z is None:
+            z = torch.randn((b * n, *base.chunk_shape), generator=generator)
+        elif n > 1 and z.shape[0] == b:
+            z = torch.cat([z[:, None], torch.randn((b, n - 1, *base.chunk_shape), generator=generator)], 1).flatten(0, 1)
+        noise = noise or base.default_noise(generator)
+        if tt.guidance:
+            from steerlab.sampling import sample_ddim, sample_ddpm, sample_euler, sample_heun, inference_timesteps
+
+            fn = self._guided_denoiser(cond_n, tok_n, mask_n, tt.guidance)
+            c = base.cfg
+            if c.kind == "flow":
+                smp = sample_heun if c.sampler == "heun" else sample_euler
+                chunks = smp(fn, z, c.num_inference_steps, noise=noise, grad="none")
+            else:
+                ts = inference_timesteps(c.num_train_timesteps, c.num_inference_steps)
+                if c.sampler == "ddpm":
+                    chunks = sample_ddpm(fn, z, base.abar, ts, noise=noise, grad="none", clip_sample=c.clip_sample)
+                else:
+                    chunks = sample_ddim(fn, z, base.abar, ts, eta=c.eta, noise=noise, grad="none", clip_sample=c.clip_sample)
+        else:
+            chunks = base.sample(cond_n, z, noise=noise, grad="none")
+        if n > 1:
+            chunks, _ = rerank(lambda c: self.critic(tokens, mask, c), chunks.view(b, n, *base.chunk_shape))
+        if tt.correct_steps:
+            chunks = correct_actions(lambda c: self.critic(tokens, mask, c)[:, 0], chunks, steps=tt.correct_steps,
+                                     alpha=tt.alpha, clip_frac=tt.clip_frac)
+        return chunks
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs, generator=None, z=None, noise=None, test_time: TestTime | None = None):
+        return self.base.unnormalize_actions(self.sample_normalized(obs, generator, z, noise, test_time))
+
+
+def load_base_policy(policy: EnergyPolicy, run_dir: str | Path) -> list[str]:
+    """Load a trained base policy's checkpoint (EMA weights if it has them) into ``policy.base``.
+
+    The checkpoint has no energy weights: they are reported (the returned list names every missing
+    ``critic.*`` key) and keep their fresh initialization. Any other mismatch — a base key missing from the
+    checkpoint, a key the policy does not have, a config that differs — is an error naming the keys."""
+    from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
+    from steerlab.train.config import config_from_dict_policy
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"base_run {run_dir} is not a run directory (no config.json)")
+    run_cfg = json.loads((run_dir / "config.json").read_text())
+    base_cfg = config_from_dict_policy(run_cfg["policy"])
+    if base_cfg != policy.cfg.base:
+        diff = {k: (getattr(base_cfg, k, None), getattr(policy.cfg.base, k, None))
+                for k in {f.name for f in dataclasses.fields(policy.cfg.base)}
+                if getattr(base_cfg, k, None) != getattr(policy.cfg.base, k, None)}
+        raise CheckpointError(f"base_run {run_dir} was trained with a different policy config: {diff} "
+                              f"(checkpoint value, this config's value); set --policy.base to match")
+    ckpt = latest_checkpoint(run_dir)
+    state = load_weights(ckpt, ema=run_cfg.get("ema_decay") is not None)
+    mapped = {f"base.{k}": v for k, v in state.items()}
+    missing, unexpected = policy.load_state_dict(mapped, strict=False)
+    not_energy = [k for k in missing if not k.startswith("critic.")]
+    if unexpected or not_energy:
+        raise CheckpointError(f"{ckpt}: keys do not match the base policy: missing {not_energy}, unexpected {list(unexpected)}")
+    energy_missing = sorted(k for k in missing if k.startswith("critic."))
+    print(f"[steerlab] loaded base policy from {ckpt}; energy weights not in it (initialized fresh, "
+          f"{len(energy_missing)} keys): {', '.join(energy_missing)}")
+    return energy_missing
+
+
+def set_test_time(policy, tt: TestTime):
+    if not isinstance(policy, EnergyPolicy):
+        raise ValueError(f"re-ranking and correction need an energy critic run; this run holds a "
+                         f"{type(policy).__name__}")
+    policy.test_time = tt
+    return policy
+
+
+__all__ = ["EnergyPolicy", "EnergyPolicyConfig", "TestTime", "load_base_policy", "set_test_time"]

@@ -1,0 +1,226 @@
+"""Energy critics: the mask convention, the InfoNCE value, correction and re-ranking by hand, the three
+training modes (energy-only leaves the policy untouched and keeps no optimizer state for it), loading a base
+policy without energy weights, learning on a task with a known answer, and the test-time evaluation."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from steerlab.generative.policy import DenoiserConfig, FlowConfig
+from steerlab.steer.critic import (
+    SEED_SHAPES, CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank,
+)
+from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig, TestTime
+
+SMALL = CriticConfig(context_dim=5, act_dim=2, horizon=4, width=16, heads=2)
+
+
+def test_mask_true_means_valid_and_padding_is_ignored():
+    torch.manual_seed(0)
+    m = EnergyCritic(SMALL).eval()
+    ctx = torch.randn(3, 2, 5)
+    a = torch.randn(3, 6, 4, 3)  # 3 action dims, only the first 2 scored
+    e = m(ctx, torch.ones(3, 2, dtype=torch.bool), a)
+    padded = torch.cat([ctx, 100 * torch.randn(3, 3, 5)], 1)  # garbage tokens marked invalid
+    mask = torch.tensor([[True, True, False, False, False]] * 3)
+    assert e.shape == (3, 6)
+    assert torch.allclose(m(padded, mask, a), e, atol=1e-5)
+    assert not torch.allclose(m(padded, torch.ones(3, 5, dtype=torch.bool), a), e, atol=1e-3)
+    a2 = a.clone()
+    a2[..., 2] += 5  # dims past act_dim are not scored
+    assert torch.equal(m(ctx, None, a2), m(ctx, None, a))
+    with pytest.raises(ValueError, match="True = valid"):
+        m(ctx, torch.ones(3, 2), a)
+    with pytest.raises(ValueError, match="at least one valid"):
+        m(ctx, torch.zeros(3, 2, dtype=torch.bool), a)
+    with pytest.raises(ValueError, match="actions must be"):
+        m(ctx, None, torch.randn(3, 6, 5, 2))
+
+
+def test_attention_pooling_and_seed_shapes_build():
+    import dataclasses
+
+    m = EnergyCritic(dataclasses.replace(SMALL, pooling="attention"))
+    assert m(torch.randn(2, 3, 5), None, torch.randn(2, 4, 2)).shape == (2, 1)
+    seed = EnergyCritic(SEED_SHAPES)
+    n = sum(p.numel() for p in seed.parameters())
+    assert 2e6 < n < 6e6
+    e = seed(torch.randn(1, 8, 2048), torch.ones(1, 8, dtype=torch.bool), torch.randn(1, 2, 50, 32))
+    assert e.shape == (1, 2) and torch.isfinite(e).all()
+
+
+def test_info_nce_golden_value():
+    e_pos, e_neg = torch.tensor([0.0, 1.0]), torch.tensor([[1.0, 2.0], [0.0, 3.0]])
+    t = 0.5
+    row0 = -math.log(math.exp(0) / (math.exp(0) + math.exp(-2) + math.exp(-4)))
+    row1 = -math.log(math.exp(-2) / (math.exp(-2) + math.exp(0) + math.exp(-6)))
+    loss, m = info_nce_energy(e_pos, e_neg, t)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert m["rank_acc"] == 0.5 and m["e_pos"] == 0.5 and m["energy_gap"] == pytest.approx(((1.5 - 0) + (1.5 - 1)) / 2)
+
+
+def test_correction_by_hand():
+    target = torch.tensor([[[0.2, -0.4]]])  # E = 0.5 |a - target|^2, dE/da = a - target
+
+    def energy(a):
+        return 0.5 * ((a - target) ** 2).sum((1, 2))
+
+    a = torch.tensor([[[0.3, 0.9]]])
+    one = correct_actions(energy, a, steps=1, alpha=0.5, clip_frac=0.1)  # max step 0.1 * 2 = 0.2
+    assert torch.allclose(one, torch.tensor([[[0.3 - 0.05, 0.9 - 0.2]]]))  # 0.5*0.1 unclipped; 0.5*1.3 clipped
+    many = correct_actions(energy, a, steps=60, alpha=0.5, clip_frac=0.1)
+    assert torch.allclose(many, target, atol=1e-4)
+    edge = correct_actions(lambda x: -x.sum((1, 2)), torch.full((2, 1, 2), 0.95), steps=3, alpha=1.0, clip_frac=0.5)
+    assert (edge == 1.0).all()  # pushed up, kept inside the box
+    c = torch.randn(3, 5, 4, 2)
+    best, idx = rerank(lambda x: x.sum((2, 3)), c)
+    assert torch.equal(idx, c.sum((2, 3)).argmin(1)) and torch.equal(best[1], c[1, idx[1]])
+
+
+def test_test_time_parse():
+    tt = TestTime.parse("steps=3,alpha=0.2", 16, None)
+    assert (tt.correct_steps, tt.alpha, tt.rerank) == (3, 0.2, 16)
+    assert tt.label() == "rerank 16 + correct 3x0.2"
+    with pytest.raises(ValueError, match="steps=N"):
+        TestTime.parse("step3", None, None)
+
+
+# ----------------------------------------------------------------------------------- modes and loading
+
+NET = DenoiserConfig(width=32, depth=2, time_embed_dim=16)
+BASE = FlowConfig(horizon=4, n_obs_steps=1, n_action_steps=2, denoiser=NET, num_inference_steps=4)
+
+
+def _cfg(mode, **kw):
+    return EnergyPolicyConfig(**{**dict(base=BASE, mode=mode, width=16, heads=2, n_policy=2, n_perturbed=3,
+                                        n_uniform=1, n_batch=2), **kw})
+
+
+def _batch(b=16):
+    g = torch.Generator().manual_seed(0)
+    return {"obs": torch.rand(b, 1, 3, generator=g), "action": torch.rand(b, 4, 2, generator=g),
+            "action_mask": torch.ones(b, 4, dtype=torch.bool)}
+
+
+@pytest.mark.parametrize("mode", ["monitor", "joint", "energy-only"])
+def test_modes_train_what_they_say(mode):
+    torch.manual_seed(0)
+    pol = EnergyPolicy(_cfg(mode), 3, 2)
+    pol.fit_normalizers(np.random.rand(20, 3), np.random.rand(20, 2), np.zeros(2), np.ones(2))
+    before = {k: v.clone() for k, v in pol.state_dict().items()}
+    params = [p for p in pol.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, 1e-2)
+    for _ in range(3):
+        loss, m = pol.compute_loss(_batch(), torch.Generator().manual_seed(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert {"energy_loss", "e_pos", "e_neg", "energy_gap", "rank_acc"} <= set(m)
+    changed = {k for k, v in pol.state_dict().items() if not torch.equal(v, before[k])}
+    base_changed = any(k.startswith("base.net") for k in changed)
+    critic_changed = any(k.startswith("critic.") for k in changed)
+    assert (base_changed, critic_changed) == {"monitor": (True, False), "joint": (True, True),
+                                              "energy-only": (False, True)}[mode]
+    if mode == "energy-only":
+        n_critic = sum(1 for _ in pol.critic.parameters())
+        assert len(opt.state) == n_critic  # no optimizer state for any policy parameter
+        assert all(not p.requires_grad for p in pol.base.parameters())
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, particle2d):
+    from steerlab.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    main(["train", "flow-particle", "--steps", "40", "--dataset", str(particle2d), "--out-dir", str(out),
+          "--run-name", "base", "--no-progress", "--eval.episodes", "2", "--eval.batch", "2",
+          "--policy.denoiser.width", "32", "--policy.denoiser.depth", "2", "--batch-size", "32", "--no-eval"])
+    return out / "base"
+
+
+def test_energy_only_training_from_a_base_run(base_run, particle2d, tmp_path, capsys):
+    """Through the real training loop: the base checkpoint has no energy weights (reported by name), the saved
+    policy weights equal the base run's, and the optimizer state holds only the critic's parameters."""
+    from steerlab.cli import main
+    from steerlab.train.checkpoint import latest_checkpoint, load_trainer_state, load_weights
+
+    main(["train", "energy-particle", "--steps", "20", "--dataset", str(particle2d), "--out-dir", str(tmp_path),
+          "--run-name", "critic", "--no-progress", "--policy.base-run", str(base_run), "--val-episodes", "5",
+          "--policy.base.denoiser.width", "32", "--policy.base.denoiser.depth", "2", "--batch-size", "16",
+          "--log-interval", "10", "--policy.width", "16", "--policy.heads", "2", "--no-eval"])
+    out = capsys.readouterr().out
+    assert "energy weights not in it" in out and "critic.attn.in_proj_weight" in out
+    base_w = load_weights(latest_checkpoint(base_run), ema=True)
+    ck = latest_checkpoint(tmp_path / "critic")
+    w = load_weights(ck)
+    assert all(torch.equal(w[f"base.{k}"], v) for k, v in base_w.items())
+    state = load_trainer_state(ck)["optimizer"]["state"]
+    n_critic = sum(1 for k in w if k.startswith("critic.") and not k.startswith("critic.pos"))
+    assert len(state) == n_critic
+    rows = (tmp_path / "critic" / "metrics.csv").read_text().splitlines()
+    assert "monitor_rank_acc" in rows[0] and "e_pos" in rows[0]
+
+
+def test_loading_mismatches_are_errors_naming_keys(base_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from steerlab.steer.critic_policy import load_base_policy
+    from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
+
+    with pytest.raises(CheckpointError, match="different policy config"):
+        EnergyPolicy(EnergyPolicyConfig(base=FlowConfig(), base_run=str(base_run)), 8, 2)
+    # a checkpoint with a foreign key and a missing one
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(base_run, bad)
+    ck = latest_checkpoint(bad)
+    w = load_weights(ck, ema=True)
+    w.pop("net.net.proj.weight")
+    w["stranger.weight"] = torch.zeros(1)
+    save_file(w, str(ck / "ema.safetensors"))
+    cfg_json = json.loads((bad / "config.json").read_text())
+    from steerlab.train.config import config_from_dict_policy
+
+    base_cfg = config_from_dict_policy(cfg_json["policy"])
+    pol = EnergyPolicy(EnergyPolicyConfig(base=base_cfg), 8, 2)
+    with pytest.raises(CheckpointError, match=r"missing \['base.net.net.proj.weight'\], unexpected \['base.stranger.weight'\]"):
+        load_base_policy(pol, bad)
+
+
+def test_critic_learns_and_test_time_uses_it():
+    """A frozen, untrained flow policy emits random chunks; the demonstrations are a fixed function of the
+    observation. The critic learns to rank the demonstration lowest; re-ranking, correction and guidance all
+    move the executed chunks toward it."""
+    torch.manual_seed(0)
+    pol = EnergyPolicy(_cfg("energy-only", temperature=0.5, n_perturbed=6), 1, 2)
+    obs = np.random.default_rng(0).random((2000, 1)).astype(np.float32)
+    demo = lambda o: np.stack([np.repeat(o, 4, 1), np.repeat(1 - o, 4, 1)], -1)  # noqa: E731
+    pol.fit_normalizers(obs, demo(obs).reshape(-1, 2), np.zeros(2), np.ones(2))
+    opt = torch.optim.Adam([p for p in pol.parameters() if p.requires_grad], 3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        idx = torch.randint(2000, (64,), generator=g)
+        o = torch.as_tensor(obs[idx])
+        batch = {"obs": o[:, None], "action": torch.as_tensor(demo(obs[idx])), "action_mask": torch.ones(64, 4, dtype=torch.bool)}
+        loss, m = pol.compute_loss(batch, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pol.eval()
+    assert m["rank_acc"] > 0.7 and m["e_pos"] < m["e_neg"]
+    o = torch.linspace(0.1, 0.9, 32)[:, None, None]
+    target = torch.as_tensor(demo(o[:, 0].numpy()))
+
+    def err(tt):
+        a = pol.predict_action_chunk(o, torch.Generator().manual_seed(3), test_time=tt)
+        assert a.shape == (32, 4, 2) and (a >= 0).all() and (a <= 1).all()
+        return ((a - target) ** 2).mean().item()
+
+    base = err(TestTime())
+    assert err(TestTime(rerank=16)) < 0.75 * base
+    assert err(TestTime(correct_steps=5, alpha=0.5, clip_frac=0.1)) < 0.8 * base
+    assert err(TestTime(guidance=0.1)) < base  # guidance overshoots at large weights (1.0 here is worse)
