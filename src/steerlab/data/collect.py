@@ -42,6 +42,32 @@ def _run_chunk(args: tuple[int, list[int], bool]) -> list[tuple[dict[str, np.nda
     return out
 
 
+
+def run_chunks(fn, tasks: list, workers: int, total: int, desc: str, progress: bool = True) -> list:
+    """``fn`` over ``tasks`` (each returns a list of per-episode results) in ``workers`` processes.
+
+    Results come back concatenated in the order of ``tasks`` whatever ``workers`` is; the progress bar counts
+    the ``total`` episodes. ``fn`` must be a module-level function (it is pickled under ``spawn``).
+    """
+    results: list = []
+    workers = max(1, min(int(workers), len(tasks)))
+    bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        if workers == 1:
+            for t in tasks:
+                res = fn(t)
+                results.extend(res)
+                bar.update(len(res))
+        else:
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with mp.get_context(method).Pool(workers) as pool:
+                for res in pool.imap(fn, tasks):  # imap keeps chunk order -> episodes in order of i
+                    results.extend(res)
+                    bar.update(len(res))
+    finally:
+        bar.close()
+    return results
+
 def collect_particle(out_path, n_dim: int, episodes: int, seed: int = 0, multimodal: bool = False,
                      workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Run :class:`ParticleOracle` for ``episodes`` episodes and write them to ``out_path`` (zarr v2).
@@ -73,24 +99,9 @@ def collect_particle(out_path, n_dim: int, episodes: int, seed: int = 0, multimo
     seeds = [seed + i for i in range(episodes)]
     chunk = max(1, min(100, -(-episodes // (workers * 4))))
     tasks = [(n_dim, seeds[j: j + chunk], bool(multimodal)) for j in range(0, episodes, chunk)]
-    workers = min(workers, len(tasks))
 
-    results: list[tuple[dict[str, np.ndarray], bool]] = []
-    bar = tqdm(total=episodes, desc=f"collect particle {n_dim}-D", disable=not progress, dynamic_ncols=True)
-    try:
-        if workers == 1:
-            for t in tasks:
-                res = _run_chunk(t)
-                results.extend(res)
-                bar.update(len(res))
-        else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with mp.get_context(method).Pool(workers) as pool:
-                for res in pool.imap(_run_chunk, tasks):  # imap keeps chunk order -> episodes in order of i
-                    results.extend(res)
-                    bar.update(len(res))
-    finally:
-        bar.close()
+    results: list[tuple[dict[str, np.ndarray], bool]] = run_chunks(
+        _run_chunk, tasks, workers, total=episodes, desc=f"collect particle {n_dim}-D", progress=progress)
 
     n_success = int(sum(ok for _, ok in results))
     attrs = {
