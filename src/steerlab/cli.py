@@ -88,7 +88,11 @@ def cmd_train(args: list[str]) -> None:
     from steerlab.train.loop import train
 
     run_dir = train(cfg, resume=resume)
-    if not no_eval:
+    from steerlab.tasks import MODEL_TASKS
+
+    if cfg.env in MODEL_TASKS:
+        print(f"[steerlab] {run_dir}: {cfg.env} is a model task with no environment; rollout evaluation skipped")
+    elif not no_eval:
         import torch.distributed as dist
 
         if not (dist.is_initialized() and dist.get_rank() != 0):

@@ -73,6 +73,13 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
                     betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine", warmup_steps=500,
                     ema_decay=0.999),
     ),
+    "wm-particle": (
+        "World model of the particle task: flow matching over the next 16 agent positions given the current "
+        "observation and a 16-step plan (task particle-wm; --dataset from steerlab.data.collect_wm), MLP 256x4",
+        TrainConfig(env="particle-wm", policy=FlowConfig(horizon=16, n_obs_steps=1, n_action_steps=16),
+                    steps=10_000, batch_size=256, lr=1e-3, optimizer="adamw", betas=(0.95, 0.999),
+                    weight_decay=1e-6, lr_schedule="cosine", warmup_steps=500, ema_decay=0.999),
+    ),
     "energy-particle": (
         "Energy critic (cross-attention over observation-frame tokens, InfoNCE, T=0.5) trained beside a frozen flow "
         "policy: pass the trained policy with --policy.base-run RUN (energy-only mode); 100 held-out episodes",

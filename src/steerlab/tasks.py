@@ -12,11 +12,17 @@ from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes
 from steerlab.envs.particle import OBS_KEYS, flatten_obs
 
 TASKS = {"particle": "steerlab/Particle-v0"}
+# Tasks without an environment of their own: datasets for models that are not policies of an env.
+# "particle-wm": world model of future particle positions given the state and a plan (steerlab.data.collect_wm).
+MODEL_TASKS = ("particle-wm",)
 
 
 def env_id(task: str) -> str:
+    if task in MODEL_TASKS:
+        raise ValueError(f"{task!r} trains a world model, not a policy: it has no environment to roll out "
+                         "(train it with --no-eval)")
     if task not in TASKS:
-        raise ValueError(f"unknown env {task!r}; known: {sorted(TASKS)}")
+        raise ValueError(f"unknown env {task!r}; known: {sorted(TASKS) + list(MODEL_TASKS)}")
     return TASKS[task]
 
 
@@ -30,6 +36,12 @@ def make_env(task: str, n_dim: int) -> gym.Env:
 
 def dims(task: str, n_dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     """``(obs_dim, act_dim, action_low, action_high)`` of a task."""
+    if task == "particle-wm":
+        from steerlab.data.collect_wm import WM_HORIZON
+        from steerlab.envs.particle import POS_AGENT_BOUNDS
+
+        lo, hi = POS_AGENT_BOUNDS
+        return 4 * n_dim + WM_HORIZON * n_dim, n_dim, np.full(n_dim, lo), np.full(n_dim, hi)
     env = make_env(task, n_dim)
     space = env.action_space
     obs_dim = sum(int(np.prod(s.shape)) for s in env.observation_space.spaces.values())
@@ -43,6 +55,10 @@ def ensure_dataset(task: str, n_dim: int, episodes: int, path: Path, multimodal:
     path = Path(path)
     if path.exists():
         return path
+    if task in MODEL_TASKS:
+        raise FileNotFoundError(f"world-model dataset {path} not found: write it first with "
+                                "steerlab.data.collect_wm.collect_world_model (benchmarks/world_model_stress.py "
+                                "does) and pass it with --dataset")
     from steerlab.data.collect import collect_particle
 
     print(f"[steerlab] dataset {path} not found: collecting {episodes} oracle demos (n_dim={n_dim})")
@@ -58,7 +74,7 @@ def load_task_dataset(task: str, n_dim: int, path: Path) -> EpisodeData:
     try:
         data = load_episodes(str(path), keys=["obs", "action"])
     except DatasetError as e:
-        if "obs" not in str(e):
+        if "obs" not in str(e) or task in MODEL_TASKS:
             raise
         data = load_episodes(str(path), keys=["action", *OBS_KEYS])  # per-key observations only
         data.data["obs"] = flatten_obs(data.data)

@@ -17,23 +17,28 @@ from steerlab.eval.metrics import wilson_interval
 
 
 def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Generator | None = None,
-            progress: bool = False, desc: str = "eval", act_fn=None) -> list[dict]:
+            progress: bool = False, desc: str = "eval", act_fn=None, make_env=None) -> list[dict]:
     """Roll ``policy`` out in one environment per seed, all stepped together.
 
     ``act_fn(obs_hist [b, n_obs, Do], env_indices [b]) -> chunk [b, H, A]`` replaces the policy's own
     ``predict_action_chunk`` when given (e.g. to hold a found noise fixed per episode, or to steer each chunk).
 
+    ``make_env()`` builds each environment instead of the task's own (e.g. wrapped in
+    :class:`~steerlab.envs.wrappers.ActionNoise`).
+
     Returns one dict per episode: ``seed``, ``success``, ``return``, ``length``, ``positions [T+1, N]``,
-    ``goals [2, N]``, ``obs0`` (the first flat observation).
+    ``goals [2, N]``, ``obs0`` (the first flat observation), ``obs [T+1, Do]`` (every flat observation) and
+    ``actions [T, A]`` (the actions the policy commanded).
     """
-    envs = [tasks.make_env(task, n_dim) for _ in seeds]
+    envs = [make_env() if make_env is not None else tasks.make_env(task, n_dim) for _ in seeds]
     obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
     flat = np.stack([flatten_obs(o) for o in obs])
     n_obs = policy.n_obs_steps
     hist = np.repeat(flat[:, None], n_obs, axis=1)  # the first frame tiles the history
     eps = [
         {"seed": int(s), "success": False, "return": 0.0, "length": 0, "positions": [o["pos_agent"].copy()],
-         "goals": np.stack([o["pos_first_goal"], o["pos_second_goal"]]), "obs0": flat[i].copy()}
+         "goals": np.stack([o["pos_first_goal"], o["pos_second_goal"]]), "obs0": flat[i].copy(),
+         "obs": [flat[i].copy()], "actions": []}
         for i, (s, o) in enumerate(zip(seeds, obs))
     ]
     active = np.ones(len(envs), bool)
@@ -51,12 +56,15 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
             for j, i in enumerate(need):
                 queue[i] = list(chunk[j, : policy.n_action_steps])
         for i in np.flatnonzero(active):
-            o, r, term, trunc, info = envs[i].step(queue[i].pop(0).astype(np.float32))
+            act = queue[i].pop(0).astype(np.float32)
+            o, r, term, trunc, info = envs[i].step(act)
             e = eps[i]
+            e["actions"].append(act)
             e["return"] += float(r)
             e["length"] += 1
             e["positions"].append(o["pos_agent"].copy())
             f = flatten_obs(o)
+            e["obs"].append(f)
             hist[i] = np.concatenate([hist[i, 1:], f[None]], 0)
             if term or trunc:
                 e["success"] = bool(info.get("success", False))
@@ -65,6 +73,7 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
     bar.close()
     for e in eps:
         e["positions"] = np.stack(e["positions"])
+        e["obs"], e["actions"] = np.stack(e["obs"]), np.stack(e["actions"])
     for env in envs:
         env.close()
     return eps

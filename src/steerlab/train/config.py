@@ -46,7 +46,8 @@ class TrainConfig:
     preset: str = "custom"
     """name of the preset this run started from (informational)"""
     env: str = "particle"
-    """task: 'particle' (steerlab/Particle-v0)"""
+    """task: 'particle' (steerlab/Particle-v0) or 'particle-wm' (a world model of future particle positions
+    given the state and a plan; needs --dataset, see steerlab.data.collect_wm; no rollout evaluation)"""
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000
