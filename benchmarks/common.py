@@ -47,3 +47,26 @@ def save(name: str, result: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **result}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def run_searches(chain, objective, z_first: torch.Tensor, budgets, backward_cost: float, lr: float, record) -> None:
+    """Maximize ``objective`` over a chain's initial noise with best-of-N, CEM (population 8) and gradient
+    ascent (Adam, per-restart gradient clip 1, sqrt(d)-shell projection) at each budget in denoiser evaluations;
+    calls ``record(method, budget, z, nfe_spent, search_seconds)`` for each result."""
+    from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
+    from steerlab.steer.search import best_of_n, cem
+
+    for b in budgets:
+        t0 = time.time()
+        r = best_of_n(chain.sample_fn, objective, chain.shape, max(1, b // chain.nfe), direction="maximize",
+                      nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b), z_first=z_first)
+        record("best-of-N", b, r.z, r.nfe, time.time() - t0)
+        t0 = time.time()
+        r = cem(chain.sample_fn, objective, chain.shape, iterations=max(1, b // (8 * chain.nfe)), population=8,
+                direction="maximize", nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b))
+        record("CEM", b, r.z, r.nfe, time.time() - t0)
+        t0 = time.time()
+        ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, grad_clip=1.0, project_shell=True, budget_nfe=b)
+        r = optimize_noise(chain.sample_fn, objective, z_first, ocfg, nfe_per_sample=chain.nfe,
+                           backward_cost=backward_cost, progress=False, log=None)
+        record("gradient", b, r.z, r.nfe, time.time() - t0)

@@ -86,6 +86,153 @@ def section_compute(lines):
     lines.append("")
 
 
+
+def _cmd(d):
+    return f"`{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']})"
+
+
+def _ci(ci):
+    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+def section_grad_memory(lines):
+    d = _load("grad_memory")
+    lines += ["## 4. Gradient through the sampling chain: memory and time per gradient mode", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    lines += [_cmd(d) + f". {d['chain']}; extra peak RSS of a separate process per cell.", "",
+              "| steps | full: extra RSS (MB) | checkpoint: extra RSS (MB) | full: s | checkpoint: s |",
+              "|---|---|---|---|---|"]
+    steps = sorted({int(k.split("/")[1]) for k in d["extra_rss_mb"]})
+    for n in steps:
+        lines.append(f"| {n} | {d['extra_rss_mb'][f'full/{n}']:,.0f} | {d['extra_rss_mb'][f'checkpoint/{n}']:,.0f} | "
+                     f"{d['seconds'][f'full/{n}']:.1f} | {d['seconds'][f'checkpoint/{n}']:.1f} |")
+    lines += ["", f"Checkpointed memory at {steps[-1]} steps / at 1 step: **{d['checkpoint_mem_ratio_max_vs_1']:.2f}×** "
+              f"(target {d['targets']['checkpoint_mem_ratio_max_vs_1']}); full backprop: {d['full_mem_ratio_max_vs_1']:.0f}×. "
+              f"Time of checkpointing / full at {steps[-1]} steps: **{d['checkpoint_time_ratio_at_max']:.2f}×** "
+              f"(target {d['targets']['checkpoint_time_ratio_at_max']}).", "",
+              "![gradient memory](benchmarks/results/grad_memory.png)", ""]
+
+
+def section_latency(lines):
+    d = _load("policy_latency")
+    lines += ["## 5. Policy latency per action chunk (batch 1)", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    names = list(next(iter(d["results"].values()))["ms_per_chunk"])
+    lines += [_cmd(d) + f"; chunk {d['chunk']}, variants of one denoiser interleaved in one process.", "",
+              "| denoiser | params | " + " | ".join(f"{n} (ms)" for n in names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for k, r in d["results"].items():
+        lines.append(f"| {k} | {r['params'] / 1e6:.2f}M | " + " | ".join(f"{r['ms_per_chunk'][n]:.1f}" for n in names) + " |")
+    lines.append("")
+
+
+def _search_table(lines, rows, cols):
+    lines += ["| method | budget (NFE) | " + " | ".join(c[0] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['budget_nfe']} | " + " | ".join(c[1](r) for c in cols) + " |")
+    lines.append("")
+
+
+def section_stress(lines):
+    d = _load("stress_test")
+    lines += ["## 6. Policy stress test, verified in closed loop", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    lines += [_cmd(d) + f". Policy: {d['policy']['kind']} ({d['policy']['sampler']}-{d['policy']['num_inference_steps']}), "
+              f"{d['n_dim']}-D particle; chain {d['chain_nfe']} NFE, a backward pass measured at {d['backward_cost']:.2f} "
+              "forwards. Failures are real: each episode is rolled out in the environment with its found noise held "
+              "fixed for every chunk. *Inside 99%*: share of the failing noises whose norm lies in the χ_d prior's "
+              "central 99%.", ""]
+    _search_table(lines, d["rows"], [
+        ("real failures / 100", lambda r: f"{r['failures']}"),
+        ("95% CI", lambda r: _ci(r["ci95"])),
+        ("inside 99%", lambda r: _pct(r["failing_inside_99"]) if r["failing_inside_99"] is not None else "-"),
+        ("search s", lambda r: f"{r['search_seconds']:.1f}")])
+    ratios = ", ".join(f"{k.rsplit('_', 1)[1]} NFE: {v:.2f}×" for k, v in d.items() if k.startswith("gradient_over_best_of_n_at_"))
+    lines += [f"Gradient / best-of-N failures at equal budget — {ratios} (target ≥ 3×).", "",
+              "![stress test](benchmarks/results/stress_test.png)", ""]
+
+
+def section_wm_stress(lines):
+    d = _load("world_model_stress")
+    lines += ["## 7. World-model stress test (the Cosmos case in miniature)", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    t = d["world_model_train"]
+    lines += [_cmd(d) + ".", "",
+              f"World model: flow matching over the next 16 positions given the state and a 16-step plan, trained "
+              f"{t['steps']} steps ({t['train_seconds'] / 60:.1f} min) on {d['data_episodes']} rollouts of the policy under "
+              f"actuation noise σ={d['action_noise']:g}. {d['cases']} test cases (initial states whose noise-free plan "
+              f"reaches the first goal; {d['states_tried']} tried). Probability that the plan misses the first goal: "
+              f"simulator {d['p_miss_simulator_mean']:.3f} ({d['sim_draws']} noise draws per case; "
+              f"{d['cases_simulator_can_miss']} cases can miss at all), world model {d['p_miss_world_model_mean']:.3f} "
+              "(64 samples per case). *Found*: a plausible z (χ_d CDF in [0.005, 0.995]) whose predicted future misses; "
+              "*confirmed*: the simulator misses too in at least one draw for that case; *distance*: mean over steps "
+              "to the nearest simulated future.", ""]
+    _search_table(lines, d["rows"], [
+        ("found / cases", lambda r: f"{r['found']}/{r['cases']}"),
+        ("95% CI", lambda r: _ci(r["found_ci95"])),
+        ("confirmed", lambda r: f"{r['confirmed']}"),
+        ("distance (found)", lambda r: f"{r['nearest_sim_distance_found']:.3f}" if r["nearest_sim_distance_found"] is not None else "-"),
+        ("distance (all)", lambda r: f"{r['nearest_sim_distance_all']:.3f}")])
+    lines += ["![world-model stress test](benchmarks/results/world_model_stress.png)", ""]
+
+
+def section_steering(lines):
+    lines += ["## 8. Steering by noise optimization, closed loop", ""]
+    any_ = False
+    for task in ("goal_order", "obstacle"):
+        d = _load(f"steering_{task}")
+        if not d:
+            continue
+        any_ = True
+        res = d["results"]
+        metrics = [k for k, v in res["base"].items() if isinstance(v, dict)]
+        lines += [f"**{d['task']}** — " + _cmd(d) + f"; Adam {d['optimizer']['steps']} steps, lr {d['optimizer']['lr']}, "
+                  f"z on the √d shell; {res['steered'].get('nfe_per_decision', 0):.0f} NFE per decision.", "",
+                  "| policy | " + " | ".join(metrics) + " | s |", "|---|" + "---|" * (len(metrics) + 1)]
+        for name in ("base", "steered"):
+            lines.append(f"| {name} | " + " | ".join(f"{_pct(res[name][m]['rate'])} {_ci(res[name][m]['ci95'])}"
+                                                    for m in metrics) + f" | {res[name]['seconds']:.0f} |")
+        lines.append("")
+    if not any_:
+        lines += ["Not measured yet.", ""]
+
+
+def section_critic(lines):
+    lines += ["## 9. Energy critics", ""]
+    d = _load("critic_task")
+    if d:
+        lines += [f"**Task** — `{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']}). Base: "
+                  f"`{d['base_run']}`; critic trained {d['critic_train_seconds'] / 60:.1f} min beside it (frozen), "
+                  f"final held-out ranking accuracy {d['final_train_metrics'].get('monitor_rank_acc', float('nan')):.2f}.",
+                  "", "| variant | success | 95% CI | Δ vs base (points) |", "|---|---|---|---|"]
+        for k, r in d["success"].items():
+            lines.append(f"| {k} | {_pct(r['rate'])} | {_ci(r['ci95'])} | {d['gain_points'][k]:+.0f} |")
+        lines += ["", "![critic training](benchmarks/results/critic_training.png) "
+                  "![energy landscape](benchmarks/results/critic_landscape.png)", ""]
+    d = _load("critic_speed")
+    if d:
+        lines += [f"**Speed** — `{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']}), batch 1, "
+                  "interleaved in one process.", "", "| variant | ms per chunk | overhead vs plain |", "|---|---|---|"]
+        for k, v in d["latency_batch1"].items():
+            lines.append(f"| {k} | {v['ms']:.2f} | {v['overhead']:+.0%} |")
+        tr, sd = d["training"], d["seed_shapes"]
+        lines += ["", "Training steps/s: " + ", ".join(f"{k} {v:.1f}" for k, v in tr["steps_per_s"].items()) +
+                  f" — slowdown with the energy loss {tr['slowdown']:+.0%} "
+                  f"({tr['slowdown_without_policy_negatives']:+.0%} without policy-sample negatives).",
+                  f"Seed-shape critic (Dc=2048, width 512, 8 heads, H=50, act_dim 7): {sd['params'] / 1e6:.2f}M parameters; "
+                  f"forward {1e3 * sd['seconds']['forward']:.0f} ms, forward+backward "
+                  f"{1e3 * sd['seconds']['forward+backward']:.0f} ms (batch {sd['batch']}, {sd['context_tokens']} context tokens).", ""]
+    if not _load("critic_task") and not d:
+        lines += ["Not measured yet.", ""]
+
 def main():
     lines = ["# Benchmarks", "",
              "Every figure below is read from `benchmarks/results/*.json`, written by the committed script named",
@@ -93,6 +240,12 @@ def main():
     section_sweep(lines)
     section_speed(lines)
     section_compute(lines)
+    section_grad_memory(lines)
+    section_latency(lines)
+    section_stress(lines)
+    section_wm_stress(lines)
+    section_steering(lines)
+    section_critic(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import run_searches, save  # noqa: E402
 
 from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.rollout import rollout  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.sampling import no_noise  # noqa: E402
 from steerlab.steer.noise_cli import initial_observations  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
+from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 from steerlab.steer.objectives import EndDistance  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
-from steerlab.steer.search import best_of_n, cem  # noqa: E402
 
 
 def closed_loop(policy, cfg, seeds, z):
@@ -92,22 +90,7 @@ def main() -> None:
               f"objective {row['objective_mean']:.3f}, {seconds:.0f} s search")
 
     record("random", chain.nfe, z_rand, chain.nfe, 0.0)
-    for b in a.budgets:
-        t0 = time.time()
-        n = max(1, b // chain.nfe)
-        r = best_of_n(chain.sample_fn, objective, chain.shape, n, direction="maximize", nfe_per_sample=chain.nfe,
-                      generator=torch.Generator().manual_seed(b), z_first=z_rand)
-        record("best-of-N", b, r.z, r.nfe, time.time() - t0)
-        t0 = time.time()
-        it = max(1, b // (8 * chain.nfe))
-        r = cem(chain.sample_fn, objective, chain.shape, iterations=it, population=8, direction="maximize",
-                nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b))
-        record("CEM", b, r.z, r.nfe, time.time() - t0)
-        t0 = time.time()
-        ocfg = NoiseOptConfig(direction="maximize", lr=a.lr, steps=10_000, grad_clip=1.0, project_shell=True, budget_nfe=b)
-        r = optimize_noise(chain.sample_fn, objective, z_rand, ocfg, nfe_per_sample=chain.nfe, backward_cost=bwd,
-                           progress=False, log=None)
-        record("gradient", b, r.z, r.nfe, time.time() - t0)
+    run_searches(chain, objective, z_rand, a.budgets, bwd, a.lr, record)
     res = {"command": "python benchmarks/stress_test.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
            "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim, "chain_nfe": chain.nfe,
            "backward_cost": bwd, "rows": rows}

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import run_searches, save  # noqa: E402
 
 from steerlab import tasks  # noqa: E402
 from steerlab.data.collect_wm import WM_HORIZON, collect_world_model  # noqa: E402
@@ -47,9 +47,8 @@ from steerlab.envs.wrappers import ActionNoise  # noqa: E402
 from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.sampling import no_noise  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
+from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
-from steerlab.steer.search import best_of_n, cem  # noqa: E402
 
 GOAL_DISTANCE = 0.05  # the particle env's default
 
@@ -186,20 +185,7 @@ def main() -> None:
               f"simulator {kc}, nearest-sim distance {row['nearest_sim_distance_all']:.3f}, {seconds:.1f} s", flush=True)
 
     record("random", chain.nfe, z_rand, chain.nfe, 0.0)
-    for b in a.budgets:
-        t0 = time.time()
-        r = best_of_n(chain.sample_fn, objective, chain.shape, max(1, b // chain.nfe), direction="maximize",
-                      nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b), z_first=z_rand)
-        record("best-of-N", b, r.z, r.nfe, time.time() - t0)
-        t0 = time.time()
-        r = cem(chain.sample_fn, objective, chain.shape, iterations=max(1, b // (8 * chain.nfe)), population=8,
-                direction="maximize", nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b))
-        record("CEM", b, r.z, r.nfe, time.time() - t0)
-        t0 = time.time()
-        ocfg = NoiseOptConfig(direction="maximize", lr=a.lr, steps=10_000, grad_clip=1.0, project_shell=True, budget_nfe=b)
-        r = optimize_noise(chain.sample_fn, objective, z_rand, ocfg, nfe_per_sample=chain.nfe, backward_cost=bwd,
-                           progress=False, log=None)
-        record("gradient", b, r.z, r.nfe, time.time() - t0)
+    run_searches(chain, objective, z_rand, a.budgets, bwd, a.lr, record)
 
     save("world_model_stress", {
         "command": "python benchmarks/world_model_stress.py " + " ".join(sys.argv[1:]),

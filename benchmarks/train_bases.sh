@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The trained policies the issue-3/4 benchmarks start from, exactly as they were trained for BENCHMARKS.md.
+#   bash benchmarks/train_bases.sh [RUNS_DIR]      (default: runs; datasets are collected into data/ if missing)
+# sweep-flow-2d-s0 is the flow cell of the particle sweep (python benchmarks/particle_sweep.py --methods flow --dims 2).
+set -euo pipefail
+RUNS=${1:-runs}
+# 2-D flow policy of the sweep: 2,000 demos, 20-minute budget (finished its 30k steps)
+steerlab train flow-particle --n-dim 2 --max-minutes 20 --run-name sweep-flow-2d-s0 --out-dir "$RUNS" --seed 0 \
+  --eval.episodes 100 --no-progress --resume
+# imperfect base for the energy critic: 100 demos, 5,000 steps
+steerlab train flow-particle --n-dim 2 --episodes 100 --steps 5000 --run-name flow-2d-100demos --out-dir "$RUNS" \
+  --eval.episodes 100 --no-progress --resume
+# multimodal demos (goal order shuffled) for goal-order steering: 2,000 demos, 10,000 steps
+steerlab train flow-particle --n-dim 2 --multimodal --steps 10000 --run-name flow-2d-multimodal --out-dir "$RUNS" \
+  --eval.episodes 100 --no-progress --resume
