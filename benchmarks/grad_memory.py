@@ -5,7 +5,11 @@ gradient mode (full backprop vs per-step checkpointing).
 
 Memory: each (mode, steps) runs in its own subprocess; the figure is the peak RSS (ru_maxrss) of the
 forward+backward minus the RSS after building the model and the inputs (so the interpreter, torch and the
-weights do not count). Time: both modes side by side in one process (interleaved), as ratios.
+weights do not count). Every cell runs twice: with glibc's default malloc settings, and with
+``MALLOC_TRIM_THRESHOLD_=0`` (freed heap memory goes back to the OS at once). Under checkpointing each step's
+activations are recomputed and freed during the backward pass; with the default settings glibc keeps part of
+what was freed, so the RSS creeps up with the steps although the live tensors do not -- the trimmed figure is
+the memory the chain actually needs. Time: both modes side by side in one process (interleaved), as ratios.
 
 The chain: DDIM over the ConditionalUnet1D of the diffusion-particle-unet preset (down dims 64/128/256,
 ~4M parameters), batch 256 chunks of 16 x 2 — the activations of one step are ~tens of MB, so the memory of
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -71,13 +76,16 @@ def main() -> None:
     if a.child:
         child(a.child[0], int(a.child[1]))
         return
-    mem = {}
-    for mode in ("full", "checkpoint"):
-        for n in a.steps:
-            r = subprocess.run([sys.executable, __file__, "--child", mode, str(n)], capture_output=True, text=True, check=True)
-            m = json.loads(r.stdout.strip().splitlines()[-1])
-            mem[f"{mode}/{n}"] = m["peak_mb"] - m["base_mb"]
-            print(f"memory {mode:10s} {n:4d} steps: +{mem[f'{mode}/{n}']:.0f} MB")
+    mem: dict[str, dict[str, float]] = {"default": {}, "trim": {}}
+    for alloc, extra_env in (("default", {}), ("trim", {"MALLOC_TRIM_THRESHOLD_": "0"})):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | extra_env
+        for mode in ("full", "checkpoint"):
+            for n in a.steps:
+                r = subprocess.run([sys.executable, __file__, "--child", mode, str(n)], capture_output=True, text=True,
+                                   check=True, env=env)
+                m = json.loads(r.stdout.strip().splitlines()[-1])
+                mem[alloc][f"{mode}/{n}"] = m["peak_mb"] - m["base_mb"]
+                print(f"memory ({alloc} malloc) {mode:10s} {n:4d} steps: +{mem[alloc][f'{mode}/{n}']:.0f} MB", flush=True)
     net, cond, abar, z = build()
     net.requires_grad_(False)
     times = {}
@@ -91,9 +99,10 @@ def main() -> None:
     res = {
         "command": "python benchmarks/grad_memory.py " + " ".join(sys.argv[1:]),
         "chain": f"DDIM over ConditionalUnet1D(64/128/256), batch {B}, chunk {H}x{A}; gradient w.r.t. z0 only",
-        "extra_rss_mb": mem, "seconds": times,
-        "checkpoint_mem_ratio_max_vs_1": mem[f"checkpoint/{n_max}"] / mem[f"checkpoint/{n_min}"],
-        "full_mem_ratio_max_vs_1": mem[f"full/{n_max}"] / mem[f"full/{n_min}"],
+        "extra_rss_mb": mem["default"], "extra_rss_mb_trimmed_malloc": mem["trim"], "seconds": times,
+        "checkpoint_mem_ratio_max_vs_1": mem["default"][f"checkpoint/{n_max}"] / mem["default"][f"checkpoint/{n_min}"],
+        "checkpoint_mem_ratio_max_vs_1_trimmed_malloc": mem["trim"][f"checkpoint/{n_max}"] / mem["trim"][f"checkpoint/{n_min}"],
+        "full_mem_ratio_max_vs_1": mem["default"][f"full/{n_max}"] / mem["default"][f"full/{n_min}"],
         "checkpoint_time_ratio_at_max": times[f"checkpoint/{n_max}"] / times[f"full/{n_max}"],
         "targets": {"checkpoint_mem_ratio_max_vs_1": "<= 1.5", "checkpoint_time_ratio_at_max": "<= 2.0"},
     }
@@ -105,8 +114,10 @@ def main() -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for mode in ("full", "checkpoint"):
-        axes[0].plot(a.steps, [mem[f"{mode}/{n}"] for n in a.steps], "o-", label=mode)
+        for alloc, ls in (("default", "o-"), ("trim", "s--")):
+            axes[0].plot(a.steps, [mem[alloc][f"{mode}/{n}"] for n in a.steps], ls, label=f"{mode} ({alloc} malloc)")
         axes[1].plot(a.steps, [times[f"{mode}/{n}"] for n in a.steps], "o-", label=mode)
+    axes[0].set_yscale("log")
     axes[0].set(xlabel="chain steps", ylabel="extra peak RSS (MB)", title="memory of d loss / d z0")
     axes[1].set(xlabel="chain steps", ylabel="seconds", title="time of forward + backward")
     for ax in axes:

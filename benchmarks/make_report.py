@@ -101,14 +101,18 @@ def section_grad_memory(lines):
     if not d:
         lines += ["Not measured yet.", ""]
         return
-    lines += [_cmd(d) + f". {d['chain']}; extra peak RSS of a separate process per cell.", "",
-              "| steps | full: extra RSS (MB) | checkpoint: extra RSS (MB) | full: s | checkpoint: s |",
-              "|---|---|---|---|---|"]
+    trim = d.get("extra_rss_mb_trimmed_malloc")
+    lines += [_cmd(d) + f". {d['chain']}; extra peak RSS (MB) of a separate process per cell, with glibc's default "
+              "malloc and with `MALLOC_TRIM_THRESHOLD_=0` (freed memory returned at once).", "",
+              "| steps | full | checkpoint | full, trimmed | checkpoint, trimmed | full: s | checkpoint: s |",
+              "|---|---|---|---|---|---|---|"]
     steps = sorted({int(k.split("/")[1]) for k in d["extra_rss_mb"]})
     for n in steps:
-        lines.append(f"| {n} | {d['extra_rss_mb'][f'full/{n}']:,.0f} | {d['extra_rss_mb'][f'checkpoint/{n}']:,.0f} | "
+        t = (f"{trim[f'full/{n}']:,.0f} | {trim[f'checkpoint/{n}']:,.0f}") if trim else "- | -"
+        lines.append(f"| {n} | {d['extra_rss_mb'][f'full/{n}']:,.0f} | {d['extra_rss_mb'][f'checkpoint/{n}']:,.0f} | {t} | "
                      f"{d['seconds'][f'full/{n}']:.1f} | {d['seconds'][f'checkpoint/{n}']:.1f} |")
-    lines += ["", f"Checkpointed memory at {steps[-1]} steps / at 1 step: **{d['checkpoint_mem_ratio_max_vs_1']:.2f}×** "
+    tr = (f" (trimmed malloc: **{d['checkpoint_mem_ratio_max_vs_1_trimmed_malloc']:.2f}×**)" if trim else "")
+    lines += ["", f"Checkpointed memory at {steps[-1]} steps / at 1 step: **{d['checkpoint_mem_ratio_max_vs_1']:.2f}×**{tr} "
               f"(target {d['targets']['checkpoint_mem_ratio_max_vs_1']}); full backprop: {d['full_mem_ratio_max_vs_1']:.0f}×. "
               f"Time of checkpointing / full at {steps[-1]} steps: **{d['checkpoint_time_ratio_at_max']:.2f}×** "
               f"(target {d['targets']['checkpoint_time_ratio_at_max']}).", "",

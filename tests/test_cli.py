@@ -86,3 +86,13 @@ def test_train_a_flow_policy_then_optimize_its_noise(tmp_path, particle2d):
     bad.write_text(json.dumps({"noise_stepz": 3}))
     with pytest.raises(SystemExit, match="unknown key 'noise_stepz'"):
         main(["noise", str(tmp_path / "flow"), "--params-file", str(bad)])
+
+
+def test_collect_nav2d_command(tmp_path):
+    from steerlab.data.zarr_io import load_episodes
+
+    out = tmp_path / "nav.zarr"
+    main(["collect", "nav2d", "--episodes", "2", "--workers", "1", "--out", str(out), "--family", "rooms"])
+    data = load_episodes(str(out), keys=["occupancy", "action", "ref_traj", "goal_pos"])
+    assert data.data["occupancy"].shape[1:] == (32, 32) and data.data["action"].shape[1:] == (16,)
+    assert data.data["ref_traj"].shape[1:] == (32, 2) and len(data.episode_ends) >= 1

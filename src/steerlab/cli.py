@@ -2,6 +2,7 @@
 
     steerlab demo                       collect 2-D particle demos, train IBC a few minutes, evaluate, report
     steerlab collect particle --n-dim N --episodes 2000
+    steerlab collect nav2d --episodes 500 [--family mixed]
     steerlab train <preset> [--n-dim N] [--config-file F.yaml] [--resume] [any --field overrides]
     steerlab eval <run-dir> [--episodes 100] [--correct steps=3,alpha=0.1] [--rerank 16]
     steerlab noise <run-dir> --objective goal-distance --direction maximize [--noise-mode from_seed --steps 50 --lr 0.05]
@@ -144,16 +145,19 @@ def cmd_eval(args: list[str]) -> None:
 class CollectArgs:
     """Collect oracle demonstrations into a zarr dataset (diffusion_policy layout)."""
 
-    task: tyro.conf.Positional[Literal["particle"]] = "particle"
+    task: tyro.conf.Positional[Literal["particle", "nav2d"]] = "particle"
+    """particle (IBC's oracle) or nav2d (the route-planner oracle on steerlab/Nav2D-v0; successful episodes only)"""
     n_dim: int = 2
-    """particle dimension N"""
+    """particle dimension N (particle only)"""
     episodes: int = 2000
     """episodes to collect; episode i uses env seed seed + i"""
     seed: int = 0
     out: str | None = None
-    """output path (default data/particle-<N>d-<episodes>[-mm].zarr)"""
+    """output path (default data/particle-<N>d-<episodes>[-mm].zarr, data/nav2d-<family>-<episodes>.zarr)"""
     multimodal: bool = False
-    """IBC's multimodal oracle"""
+    """IBC's multimodal oracle (particle only)"""
+    family: Literal["mixed", "corridors", "rooms", "clutter"] = "mixed"
+    """nav2d map family; mixed draws one per episode (nav2d only)"""
     workers: int | None = None
     """processes (default: all cores)"""
     overwrite: bool = False
@@ -161,6 +165,15 @@ class CollectArgs:
 
 def cmd_collect(args: list[str]) -> None:
     a = tyro.cli(CollectArgs, args=args, prog="steerlab collect")
+    if a.task == "nav2d":
+        from steerlab.data.collect_nav2d import collect_nav2d
+
+        out = a.out or f"data/nav2d-{a.family}-{a.episodes}.zarr"
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        res = collect_nav2d(out, episodes=a.episodes, seed=a.seed, family=a.family, workers=a.workers,
+                            overwrite=a.overwrite)
+        print(json.dumps(res, indent=2, default=str))
+        return
     from steerlab.data.collect import collect_particle
 
     out = a.out or f"data/{a.task}-{a.n_dim}d-{a.episodes}{'-mm' if a.multimodal else ''}.zarr"

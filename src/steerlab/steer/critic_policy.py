@@ -116,17 +116,19 @@ class EnergyPolicy(Policy):
                                                 horizon=cfg.base.horizon, width=cfg.width, heads=cfg.heads,
                                                 encoder_depth=cfg.depth, dropout=cfg.dropout, pooling=cfg.pooling))
         self.test_time = cfg.test_time
-        self.base_loaded = False
-        if cfg.base_run:
-            self.missing_energy_keys = load_base_policy(self, cfg.base_run)
-            self.base_loaded = True
+        self.missing_energy_keys: list[str] | None = None
         if cfg.mode == "energy-only":
             self.base.requires_grad_(False)
         if cfg.mode == "monitor":
             self.critic.requires_grad_(False)
 
     def fit_normalizers(self, obs, action, env_low, env_high, episode_ends=None, seed: int = 0):
-        if not self.base_loaded:  # a loaded base policy keeps the normalizers it was trained with
+        """Start of training: with ``base_run`` load the trained base policy (weights and the normalizers it was
+        trained with), else fit the base policy's normalizers. A trained energy run's checkpoint holds all of it,
+        so evaluating one never reads ``base_run``."""
+        if self.cfg.base_run:
+            self.missing_energy_keys = load_base_policy(self, self.cfg.base_run)
+        else:
             self.base.fit_normalizers(obs, action, env_low, env_high, episode_ends, seed)
 
     @property
