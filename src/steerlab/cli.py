@@ -6,6 +6,7 @@
     steerlab train <preset> [--n-dim N] [--config-file F.yaml] [--resume] [any --field overrides]
     steerlab eval <run-dir> [--episodes 100] [--correct steps=3,alpha=0.1] [--rerank 16]
     steerlab noise <run-dir> --objective goal-distance --direction maximize [--noise-mode from_seed --steps 50 --lr 0.05]
+    steerlab intent optimize <run-dir> --objective collision|goal|route [--steps 100 --lr 1e-2 --joint-noise]
     steerlab presets                    list the presets
 
 Every sub-command takes ``--help``.
@@ -222,8 +223,20 @@ def cmd_noise(args: list[str]) -> None:
     run_noise(a)
 
 
+def cmd_intent(args: list[str]) -> None:
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: steerlab intent optimize <run-dir> [--objective collision|goal|route] [--steps 100] [--lr 1e-2] ...\n"
+              "       steerlab intent optimize --help   lists every option")
+        return
+    if args[0] != "optimize":
+        raise SystemExit(f"unknown intent command {args[0]!r}; use: steerlab intent optimize <run-dir> ...")
+    from steerlab.nav.intent_opt import IntentArgs, optimize_intent
+
+    optimize_intent(tyro.cli(IntentArgs, args=args[1:], prog="steerlab intent optimize"))
+
+
 COMMANDS = {"demo": cmd_demo, "collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "noise": cmd_noise,
-            "presets": cmd_presets}
+            "intent": cmd_intent, "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> None:

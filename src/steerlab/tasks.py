@@ -11,7 +11,7 @@ import steerlab.envs  # noqa: F401  (registers the environments)
 from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes
 from steerlab.envs.particle import OBS_KEYS, flatten_obs
 
-TASKS = {"particle": "steerlab/Particle-v0"}
+TASKS = {"particle": "steerlab/Particle-v0", "nav2d": "steerlab/Nav2D-v0"}
 # Tasks without an environment of their own: datasets for models that are not policies of an env.
 # "particle-wm": world model of future particle positions given the state and a plan (steerlab.data.collect_wm).
 MODEL_TASKS = ("particle-wm",)
@@ -27,7 +27,7 @@ def env_id(task: str) -> str:
 
 
 def env_kwargs(task: str, n_dim: int) -> dict:
-    return {"n_dim": n_dim}
+    return {} if task == "nav2d" else {"n_dim": n_dim}
 
 
 def make_env(task: str, n_dim: int) -> gym.Env:
@@ -59,6 +59,13 @@ def ensure_dataset(task: str, n_dim: int, episodes: int, path: Path, multimodal:
         raise FileNotFoundError(f"world-model dataset {path} not found: write it first with "
                                 "steerlab.data.collect_wm.collect_world_model (benchmarks/world_model_stress.py "
                                 "does) and pass it with --dataset")
+    if task == "nav2d":
+        from steerlab.data.collect_nav2d import collect_nav2d
+
+        print(f"[steerlab] dataset {path} not found: collecting {episodes} route-planner episodes on Nav2D")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        collect_nav2d(str(path), episodes=episodes, seed=seed, progress=progress)
+        return path
     from steerlab.data.collect import collect_particle
 
     print(f"[steerlab] dataset {path} not found: collecting {episodes} oracle demos (n_dim={n_dim})")
@@ -86,3 +93,31 @@ def load_task_dataset(task: str, n_dim: int, path: Path) -> EpisodeData:
             f"or a dataset collected for n_dim={n_dim}"
         )
     return data
+
+
+def training_windows(task: str, n_dim: int, path: Path, policy, horizon: int, val_episodes: int, seed: int):
+    """Load the dataset at ``path``, fit ``policy``'s normalizers and return ``(train windows, held-out windows or
+    None, n_windows)``; the last ``val_episodes`` episodes are held out. Windows have ``len`` and ``batch(idx)``."""
+    from steerlab.data.windows import WindowDataset
+
+    if task == "nav2d":
+        from steerlab.nav.data import NavWindowDataset, load_nav_dataset, split_episodes
+
+        train, val = split_episodes(load_nav_dataset(path), val_episodes)
+        policy.fit_normalizers(train.data, seed=seed)
+        ds = NavWindowDataset.from_episodes(train, policy.n_obs_steps)
+        return ds, (NavWindowDataset.from_episodes(val, policy.n_obs_steps) if val is not None else None), len(ds)
+    _, _, env_low, env_high = dims(task, n_dim)
+    data = load_task_dataset(task, n_dim, path)
+    policy.fit_normalizers(data.data["obs"], data.data["action"], env_low, env_high, episode_ends=data.episode_ends, seed=seed)
+    ends = np.asarray(data.episode_ends)
+    obs, act = data.data["obs"], data.data["action"]
+    val_ds = None
+    if val_episodes:
+        if val_episodes >= len(ends):
+            raise ValueError(f"val_episodes={val_episodes} leaves no training episodes (the dataset has {len(ends)})")
+        cut = int(ends[-val_episodes - 1])
+        val_ds = WindowDataset.from_arrays(obs[cut:], act[cut:], ends[-val_episodes:] - cut, policy.n_obs_steps, horizon)
+        ends, obs, act = ends[:-val_episodes], obs[:cut], act[:cut]
+    ds = WindowDataset.from_arrays(obs, act, ends, policy.n_obs_steps, horizon)
+    return ds, val_ds, len(ds)

@@ -186,3 +186,35 @@ def plot_noise_result(summary: dict, obs_dicts: list[dict], before: torch.Tensor
     plt.close(fig)
     made.append(out / "chunks.png")
     return made
+
+
+
+def panel_grid(n: int, cols: int = 4, size: float = 3.0):
+    """A figure of ``n`` panels in rows of ``cols`` (spare panels switched off) -> ``(fig, [ax] * n)``."""
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+def plot_nav_rollouts(episodes: list[dict], path: Path, max_episodes: int = 12, title: str = "",
+                      family: str = "mixed") -> Path:
+    """Nav2D episodes on their maps (rebuilt from the env seed): obstacles, routes, start, goal and the robot's
+    path, titled with the outcome."""
+    from steerlab.envs.nav2d import Nav2DEnv, plot_map
+
+    eps = episodes[:max_episodes]
+    fig, axes = panel_grid(len(eps))
+    for ax, e in zip(axes, eps):
+        env = Nav2DEnv(family=family)
+        env.reset(seed=e["seed"])
+        outcome = "success" if e["success"] else ("collision" if e["collision"] else "time-out")
+        plot_map(ax, env.map, path=e.get("path"), title=f"seed {e['seed']} ({env.map.family}): {outcome}")
+        ax.title.set_fontsize(8)
+        env.close()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -106,9 +106,22 @@ def evaluate_policy(policy, cfg, episodes: int | None = None, progress: bool = T
     out: list[dict] = []
     bar = tqdm(total=n, desc="eval episodes", disable=not progress, dynamic_ncols=True)
     for s in range(0, n, ec.batch):
-        out += rollout(policy, cfg.env, cfg.n_dim, seeds[s : s + ec.batch], generator=gen)
+        if cfg.env == "nav2d":  # goal-conditioned, the oracle's route choice as the intent
+            from steerlab.nav.rollout import rollout_nav
+
+            out += rollout_nav(policy, seeds[s : s + ec.batch], generator=gen)
+        else:
+            out += rollout(policy, cfg.env, cfg.n_dim, seeds[s : s + ec.batch], generator=gen)
         bar.update(len(seeds[s : s + ec.batch]))
     bar.close()
+    if cfg.env == "nav2d":
+        from steerlab.nav.rollout import summarize as summarize_nav
+
+        res = {**summarize_nav(out), "mean_length": float(np.mean([e["length"] for e in out])),
+               "episodes_per_s": n / max(time.time() - t0, 1e-9), "seconds": time.time() - t0,
+               "seeds": [e["seed"] for e in out]}
+        res["successes"] = int(sum(e["success"] for e in out))
+        return (res, out) if return_episodes else res
     res = summarize(out, time.time() - t0)
     return (res, out) if return_episodes else res
 

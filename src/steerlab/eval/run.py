@@ -51,7 +51,12 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: boo
     write_metrics(run_dir / "metrics.json", res)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
-    made = [plot_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset} {cfg.n_dim}-D: success {res['success_rate']:.0%}")]
+    if cfg.env == "nav2d":
+        from steerlab.eval.plots import plot_nav_rollouts
+
+        made = [plot_nav_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset}: success {res['success_rate']:.0%}")]
+    else:
+        made = [plot_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset} {cfg.n_dim}-D: success {res['success_rate']:.0%}")]
     if (run_dir / "metrics.csv").exists():
         made.append(plot_training_curves(run_dir / "metrics.csv", plots / "training.png"))
     if getattr(policy, "act_dim", 0) in (1, 2) and hasattr(policy, "energy"):
@@ -67,14 +72,16 @@ def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) 
     lo, hi = res["success_ci95"]
     tr = res.get("train", {})
     lines = [
-        f"# {cfg.preset} on {cfg.env} {cfg.n_dim}-D",
+        f"# {cfg.preset} on {cfg.env}" + ("" if cfg.env == "nav2d" else f" {cfg.n_dim}-D"),
         "",
         f"- policy: `{cfg.policy.kind}`; dataset `{cfg.dataset_path()}` ({cfg.episodes} demos)",
         f"- trained {tr.get('steps', '?')} steps in {tr.get('train_seconds', float('nan')):.0f} s"
         + (" (stopped by the time budget)" if tr.get("stopped_by_budget") else ""),
         f"- **success {res['success_rate']:.1%}** (95% Wilson [{lo:.1%}, {hi:.1%}]) over {res['episodes']} episodes, "
         f"env seeds {res['seeds'][0]}…{res['seeds'][-1]}",
-        f"- mean return {res['mean_return']:.3f}; {res['episodes_per_s']:.2f} episodes/s",
+        (f"- mean return {res['mean_return']:.3f}" if "mean_return" in res else
+         f"- collision {res['collision_rate']:.1%}, time-out {res['timeout_rate']:.1%}")
+        + f"; {res['episodes_per_s']:.2f} episodes/s",
         f"- checkpoint `{res['checkpoint']}`",
         "",
     ]

@@ -49,7 +49,7 @@ class NoiseOptConfig:
     chi_weight: float = 0.0
     """weight of the chi_d negative log-likelihood prior on |z0| (ReNO: 0.01)"""
     project_shell: bool = False
-    """after each step, rescale each z0 to norm sqrt(d)"""
+    """rescale each z0 to norm sqrt(d), the initial one and after each step"""
     trust_radius: float | None = None
     """keep |z0 - z_init| <= this (per restart)"""
     optimize_step_noise: bool = False
@@ -133,7 +133,10 @@ def optimize_noise(sample_fn: SampleFn, objective, z_init: torch.Tensor, cfg: No
     if cfg.optimize_step_noise and step_noise_init is None:
         raise ValueError("optimize_step_noise needs step_noise_init (the explicit per-step noise [K, B, ...])")
     sign = 1.0 if cfg.direction == "minimize" else -1.0
-    z = z_init.detach().clone().requires_grad_()
+    z = z_init.detach().clone()
+    if cfg.project_shell:  # every iterate on the shell, the first included (it can be the best one)
+        z.mul_(math.sqrt(z[0].numel()) / z.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (z.dim() - 1)))
+    z.requires_grad_()
     xi = step_noise_init.detach().clone().requires_grad_(cfg.optimize_step_noise) if step_noise_init is not None else None
     params = [z] + ([xi] if cfg.optimize_step_noise else [])
     if backward_cost is None:

@@ -18,13 +18,14 @@ from steerlab.baselines.mse import MSEConfig, MSEPolicy
 from steerlab.baselines.nearest import NearestConfig, NearestPolicy
 from steerlab.ebm.policy import IBCConfig, IBCPolicy
 from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
+from steerlab.nav.policy import NavPolicy, NavPolicyConfig
 from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig
 
-PolicyConfig = Union[IBCConfig, DiffusionConfig, FlowConfig, EnergyPolicyConfig, MSEConfig, NearestConfig]
+PolicyConfig = Union[IBCConfig, DiffusionConfig, FlowConfig, EnergyPolicyConfig, MSEConfig, NearestConfig, NavPolicyConfig]
 POLICY_CLASSES = {"ibc": IBCPolicy, "diffusion": GenerativePolicy, "flow": GenerativePolicy, "energy": EnergyPolicy,
-                  "mse": MSEPolicy, "nearest": NearestPolicy}
+                  "mse": MSEPolicy, "nearest": NearestPolicy, "nav": NavPolicy}
 POLICY_CONFIGS = {"ibc": IBCConfig, "diffusion": DiffusionConfig, "flow": FlowConfig, "energy": EnergyPolicyConfig,
-                  "mse": MSEConfig, "nearest": NearestConfig}
+                  "mse": MSEConfig, "nearest": NearestConfig, "nav": NavPolicyConfig}
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class TrainConfig:
     preset: str = "custom"
     """name of the preset this run started from (informational)"""
     env: str = "particle"
-    """task: 'particle' (steerlab/Particle-v0) or 'particle-wm' (a world model of future particle positions
-    given the state and a plan; needs --dataset, see steerlab.data.collect_wm; no rollout evaluation)"""
+    """task: 'particle' (steerlab/Particle-v0), 'nav2d' (steerlab/Nav2D-v0, the nav policy) or 'particle-wm' (a
+    world model of future particle positions given the state and a plan; needs --dataset, see
+    steerlab.data.collect_wm; no rollout evaluation)"""
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000
@@ -104,6 +106,8 @@ class TrainConfig:
     def dataset_path(self) -> Path:
         if self.dataset:
             return Path(self.dataset)
+        if self.env == "nav2d":
+            return Path("data") / f"nav2d-mixed-{self.episodes}.zarr"  # `steerlab collect nav2d`'s default name
         mm = "-mm" if self.multimodal else ""
         return Path("data") / f"{self.env}-{self.n_dim}d-{self.episodes}{mm}.zarr"
 

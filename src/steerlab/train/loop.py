@@ -25,7 +25,6 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from steerlab import tasks
-from steerlab.data.windows import WindowDataset
 from steerlab.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -126,29 +125,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
 
     # ---- data and policy
-    obs_dim, act_dim, env_low, env_high = tasks.dims(cfg.env, cfg.n_dim)
+    obs_dim, act_dim, _, _ = tasks.dims(cfg.env, cfg.n_dim)
     path = cfg.dataset_path()
     if rank == 0:
         tasks.ensure_dataset(cfg.env, cfg.n_dim, cfg.episodes, path, cfg.multimodal, progress=cfg.progress)
     if world > 1:
         dist.barrier()
-    data = tasks.load_task_dataset(cfg.env, cfg.n_dim, path)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     policy = build_policy(cfg, obs_dim, act_dim)
-    policy.fit_normalizers(data.data["obs"], data.data["action"], env_low, env_high, episode_ends=data.episode_ends, seed=cfg.seed)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
-    ends = np.asarray(data.episode_ends)
-    if cfg.val_episodes:
-        if cfg.val_episodes >= len(ends):
-            raise ValueError(f"val_episodes={cfg.val_episodes} leaves no training episodes (the dataset has {len(ends)})")
-        cut = int(ends[-cfg.val_episodes - 1])
-        val_ds = WindowDataset.from_arrays(data.data["obs"][cut:], data.data["action"][cut:], ends[-cfg.val_episodes:] - cut,
-                                           policy.n_obs_steps, horizon)
-        ends = ends[: -cfg.val_episodes]
-    else:
-        cut, val_ds = None, None
-    ds = WindowDataset.from_arrays(data.data["obs"][:cut], data.data["action"][:cut], ends, policy.n_obs_steps, horizon)
+    ds, val_ds, _ = tasks.training_windows(cfg.env, cfg.n_dim, path, policy, horizon, cfg.val_episodes, cfg.seed)
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds)}
     if rank == 0:
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -303,6 +290,7 @@ def _evaluate_and_log(cfg, policy, step, log, train_seconds: float):
 
     res = evaluate_policy(policy, cfg, progress=cfg.progress)
     if log is not None:
-        log.log(step, {"eval_success": res["success_rate"], "eval_return": res["mean_return"],
-                       "train_seconds": train_seconds})
+        extra = {name: res[k] for k, name in (("mean_return", "eval_return"), ("collision_rate", "eval_collision"))
+                 if k in res}
+        log.log(step, {"eval_success": res["success_rate"], **extra, "train_seconds": train_seconds})
     return res

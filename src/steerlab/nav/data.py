@@ -1,0 +1,99 @@
+"""Training windows over a Nav2D dataset written by :func:`steerlab.data.collect_nav2d.collect_nav2d`.
+
+One window per decision step ``t`` of every episode:
+
+===============  =========================  ======================================================================
+batch key        shape                      content
+===============  =========================  ======================================================================
+``obs_img``      float32 [B, n_obs, 32, 32]  occupancy of steps ``t - n_obs + 1 .. t`` (0/1; the episode's first
+                                            frame repeated where the history reaches before it)
+``obs_state``    float32 [B, n_obs, 6]      robot state of the same steps (raw)
+``goal_rel``     float32 [B, 2]             goal in the robot frame at step ``t`` (raw)
+``goal_pos``     float32 [B, 2]             goal in the world frame
+``actions``      float32 [B, 8, 2]          the decision's 8 robot-frame waypoint deltas (raw, in [-1, 1])
+``distance``     float32 [B]                geodesic distance to the goal at ``t`` (world units)
+``action_mask``  bool [B]                   True: the action is a real demonstration (weights the diffusion loss)
+``ref_traj``     float32 [B, 32, 2]         the episode's route in the robot frame of step ``t``
+===============  =========================  ======================================================================
+
+These are the seed's batch fields (``obs_img``, goal, ``actions``, ``distance``, ``goal_pos``, ``action_mask``,
+``ref_traj``) with the goal as a relative position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from steerlab.data.windows import window_indices
+from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes
+
+NAV_KEYS = ("occupancy", "state", "goal_rel", "goal_pos", "action", "distance", "action_mask", "ref_traj")
+
+
+def load_nav_dataset(path) -> EpisodeData:
+    """Load the keys of :data:`NAV_KEYS` from a Nav2D zarr; a clear error if it is not one."""
+    try:
+        data = load_episodes(str(path), keys=list(NAV_KEYS))
+    except DatasetError as e:
+        raise DatasetError(f"{e}\n(a Nav2D dataset needs the keys {list(NAV_KEYS)}: write one with "
+                           "`steerlab collect nav2d` or steerlab.data.collect_nav2d.collect_nav2d)") from None
+    a = data.data["action"]
+    if a.ndim != 2 or a.shape[1] % 2:
+        raise DatasetError(f"{path}: action must be [T, 2 * n_waypoints], got {list(a.shape)}")
+    return data
+
+
+def split_episodes(data: EpisodeData, val_episodes: int) -> tuple[EpisodeData, EpisodeData | None]:
+    """``(train, val)``: the last ``val_episodes`` episodes held out (``val`` None when 0), as the training loop's
+    ``--val-episodes`` does for the particle task."""
+    if val_episodes <= 0:
+        return data, None
+    ends = np.asarray(data.episode_ends)
+    if val_episodes >= len(ends):
+        raise ValueError(f"val_episodes={val_episodes} leaves no training episodes (the dataset has {len(ends)})")
+    cut = int(ends[-val_episodes - 1])
+    train = EpisodeData({k: v[:cut] for k, v in data.data.items()}, ends[:-val_episodes], dict(data.attrs))
+    val = EpisodeData({k: v[cut:] for k, v in data.data.items()}, ends[-val_episodes:] - cut, dict(data.attrs))
+    return train, val
+
+
+@dataclass
+class NavWindowDataset:
+    """All windows of a Nav2D dataset as tensors; ``batch(idx)`` gathers a batch without a DataLoader."""
+
+    arrays: dict[str, torch.Tensor]
+    obs_idx: torch.Tensor
+
+    @classmethod
+    def from_episodes(cls, data: EpisodeData, n_obs_steps: int) -> "NavWindowDataset":
+        missing = [k for k in NAV_KEYS if k not in data.data]
+        if missing:
+            raise DatasetError(f"the dataset lacks key(s) {missing}; collect it with `steerlab collect nav2d`")
+        oi, _, _ = window_indices(data.episode_ends, n_obs_steps, 1)
+        arrays = {k: torch.as_tensor(np.asarray(data.data[k])) for k in NAV_KEYS}
+        return cls(arrays, torch.as_tensor(oi))
+
+    @classmethod
+    def from_zarr(cls, path, n_obs_steps: int) -> "NavWindowDataset":
+        return cls.from_episodes(load_nav_dataset(path), n_obs_steps)
+
+    def __len__(self) -> int:
+        return len(self.obs_idx)
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``idx [B]`` (window = step indices) -> the batch dict of the module docstring."""
+        a, oi = self.arrays, self.obs_idx[idx]
+        act = a["action"][idx].float()
+        return {
+            "obs_img": a["occupancy"][oi].float(),
+            "obs_state": a["state"][oi].float(),
+            "goal_rel": a["goal_rel"][idx].float(),
+            "goal_pos": a["goal_pos"][idx].float(),
+            "actions": act.view(act.shape[0], -1, 2),
+            "distance": a["distance"][idx].float(),
+            "action_mask": a["action_mask"][idx].bool(),
+            "ref_traj": a["ref_traj"][idx].float(),
+        }

@@ -1,0 +1,265 @@
+"""Intent optimization: optimize the fine intent z2 of a trained :class:`~steerlab.nav.policy.NavPolicy` (with z1
+fixed from a route) by gradient through the full DDPM/DDIM sampling chain, optionally jointly with the chain's
+initial noise z0, then check the result in closed loop.
+
+The chain for a batch of maps (one decision at the map's start state): ``z2 (and z0) -> NavPolicy.sample(...,
+noise=from_seed) -> env action -> world waypoints [B, 8, 2]``. The per-step noise is derived from z0
+(``from_seed``), so a (z2, z0) pair fixes the chunk and can be held fixed in a rollout.
+
+Objectives on the world waypoints (the robot's start prepended):
+
+- ``collision`` (maximize): :func:`~steerlab.envs.nav2d.soft_collision_cost` along the chunk (swept, 4
+  sub-points per segment) -- adversarial intents;
+- ``goal`` (minimize): distance of the last waypoint to the goal;
+- ``route`` (minimize): mean distance of the waypoints to the *other* route of a two-route map (the one the
+  intent z1 does not encode) -- route switching through z2 alone.
+
+z2's prior is N(0, I), the same as z0's, so the noise optimizer's plausibility tools apply unchanged:
+``project_shell`` keeps |z| at sqrt(d) (a typical draw), ``chi_weight`` adds the chi_d negative log-likelihood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+
+from steerlab.envs.nav2d import Nav2DEnv, soft_collision_cost, to_robot_frame, waypoints_to_world
+from steerlab.envs.nav2d_planner import NavOracle, resample_polyline
+from steerlab.sampling import from_seed
+
+OBJECTIVES = ("collision", "goal", "route")
+_ORACLE_STREAM = 1  # as steerlab.data.collect_nav2d: the route the oracle picks for a seed
+
+
+@dataclass
+class IntentProblem:
+    """Maps at their start states, the policy's conditioning and the intent z1 of each map's route."""
+
+    seeds: list[int]
+    obs: dict[str, torch.Tensor]  # obs_img [B, n, 32, 32], obs_state [B, n, 6], goal_rel [B, 2], ref_traj [B, 32, 2]
+    state: torch.Tensor  # [B, 6]
+    goal: torch.Tensor  # [B, 2] world
+    route_id: list[int]
+    n_routes: list[int]
+    other_route: list[np.ndarray | None]  # world polyline of a route the intent does not encode
+    distance_field: torch.Tensor  # [B, G, G]
+    maps: list  # NavMap per seed
+
+
+def make_problem(policy, seeds: list[int], route: int | str = "random", family: str = "mixed") -> IntentProblem:
+    """Reset one Nav2D env per seed; z1's route is the oracle's choice for the seed (``"random"``, as in the data)
+    or the given index (clipped to the map's routes)."""
+    obs_img, obs_state, goal_rel, refs, states, goals, rids, nr, others, fields, maps = ([] for _ in range(11))
+    for s in seeds:
+        env = Nav2DEnv(family=family)
+        o, _ = env.reset(seed=int(s))
+        oracle = NavOracle(env, rng=np.random.default_rng([int(s), _ORACLE_STREAM]))
+        oracle.reset(None if route == "random" else min(int(route), len(env.routes) - 1))
+        obs_img.append(np.repeat(o["occupancy"][None], policy.n_obs_steps, 0))
+        obs_state.append(np.repeat(o["state"][None], policy.n_obs_steps, 0))
+        goal_rel.append(o["goal_rel"])
+        refs.append(to_robot_frame(o["state"].astype(np.float64), oracle.ref_traj.astype(np.float64)))
+        states.append(o["state"])
+        goals.append(env.map.goal)
+        rids.append(oracle.route_id)
+        nr.append(len(env.routes))
+        others.append(resample_polyline(np.asarray(env.routes[1 - oracle.route_id]), spacing=0.01)
+                      if len(env.routes) >= 2 else None)
+        fields.append(env.distance_field)
+        maps.append(env.map)
+        env.close()
+    f32 = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32)  # noqa: E731
+    obs = {"obs_img": f32(obs_img), "obs_state": f32(obs_state), "goal_rel": f32(goal_rel), "ref_traj": f32(refs)}
+    return IntentProblem(list(map(int, seeds)), obs, f32(states), f32(goals), rids, nr, others, f32(fields), maps)
+
+
+class IntentChain:
+    """``sample_fn(z)`` -> world waypoints ``[B, 8, 2]``, where ``z`` is z2 ``[B, d2]`` or, with ``joint``, z2 and
+    z0 packed as ``[B, d2 + 16]``; ``z0`` (used when not joint) fixes the chain's initial noise."""
+
+    def __init__(self, policy, problem: IntentProblem, z0: torch.Tensor, *, joint: bool = False, grad: str = "full",
+                 lambda_cfg=None, seed: int = 0):
+        self.policy, self.p, self.z0, self.joint = policy, problem, z0, joint
+        self.grad, self.lambda_cfg, self.seed = grad, lambda_cfg, seed
+        with torch.no_grad():
+            self.cond = policy.condition(problem.obs)
+            self.z1 = policy.encode_z1(problem.obs["ref_traj"])
+        self.d2 = policy.z2_dim
+        self.nfe = policy.cfg.num_inference_steps * (1 if lambda_cfg in (None, 1.0) else 2)
+
+    def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.joint:
+            return z, self.z0
+        return z[:, : self.d2], z[:, self.d2:].reshape(self.z0.shape)
+
+    def pack(self, z2: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z2, self.z0.flatten(1)], 1) if self.joint else z2
+
+    def sample_fn(self, z: torch.Tensor, step_noise=None) -> torch.Tensor:
+        z2, z0 = self.split(z)
+        chunk = self.policy.sample(self.cond, z0, self.z1, z2, noise=from_seed(self.seed), grad=self.grad,
+                                   lambda_cfg=self.lambda_cfg)
+        action = self.policy.unnormalize_actions(chunk)  # [B, 16], clipped as the env executes it
+        return waypoints_to_world(self.p.state, action)
+
+
+class IntentObjective:
+    """The objective of the module doc on world waypoints ``[B, 8, 2]`` -> ``[B]``."""
+
+    def __init__(self, name: str, problem: IntentProblem):
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown intent objective {name!r}; use one of {', '.join(OBJECTIVES)}")
+        if name == "route" and any(o is None for o in problem.other_route):
+            bad = [s for s, o in zip(problem.seeds, problem.other_route) if o is None]
+            raise ValueError(f"objective 'route' needs maps with two routes; seeds {bad} have one")
+        self.name, self.p = name, problem
+        self.direction = "maximize" if name == "collision" else "minimize"
+        if name == "route":
+            n = max(len(o) for o in problem.other_route)
+            self.other = torch.as_tensor(np.stack([np.concatenate([o, np.repeat(o[-1:], n - len(o), 0)])
+                                                   for o in problem.other_route]), dtype=torch.float32)
+
+    def path(self, wp: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.p.state[: len(wp), None, :2].to(wp.dtype), wp], 1)
+
+    def __call__(self, wp: torch.Tensor) -> torch.Tensor:
+        if self.name == "collision":
+            return soft_collision_cost(self.p.distance_field[: len(wp)], self.path(wp), substeps=4)
+        if self.name == "goal":
+            return (wp[:, -1] - self.p.goal[: len(wp)].to(wp.dtype)).norm(dim=-1)
+        d = torch.cdist(wp, self.other[: len(wp)].to(wp.dtype))  # [B, 8, K]
+        return d.min(-1).values.mean(-1)
+
+
+def hard_collision(problem: IntentProblem, wp: torch.Tensor) -> np.ndarray:
+    """Whether the straight segments through the waypoints (from the start) hit an obstacle, per map."""
+    from steerlab.envs.nav2d import collides, densify
+
+    pts = densify(torch.cat([problem.state[:, None, :2], wp.detach()], 1), 8).numpy()
+    return np.array([collides(m.grid, p).any() for m, p in zip(problem.maps, pts)])
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+@dataclass(frozen=True)
+class IntentArgs:
+    """Optimize the fine intent z2 of a trained nav policy through the full sampling chain (z1 from each map's
+    route held fixed) and save the intents, the trajectories before and after, and a plot of them on the maps."""
+
+    run_dir: tyro.conf.Positional[str]
+    """run directory of a trained nomad-nav2d policy"""
+    objective: Literal["collision", "goal", "route"] = "collision"
+    """collision: maximize the collision cost (adversarial); goal: minimize the last waypoint's distance to the
+    goal; route: minimize the distance to the other route of two-route maps"""
+    maps: int = 8
+    """maps (env seeds seed0 .. seed0 + maps - 1; for 'route' only two-route maps are kept)"""
+    seed0: int = 300_000
+    steps: int = 100
+    lr: float = 1e-2
+    optimizer: Literal["adam", "sgd", "lbfgs"] = "adam"
+    project_shell: bool = True
+    """keep |z| on the sqrt(d) shell of the N(0, I) prior"""
+    chi_weight: float = 0.0
+    """weight of the chi_d prior NLL of |z|"""
+    joint_noise: bool = False
+    """optimize the chain's initial noise z0 together with z2"""
+    route: str = "random"
+    """z1's route: 'random' (the oracle's choice for the seed) or a route index"""
+    lambda_cfg: float | None = None
+    """classifier-free guidance weight (default: the policy's)"""
+    grad: Literal["full", "checkpoint"] = "full"
+    seed: int = 0
+    """seed of the initial z2, z0 and the chain's per-step noise"""
+    out: str | None = None
+    """output directory (default <run-dir>/intent/<objective>)"""
+    progress: bool = True
+
+
+def optimize_intent(a: IntentArgs) -> dict:
+    from safetensors.torch import save_file
+
+    from steerlab.eval.run import load_run
+    from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
+
+    cfg, policy, ckpt = load_run(a.run_dir)
+    if cfg.policy.kind != "nav":
+        raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind!r} policy; intent optimization needs a nav policy "
+                         "(steerlab train nomad-nav2d)")
+    seeds = list(range(a.seed0, a.seed0 + a.maps))
+    if a.objective == "route":  # keep two-route maps, scanning further seeds as needed
+        seeds, s = [], a.seed0
+        while len(seeds) < a.maps and s < a.seed0 + 50 * a.maps:
+            env = Nav2DEnv()
+            env.reset(seed=s)
+            if len(env.routes) >= 2:
+                seeds.append(s)
+            s += 1
+    route = a.route if a.route == "random" else int(a.route)
+    problem = make_problem(policy, seeds, route)
+    g = torch.Generator().manual_seed(a.seed)
+    z2_init = torch.randn((len(seeds), policy.z2_dim), generator=g)
+    z0 = torch.randn((len(seeds), *policy.chunk_shape), generator=g)
+    chain = IntentChain(policy, problem, z0, joint=a.joint_noise, grad=a.grad, lambda_cfg=a.lambda_cfg, seed=a.seed)
+    objective = IntentObjective(a.objective, problem)
+    ocfg = NoiseOptConfig(direction=objective.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps,
+                          project_shell=a.project_shell, chi_weight=a.chi_weight)
+    print(f"[intent] {ckpt}: {len(seeds)} maps (seeds {seeds[0]}..{seeds[-1]}), objective {a.objective} "
+          f"({objective.direction}), z2 dim {policy.z2_dim}{' + z0' if a.joint_noise else ''}, chain NFE {chain.nfe}")
+    z_init = chain.pack(z2_init)
+    res = optimize_noise(chain.sample_fn, objective, z_init, ocfg, nfe_per_sample=chain.nfe, progress=a.progress)
+    with torch.no_grad():
+        before, after = chain.sample_fn(z_init), chain.sample_fn(res.z)
+    z2_after, z0_after = chain.split(res.z)
+    out = Path(a.out or Path(a.run_dir) / "intent" / a.objective)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"z2_init": z2_init.contiguous(), "z2": z2_after.detach().contiguous(), "z0": z0_after.detach().contiguous(),
+               "z1": chain.z1.contiguous()}, str(out / "intent.safetensors"))
+    save_file({"waypoints_before": before.contiguous(), "waypoints_after": after.contiguous()},
+              str(out / "trajectories.safetensors"))
+    result = {
+        "args": dataclasses.asdict(a), "checkpoint": str(ckpt), "seeds": seeds, "route_id": problem.route_id,
+        "n_routes": problem.n_routes, "objective_before": objective(before).tolist(),
+        "objective_after": objective(after).tolist(),
+        "collides_before": hard_collision(problem, before).tolist(), "collides_after": hard_collision(problem, after).tolist(),
+        "z_chi_cdf": chi_cdf(res.z.detach()).tolist(), "nfe": res.nfe,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    plot_intents(problem, before, after, out / "trajectories.png", title=f"z2 optimized for {a.objective}")
+    print(f"[intent] objective {np.mean(result['objective_before']):.4f} -> {np.mean(result['objective_after']):.4f}; "
+          f"collisions {sum(result['collides_before'])} -> {sum(result['collides_after'])} of {len(seeds)}; wrote "
+          f"{out}/intent.safetensors, trajectories.safetensors, result.json, trajectories.png")
+    return result
+
+
+def plot_intents(problem: IntentProblem, before: torch.Tensor, after: torch.Tensor, path: Path, title: str = "",
+                 max_maps: int = 8) -> Path:
+    """The chunk's waypoints before (grey) and after (red) optimization on each map, with its routes."""
+    import matplotlib.pyplot as plt
+
+    from steerlab.envs.nav2d import plot_map
+    from steerlab.eval.plots import panel_grid
+
+    fig, axes = panel_grid(min(len(problem.seeds), max_maps))
+    for i, ax in enumerate(axes):
+        plot_map(ax, problem.maps[i], title=f"seed {problem.seeds[i]} (route {problem.route_id[i]})")
+        start = problem.state[i, :2].numpy()
+        for wp, style, label in ((before[i], "o-", "before"), (after[i], "s-", "after")):
+            pts = np.concatenate([start[None], wp.detach().numpy()])
+            ax.plot(pts[:, 0], pts[:, 1], style, ms=3, lw=1.2, color="0.3" if label == "before" else "tab:red",
+                    label=label)
+        ax.title.set_fontsize(8)
+        if i == 0:
+            ax.legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
