@@ -8,8 +8,10 @@ noise=from_seed) -> env action -> world waypoints [B, 8, 2]``. The per-step nois
 
 Objectives on the world waypoints (the robot's start prepended):
 
-- ``collision`` (maximize): :func:`~steerlab.envs.nav2d.soft_collision_cost` along the chunk (swept, 4
-  sub-points per segment) -- adversarial intents;
+- ``collision`` (maximize): soft penetration of the robot disc into obstacles along the chunk (swept, 4
+  sub-points per segment), ``sum softplus(k (r + margin - sdf)) / k`` with k = 30 -- smooth, so its gradient
+  reaches z2 even when the chunk is clear of obstacles (the ReLU form of
+  :func:`~steerlab.envs.nav2d.soft_collision_cost` is exactly flat there) -- adversarial intents;
 - ``goal`` (minimize): distance of the last waypoint to the goal;
 - ``route`` (minimize): mean distance of the waypoints to the *other* route of a two-route map (the one the
   intent z1 does not encode) -- route switching through z2 alone.
@@ -30,7 +32,9 @@ import numpy as np
 import torch
 import tyro
 
-from steerlab.envs.nav2d import Nav2DEnv, soft_collision_cost, to_robot_frame, waypoints_to_world
+from steerlab.envs.nav2d import (
+    ROBOT_RADIUS, Nav2DEnv, densify, sample_distance_field, to_robot_frame, waypoints_to_world,
+)
 from steerlab.envs.nav2d_planner import NavOracle, resample_polyline
 from steerlab.sampling import from_seed
 
@@ -131,7 +135,8 @@ class IntentObjective:
 
     def __call__(self, wp: torch.Tensor) -> torch.Tensor:
         if self.name == "collision":
-            return soft_collision_cost(self.p.distance_field[: len(wp)], self.path(wp), substeps=4)
+            sdf = sample_distance_field(self.p.distance_field[: len(wp)], densify(self.path(wp), 4))
+            return torch.nn.functional.softplus(30.0 * (ROBOT_RADIUS + 0.01 - sdf)).sum(-1) / 30.0
         if self.name == "goal":
             return (wp[:, -1] - self.p.goal[: len(wp)].to(wp.dtype)).norm(dim=-1)
         d = torch.cdist(wp, self.other[: len(wp)].to(wp.dtype))  # [B, 8, K]

@@ -21,20 +21,28 @@ _ORACLE_STREAM = 1  # as steerlab.data.collect_nav2d
 
 def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None = None, route="random",
                 goal_masked: bool = False, generator: torch.Generator | None = None, lambda_cfg=None,
-                level: str | None = None) -> list[dict]:
+                level: str | None = None, z2: torch.Tensor | None = None, z0: torch.Tensor | None = None,
+                noise_seed: int = 0) -> list[dict]:
     """Roll ``policy`` out on one map per env seed. Returns per episode: ``seed``, ``success``, ``collision``,
     ``timeout`` (exactly one is True), ``length`` (decisions), ``path [K, 2]`` (world positions of every
     controller sub-step), ``route_id`` (None without a route), ``n_routes``, ``family``, ``ref_traj`` (world
-    ``[32, 2]`` or None)."""
+    ``[32, 2]`` or None).
+
+    ``route`` may also be a list (one entry per seed). ``z2 [E, d2]`` / ``z0 [E, 8, 2]`` hold an episode's intent
+    / initial noise fixed for every decision; with ``z0`` the sampler's per-step noise is derived from it
+    (``from_seed(noise_seed)``), so the episode's chunks are a deterministic function of the observations."""
+    from steerlab.sampling import from_seed
+
+    routes = list(route) if isinstance(route, (list, tuple)) else [route] * len(seeds)
     envs = [Nav2DEnv(family=family, **(env_kwargs or {})) for _ in seeds]
     obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
     n = policy.n_obs_steps
     eps, refs = [], []
-    for env, s in zip(envs, seeds):
+    for env, s, route_i in zip(envs, seeds, routes):
         rid, ref = None, None
-        if route is not None:
+        if route_i is not None:
             oracle = NavOracle(env, rng=np.random.default_rng([int(s), _ORACLE_STREAM]))
-            oracle.reset(None if route == "random" else min(int(route), len(env.routes) - 1))
+            oracle.reset(None if route_i == "random" else min(int(route_i), len(env.routes) - 1))
             rid, ref = oracle.route_id, oracle.ref_traj.astype(np.float64)
         refs.append(ref)
         eps.append({"seed": int(s), "success": False, "collision": False, "timeout": False, "length": 0,
@@ -49,11 +57,15 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
                  "obs_state": torch.as_tensor(np.stack([[f[1] for f in hist[i]] for i in idx]), dtype=torch.float32)}
         if not goal_masked:
             batch["goal_rel"] = torch.as_tensor(np.stack([obs[i]["goal_rel"] for i in idx]), dtype=torch.float32)
-        if route is not None:
+        if refs[idx[0]] is not None:
             batch["ref_traj"] = torch.as_tensor(np.stack(
                 [to_robot_frame(obs[i]["state"].astype(np.float64), refs[i]) for i in idx]), dtype=torch.float32)
+        ti = torch.as_tensor(idx)
         with torch.no_grad():
-            act = policy.predict_action_chunk(batch, generator=generator, lambda_cfg=lambda_cfg, level=level)[:, 0]
+            act = policy.predict_action_chunk(
+                batch, generator=generator, lambda_cfg=lambda_cfg, level=level,
+                z2=None if z2 is None else z2[ti], z0=None if z0 is None else z0[ti],
+                noise=None if z0 is None else from_seed(noise_seed))[:, 0]
         for j, i in enumerate(idx):
             o, _, term, trunc, info = envs[i].step(act[j].numpy())
             obs[i] = o

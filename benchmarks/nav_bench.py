@@ -1,0 +1,179 @@
+"""Nav2D benchmarks of a trained nav policy (issue 5): goal-conditioned success, exploration, the guidance sweep,
+adversarial intents and route switching, all in closed loop on ``steerlab/Nav2D-v0``.
+
+    python benchmarks/nav_bench.py --run-dir RUN [--maps 100] [--sweep-maps 50] [--adv-maps 50] [--budget 300]
+        [--route-maps 30]
+
+- **nominal**: goal-conditioned rollouts, z1 from the route the oracle picks for the map, z2 from the prior;
+  success / collision / time-out with 95% Wilson intervals.
+- **exploration**: the goal masked and no intent; collision rate and coverage (distinct 0.05-cells visited).
+- **guidance sweep**: lambda_cfg in {0, 1, 2, 4}: success and the mean distance of the path to the reference route.
+- **adversarial z2**: per map (start state, z1 of its route), search z2 for a first chunk that collides (objective
+  ``collision`` of :mod:`steerlab.nav.intent_opt`, maximized) at an equal budget of denoiser evaluations:
+  random z2 (one draw), best-of-N, gradient on z2 (Adam, sqrt(d) shell), gradient on z2 and z0 jointly.
+  *Predicted*: the chunk's straight segments hit an obstacle; *closed loop*: the episode, rolled out with that z2
+  and z0 held fixed for every decision, ends in a collision. Plausibility: chi_d CDF of |z| inside [0.005, 0.995].
+- **route switching** (two-route maps): (a) z1 encoded from the other route; (b) z1 of the original route, z2
+  optimized toward the other route (objective ``route``) and held fixed. Switched = the closed-loop path overlaps
+  the other route more than the original one (:func:`~steerlab.envs.nav2d_planner.route_overlap`).
+
+Writes benchmarks/results/nav_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import save  # noqa: E402
+
+from steerlab.envs.nav2d import Nav2DEnv  # noqa: E402
+from steerlab.envs.nav2d_planner import resample_polyline, route_overlap  # noqa: E402
+from steerlab.eval.metrics import wilson_interval  # noqa: E402
+from steerlab.eval.run import load_run  # noqa: E402
+from steerlab.nav.intent_opt import IntentChain, IntentObjective, hard_collision, make_problem  # noqa: E402
+from steerlab.nav.rollout import rollout_nav, summarize  # noqa: E402
+from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
+from steerlab.steer.search import best_of_n  # noqa: E402
+
+
+def rate(flags) -> dict:
+    k, n = int(np.sum(flags)), len(flags)
+    return {"count": k, "n": n, "rate": k / max(n, 1), "ci95": list(wilson_interval(k, n))}
+
+
+def path_to_route(path: np.ndarray, route: np.ndarray) -> float:
+    r = resample_polyline(np.asarray(route, np.float64), spacing=0.005)
+    return float(np.sqrt(((path[:, None] - r[None]) ** 2).sum(-1)).min(1).mean())
+
+
+def coverage(path: np.ndarray, cell: float = 0.05) -> int:
+    return len({tuple(c) for c in np.floor(np.asarray(path) / cell).astype(int)})
+
+
+def two_route_seeds(start: int, n: int) -> list[int]:
+    out, s = [], start
+    while len(out) < n:
+        env = Nav2DEnv()
+        env.reset(seed=s)
+        if len(env.routes) >= 2:
+            out.append(s)
+        s += 1
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--maps", type=int, default=100)
+    ap.add_argument("--sweep-maps", type=int, default=50)
+    ap.add_argument("--adv-maps", type=int, default=50)
+    ap.add_argument("--route-maps", type=int, default=30)
+    ap.add_argument("--budget", type=int, default=300)
+    ap.add_argument("--seed0", type=int, default=700_000)
+    a = ap.parse_args()
+    cfg, policy, ckpt = load_run(a.run_dir)
+    out: dict = {"command": "python benchmarks/nav_bench.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt)}
+    g = lambda s=0: torch.Generator().manual_seed(s)  # noqa: E731
+
+    # ---- nominal and exploration
+    t0 = time.time()
+    seeds = list(range(a.seed0, a.seed0 + a.maps))
+    eps = rollout_nav(policy, seeds, generator=g())
+    out["nominal"] = {**summarize(eps), "seconds": time.time() - t0}
+    print(f"nominal: success {out['nominal']['success_rate']:.0%}, collision {out['nominal']['collision_rate']:.0%}, "
+          f"time-out {out['nominal']['timeout_rate']:.0%} over {a.maps} maps", flush=True)
+    eps = rollout_nav(policy, seeds, route=None, goal_masked=True, generator=g())
+    out["exploration"] = {**summarize(eps), "coverage_cells_mean": float(np.mean([coverage(e["path"]) for e in eps])),
+                          "path_length_mean": float(np.mean([np.linalg.norm(np.diff(e["path"], axis=0), axis=1).sum()
+                                                             for e in eps]))}
+    print(f"exploration (goal masked): collision {out['exploration']['collision_rate']:.0%}, "
+          f"{out['exploration']['coverage_cells_mean']:.1f} cells visited", flush=True)
+
+    # ---- guidance sweep
+    sweep = []
+    for lam in (0.0, 1.0, 2.0, 4.0):
+        eps = rollout_nav(policy, seeds[: a.sweep_maps], generator=g(), lambda_cfg=lam)
+        d = [path_to_route(e["path"], e["ref_traj"]) for e in eps]
+        sweep.append({"lambda_cfg": lam, **summarize(eps), "distance_to_route_mean": float(np.mean(d))})
+        print(f"lambda {lam:g}: success {sweep[-1]['success_rate']:.0%}, distance to route {np.mean(d):.4f}", flush=True)
+    out["guidance_sweep"] = sweep
+
+    # ---- adversarial z2
+    adv_seeds = list(range(a.seed0 + 10_000, a.seed0 + 10_000 + a.adv_maps))
+    problem = make_problem(policy, adv_seeds)
+    z0 = torch.randn((len(adv_seeds), *policy.chunk_shape), generator=g(1))
+    z2r = torch.randn((len(adv_seeds), policy.z2_dim), generator=g(2))
+    objective = IntentObjective("collision", problem)
+    rows = []
+
+    def record(method, chain, z, nfe, seconds):
+        with torch.no_grad():
+            wp = chain.sample_fn(z)
+        z2, zz0 = chain.split(z)
+        pred = hard_collision(problem, wp)
+        eps = rollout_nav(policy, adv_seeds, route=problem.route_id, z2=z2.detach(), z0=zz0.detach(), noise_seed=0)
+        real = np.array([e["collision"] for e in eps])
+        cdf = chi_cdf(z.detach()).numpy()
+        rows.append({"method": method, "nfe": float(nfe), "predicted": rate(pred), "closed_loop": rate(real),
+                     "closed_loop_given_predicted": rate(real[pred]) if pred.any() else None,
+                     "inside_99": float(np.mean((cdf > 0.005) & (cdf < 0.995))), "seconds": seconds})
+        print(f"adversarial {method:16s}: predicted collision {pred.mean():.0%}, closed-loop collision {real.mean():.0%}, "
+              f"{nfe:.0f} NFE, {seconds:.1f} s", flush=True)
+
+    chain = IntentChain(policy, problem, z0, grad="full")
+    bwd = measure_backward_cost(chain.sample_fn, objective, z2r, repeats=2)
+    record("random z2", chain, z2r, chain.nfe, 0.0)
+    t0 = time.time()
+    r = best_of_n(chain.sample_fn, objective, tuple(z2r.shape),
+                  max(1, a.budget // chain.nfe), direction="maximize", nfe_per_sample=chain.nfe, generator=g(3),
+                  z_first=z2r)
+    record("best-of-N z2", chain, r.z, r.nfe, time.time() - t0)
+    for joint in (False, True):
+        ch = IntentChain(policy, problem, z0, joint=joint, grad="full")
+        t0 = time.time()
+        res = optimize_noise(ch.sample_fn, objective, ch.pack(z2r), NoiseOptConfig(
+            direction="maximize", lr=0.1, steps=10_000, project_shell=True, budget_nfe=a.budget),
+            nfe_per_sample=ch.nfe, backward_cost=bwd, progress=False, log=None)
+        record("gradient z2+z0" if joint else "gradient z2", ch, res.z, res.nfe, time.time() - t0)
+    out["adversarial"] = {"maps": len(adv_seeds), "budget_nfe": a.budget, "backward_cost": bwd, "rows": rows}
+
+    # ---- route switching
+    rs = two_route_seeds(a.seed0 + 20_000, a.route_maps)
+    problem = make_problem(policy, rs)
+    other_id = [1 - r for r in problem.route_id]
+
+    def switched(eps):
+        flags = []
+        for e, s, orig in zip(eps, rs, problem.route_id):
+            env = Nav2DEnv()
+            env.reset(seed=s)
+            p = e["path"]
+            flags.append(route_overlap(p, np.asarray(env.routes[1 - orig])) > route_overlap(p, np.asarray(env.routes[orig])))
+        return np.array(flags)
+
+    eps = rollout_nav(policy, rs, route=problem.route_id, generator=g())
+    base_sw = switched(eps)
+    eps = rollout_nav(policy, rs, route=other_id, generator=g())
+    z1_sw = switched(eps)
+    z0 = torch.randn((len(rs), *policy.chunk_shape), generator=g(1))
+    ch = IntentChain(policy, problem, z0, grad="full")
+    res = optimize_noise(ch.sample_fn, IntentObjective("route", problem), torch.randn((len(rs), policy.z2_dim), generator=g(2)),
+                         NoiseOptConfig(lr=0.1, steps=50, project_shell=True), nfe_per_sample=ch.nfe, progress=False, log=None)
+    eps = rollout_nav(policy, rs, route=problem.route_id, z2=res.z.detach(), z0=z0, noise_seed=0)
+    z2_sw = switched(eps)
+    out["route_switching"] = {"maps": len(rs), "original_route_intent": rate(base_sw), "z1_from_other_route": rate(z1_sw),
+                              "z2_optimized": rate(z2_sw), "z2_success": rate([e["success"] for e in eps])}
+    print(f"route switching on {len(rs)} two-route maps: original intent {base_sw.mean():.0%}, z1 of the other route "
+          f"{z1_sw.mean():.0%}, z2 optimized {z2_sw.mean():.0%}", flush=True)
+    save("nav_bench", out)
+
+
+if __name__ == "__main__":
+    main()
