@@ -237,6 +237,45 @@ def section_critic(lines):
     if not _load("critic_task") and not d:
         lines += ["Not measured yet.", ""]
 
+
+def section_nav(lines):
+    d = _load("nav_bench")
+    lines += ["## 10. Navigation with a two-stage latent intent (Nav2D)", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    n, x = d["nominal"], d["exploration"]
+    lines += [_cmd(d) + f"; checkpoint `{d['checkpoint']}`.", "",
+              f"**Goal-conditioned** ({n['episodes']} maps, z1 from the oracle's route, z2 from the prior): success "
+              f"{_pct(n['success_rate'])} {_ci(n['success_ci95'])}, collision {_pct(n['collision_rate'])} "
+              f"{_ci(n['collision_ci95'])}, time-out {_pct(n['timeout_rate'])} {_ci(n['timeout_ci95'])}.", "",
+              f"**Exploration** (goal masked, no intent): collision {_pct(x['collision_rate'])}, "
+              f"{x['coverage_cells_mean']:.1f} distinct 0.05-cells visited, path length {x['path_length_mean']:.2f}.", "",
+              "**Guidance sweep**", "", "| λ_cfg | success | 95% CI | collision | mean distance of the path to the route |",
+              "|---|---|---|---|---|"]
+    for r in d["guidance_sweep"]:
+        lines.append(f"| {r['lambda_cfg']:g} | {_pct(r['success_rate'])} | {_ci(r['success_ci95'])} | "
+                     f"{_pct(r['collision_rate'])} | {r['distance_to_route_mean']:.4f} |")
+    adv = d["adversarial"]
+    lines += ["", f"**Adversarial z2** ({adv['maps']} maps, budget {adv['budget_nfe']} NFE; backward = "
+              f"{adv['backward_cost']:.2f} forwards): *predicted* = the first chunk's segments hit an obstacle; "
+              "*closed loop* = the episode, with z2 and z0 held fixed, ends in a collision.", "",
+              "| search | NFE | predicted collision | 95% CI | closed-loop collision | 95% CI | z inside 99% |", "|---|---|---|---|---|---|---|"]
+    for r in adv["rows"]:
+        lines.append(f"| {r['method']} | {r['nfe']:.0f} | {_pct(r['predicted']['rate'])} | {_ci(r['predicted']['ci95'])} | "
+                     f"{_pct(r['closed_loop']['rate'])} | {_ci(r['closed_loop']['ci95'])} | {_pct(r['inside_99'])} |")
+    rs = d["route_switching"]
+    lines += ["", f"**Route switching** ({rs['maps']} two-route maps; switched = the closed-loop path overlaps the other "
+              "route more than the original):", "",
+              f"- intent of the original route (no switch asked): {_pct(rs['original_route_intent']['rate'])} "
+              f"{_ci(rs['original_route_intent']['ci95'])}",
+              f"- z1 encoded from the other route: {_pct(rs['z1_from_other_route']['rate'])} {_ci(rs['z1_from_other_route']['ci95'])}",
+              f"- z1 of the original route, z2 optimized toward the other route: {_pct(rs['z2_optimized']['rate'])} "
+              f"{_ci(rs['z2_optimized']['ci95'])} (success {_pct(rs['z2_success']['rate'])})", "",
+              "Rollout videos: ![nominal](benchmarks/results/nav_nominal.gif) "
+              "![route switch](benchmarks/results/nav_route_switch.gif) "
+              "![adversarial](benchmarks/results/nav_adversarial.gif)", ""]
+
 def main():
     lines = ["# Benchmarks", "",
              "Every figure below is read from `benchmarks/results/*.json`, written by the committed script named",
@@ -250,6 +289,7 @@ def main():
     section_wm_stress(lines)
     section_steering(lines)
     section_critic(lines)
+    section_nav(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

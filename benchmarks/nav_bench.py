@@ -17,7 +17,8 @@ adversarial intents and route switching, all in closed loop on ``steerlab/Nav2D-
   optimized toward the other route (objective ``route``) and held fixed. Switched = the closed-loop path overlaps
   the other route more than the original one (:func:`~steerlab.envs.nav2d_planner.route_overlap`).
 
-Writes benchmarks/results/nav_bench.json.
+Writes benchmarks/results/nav_bench.json and rollout videos of one map each: nav_nominal.gif,
+nav_route_switch.gif (z1 from the other route) and nav_adversarial.gif (the gradient z2+z0 intent).
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import RESULTS, save  # noqa: E402
 
 from steerlab.envs.nav2d import Nav2DEnv  # noqa: E402
 from steerlab.envs.nav2d_planner import resample_polyline, route_overlap  # noqa: E402
 from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.nav.intent_opt import IntentChain, IntentObjective, hard_collision, make_problem  # noqa: E402
-from steerlab.nav.rollout import rollout_nav, summarize  # noqa: E402
+from steerlab.nav.rollout import rollout_nav, save_gif, summarize  # noqa: E402
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
 from steerlab.steer.search import best_of_n  # noqa: E402
 
@@ -87,6 +88,8 @@ def main() -> None:
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     eps = rollout_nav(policy, seeds, generator=g())
     out["nominal"] = {**summarize(eps), "seconds": time.time() - t0}
+    (ep,) = rollout_nav(policy, seeds[:1], generator=g(), record=True)
+    save_gif(ep["frames"], RESULTS / "nav_nominal.gif")
     print(f"nominal: success {out['nominal']['success_rate']:.0%}, collision {out['nominal']['collision_rate']:.0%}, "
           f"time-out {out['nominal']['timeout_rate']:.0%} over {a.maps} maps", flush=True)
     eps = rollout_nav(policy, seeds, route=None, goal_masked=True, generator=g())
@@ -142,6 +145,13 @@ def main() -> None:
             direction="maximize", lr=0.1, steps=10_000, project_shell=True, budget_nfe=a.budget),
             nfe_per_sample=ch.nfe, backward_cost=bwd, progress=False, log=None)
         record("gradient z2+z0" if joint else "gradient z2", ch, res.z, res.nfe, time.time() - t0)
+        if joint:  # video of the first map whose found intent collides in closed loop (else the first map)
+            z2, zz0 = ch.split(res.z.detach())
+            eps = rollout_nav(policy, adv_seeds, route=problem.route_id, z2=z2, z0=zz0, noise_seed=0)
+            k = next((i for i, e in enumerate(eps) if e["collision"]), 0)
+            (ep,) = rollout_nav(policy, adv_seeds[k: k + 1], route=problem.route_id[k: k + 1], z2=z2[k: k + 1],
+                                z0=zz0[k: k + 1], noise_seed=0, record=True)
+            save_gif(ep["frames"], RESULTS / "nav_adversarial.gif")
     out["adversarial"] = {"maps": len(adv_seeds), "budget_nfe": a.budget, "backward_cost": bwd, "rows": rows}
 
     # ---- route switching
@@ -162,6 +172,9 @@ def main() -> None:
     base_sw = switched(eps)
     eps = rollout_nav(policy, rs, route=other_id, generator=g())
     z1_sw = switched(eps)
+    k = int(np.argmax(z1_sw)) if z1_sw.any() else 0
+    (ep,) = rollout_nav(policy, rs[k: k + 1], route=other_id[k: k + 1], generator=g(), record=True)
+    save_gif(ep["frames"], RESULTS / "nav_route_switch.gif")
     z0 = torch.randn((len(rs), *policy.chunk_shape), generator=g(1))
     ch = IntentChain(policy, problem, z0, grad="full")
     res = optimize_noise(ch.sample_fn, IntentObjective("route", problem), torch.randn((len(rs), policy.z2_dim), generator=g(2)),

@@ -22,7 +22,7 @@ _ORACLE_STREAM = 1  # as steerlab.data.collect_nav2d
 def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None = None, route="random",
                 goal_masked: bool = False, generator: torch.Generator | None = None, lambda_cfg=None,
                 level: str | None = None, z2: torch.Tensor | None = None, z0: torch.Tensor | None = None,
-                noise_seed: int = 0) -> list[dict]:
+                noise_seed: int = 0, record: bool = False) -> list[dict]:
     """Roll ``policy`` out on one map per env seed. Returns per episode: ``seed``, ``success``, ``collision``,
     ``timeout`` (exactly one is True), ``length`` (decisions), ``path [K, 2]`` (world positions of every
     controller sub-step), ``route_id`` (None without a route), ``n_routes``, ``family``, ``ref_traj`` (world
@@ -30,7 +30,8 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
 
     ``route`` may also be a list (one entry per seed). ``z2 [E, d2]`` / ``z0 [E, 8, 2]`` hold an episode's intent
     / initial noise fixed for every decision; with ``z0`` the sampler's per-step noise is derived from it
-    (``from_seed(noise_seed)``), so the episode's chunks are a deterministic function of the observations."""
+    (``from_seed(noise_seed)``), so the episode's chunks are a deterministic function of the observations.
+    ``record=True`` adds ``frames``: the env's top-down RGB render after reset and after every decision."""
     from steerlab.sampling import from_seed
 
     routes = list(route) if isinstance(route, (list, tuple)) else [route] * len(seeds)
@@ -38,6 +39,7 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
     n = policy.n_obs_steps
     eps, refs = [], []
+    frames = [[env.render_rgb()] if record else None for env in envs]
     for env, s, route_i in zip(envs, seeds, routes):
         rid, ref = None, None
         if route_i is not None:
@@ -72,13 +74,26 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
             hist[i] = hist[i][1:] + [(o["occupancy"], o["state"])]
             e = eps[i]
             e["length"] += 1
+            if record:
+                frames[i].append(envs[i].render_rgb())
             if term or trunc:
                 e.update(success=bool(info["success"]), collision=bool(info["collision"]), timeout=bool(info["timeout"]))
                 e["path"] = np.asarray(envs[i].path, dtype=np.float32)
                 active[i] = False
     for env in envs:
         env.close()
+    if record:
+        for e, f in zip(eps, frames):
+            e["frames"] = f
     return eps
+
+
+def save_gif(frames: list[np.ndarray], path, fps: float = 4.0, hold_last: int = 4) -> None:
+    """RGB frames ``[H, W, 3]`` uint8 -> an animated GIF (the last frame held ``hold_last`` extra frames)."""
+    from PIL import Image
+
+    imgs = [Image.fromarray(np.asarray(f)) for f in list(frames) + [frames[-1]] * hold_last]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
 
 
 def summarize(episodes: list[dict]) -> dict:
