@@ -105,8 +105,8 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "nomad-nav2d": (
         "NoMaD-style navigation policy on Nav2D-v0 (CNN + transformer over 2 context frames and a goal token with "
         "goal masking, ConditionalUnet1D noise head over 8 waypoints, distance head) with the two-stage intent "
-        "(z1 from ref_traj, z2 VAE posterior / N(0, I) prior, CFG dropout); DDPM-10; 1000 route-planner episodes",
-        TrainConfig(env="nav2d", episodes=1000, policy=NavPolicyConfig(), steps=8000, batch_size=128, lr=3e-4,
+        "(z1 from ref_traj, z2 VAE posterior / N(0, I) prior, CFG dropout); DDPM-10; 20,000 route-planner episodes",
+        TrainConfig(env="nav2d", episodes=20_000, policy=NavPolicyConfig(), steps=20_000, batch_size=128, lr=3e-4,
                     optimizer="adamw", betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine",
                     warmup_steps=300, ema_decay=0.999, val_episodes=50, monitor_batch=32, log_interval=100,
                     ckpt_interval=500),

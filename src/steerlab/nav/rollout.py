@@ -22,7 +22,7 @@ _ORACLE_STREAM = 1  # as steerlab.data.collect_nav2d
 def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None = None, route="random",
                 goal_masked: bool = False, generator: torch.Generator | None = None, lambda_cfg=None,
                 level: str | None = None, z2: torch.Tensor | None = None, z0: torch.Tensor | None = None,
-                noise_seed: int = 0, record: bool = False) -> list[dict]:
+                noise_seed: int = 0, record: bool = False, execute_waypoints: int | None = None) -> list[dict]:
     """Roll ``policy`` out on one map per env seed. Returns per episode: ``seed``, ``success``, ``collision``,
     ``timeout`` (exactly one is True), ``length`` (decisions), ``path [K, 2]`` (world positions of every
     controller sub-step), ``route_id`` (None without a route), ``n_routes``, ``family``, ``ref_traj`` (world
@@ -31,7 +31,9 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     ``route`` may also be a list (one entry per seed). ``z2 [E, d2]`` / ``z0 [E, 8, 2]`` hold an episode's intent
     / initial noise fixed for every decision; with ``z0`` the sampler's per-step noise is derived from it
     (``from_seed(noise_seed)``), so the episode's chunks are a deterministic function of the observations.
-    ``record=True`` adds ``frames``: the env's top-down RGB render after reset and after every decision."""
+    ``record=True`` adds ``frames``: the env's top-down RGB render after reset and after every decision.
+    ``execute_waypoints=k`` executes only the first ``k`` of the chunk's waypoints per decision (the remaining
+    deltas are zeroed, so the controller holds position) -- receding-horizon execution as NoMaD deploys it."""
     from steerlab.sampling import from_seed
 
     routes = list(route) if isinstance(route, (list, tuple)) else [route] * len(seeds)
@@ -68,6 +70,9 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
                 batch, generator=generator, lambda_cfg=lambda_cfg, level=level,
                 z2=None if z2 is None else z2[ti], z0=None if z0 is None else z0[ti],
                 noise=None if z0 is None else from_seed(noise_seed))[:, 0]
+        if execute_waypoints is not None:
+            act = act.clone()
+            act[:, 2 * int(execute_waypoints):] = 0.0
         for j, i in enumerate(idx):
             o, _, term, trunc, info = envs[i].step(act[j].numpy())
             obs[i] = o
