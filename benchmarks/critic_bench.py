@@ -37,29 +37,31 @@ from steerlab.steer.critic import SEED_SHAPES, EnergyCritic  # noqa: E402
 from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig, TestTime  # noqa: E402
 
 
-def speed(a) -> None:
+def _speed_for_base(base, repeats: int) -> tuple[dict, dict]:
+    """Latency per chunk (batch 1) with correction / re-ranking relative to plain sampling, and training
+    throughput of the flow policy with the energy loss (joint mode) relative to without, for one base policy."""
     torch.manual_seed(0)
     obs_dim, act_dim = 8, 2
-    pol = EnergyPolicy(EnergyPolicyConfig(base=FlowConfig()), obs_dim, act_dim).eval()
+    pol = EnergyPolicy(EnergyPolicyConfig(base=base), obs_dim, act_dim).eval()
     obs = torch.rand(1, 2, obs_dim)
     g = torch.Generator().manual_seed(0)
     variants = {"plain": TestTime()}
     variants.update({f"correct {k}": TestTime(correct_steps=k) for k in (1, 3, 5)})
     variants.update({f"rerank {n}": TestTime(rerank=n) for n in (8, 16, 64)})
     t = interleaved({k: (lambda tt=tt: pol.predict_action_chunk(obs, g, test_time=tt)) for k, tt in variants.items()},
-                    repeats=a.repeats, warmup=2)
+                    repeats=repeats, warmup=2)
     lat = {k: {"ms": 1000 * v, "overhead": v / t["plain"] - 1} for k, v in t.items()}
     for k, v in lat.items():
         print(f"latency {k:12s} {v['ms']:7.2f} ms  overhead {v['overhead']:+.0%}")
 
-    # training throughput with and without the energy loss (joint mode vs the plain flow policy)
-    plain = GenerativePolicy(FlowConfig(), obs_dim, act_dim)
-    joint = EnergyPolicy(EnergyPolicyConfig(base=FlowConfig(), mode="joint"), obs_dim, act_dim)
+    plain = GenerativePolicy(base, obs_dim, act_dim)
+    models = {"without energy": plain,
+              "with energy (joint)": EnergyPolicy(EnergyPolicyConfig(base=base, mode="joint"), obs_dim, act_dim),
+              "with energy, no policy negatives": EnergyPolicy(EnergyPolicyConfig(base=base, mode="joint", n_policy=0),
+                                                               obs_dim, act_dim)}
+    opts = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], 1e-4) for k, m in models.items()}
     batch = {"obs": torch.rand(256, 2, obs_dim), "action": torch.rand(256, 16, act_dim),
              "action_mask": torch.ones(256, 16, dtype=torch.bool)}
-    opts = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], 1e-4) for k, m in
-            (("without energy", plain), ("with energy (joint)", joint))}
-    models = {"without energy": plain, "with energy (joint)": joint}
 
     def train_step(k):
         loss, _ = models[k].compute_loss(batch, g)
@@ -67,18 +69,24 @@ def speed(a) -> None:
         loss.backward()
         opts[k].step()
 
-    tt = interleaved({k: (lambda k=k: train_step(k)) for k in models}, repeats=max(5, a.repeats // 3), warmup=1)
+    tt = interleaved({k: (lambda k=k: train_step(k)) for k in models}, repeats=max(3, repeats // 6), warmup=1)
     thr = {"steps_per_s": {k: 1 / v for k, v in tt.items()},
-           "slowdown": tt["with energy (joint)"] / tt["without energy"] - 1}
-    print(f"training: {thr['steps_per_s']}, slowdown {thr['slowdown']:+.0%}")
-    for n_pol in (0,):  # the policy-sample negatives dominate; also report without them
-        j0 = EnergyPolicy(EnergyPolicyConfig(base=FlowConfig(), mode="joint", n_policy=n_pol), obs_dim, act_dim)
-        models["with energy, no policy negatives"] = j0
-        opts["with energy, no policy negatives"] = torch.optim.AdamW(j0.parameters(), 1e-4)
-    tt2 = interleaved({k: (lambda k=k: train_step(k)) for k in ("without energy", "with energy, no policy negatives")},
-                      repeats=max(5, a.repeats // 3), warmup=1)
-    thr["slowdown_without_policy_negatives"] = tt2["with energy, no policy negatives"] / tt2["without energy"] - 1
-    print(f"training without policy negatives: slowdown {thr['slowdown_without_policy_negatives']:+.0%}")
+           "slowdown": tt["with energy (joint)"] / tt["without energy"] - 1,
+           "slowdown_without_policy_negatives": tt["with energy, no policy negatives"] / tt["without energy"] - 1}
+    print(f"training: {thr['steps_per_s']}, slowdown {thr['slowdown']:+.0%} "
+          f"({thr['slowdown_without_policy_negatives']:+.0%} without policy negatives)")
+    return lat, thr
+
+
+def speed(a) -> None:
+    from steerlab.generative.policy import DenoiserConfig
+
+    bases = {"flow MLP 256x4 (0.3M)": FlowConfig(), "flow UNet 64/128/256 (4.1M)": FlowConfig(denoiser=DenoiserConfig(arch="unet"))}
+    per_base = {}
+    for name, base in bases.items():
+        print(f"--- base policy: {name}")
+        lat, thr = _speed_for_base(base, a.repeats)
+        per_base[name] = {"latency_batch1": lat, "training": thr}
 
     seed = EnergyCritic(SEED_SHAPES)
     n_params = sum(p.numel() for p in seed.parameters())
@@ -97,7 +105,7 @@ def speed(a) -> None:
     print(f"seed-shape critic: {n_params / 1e6:.2f}M params, forward {ts['forward'] * 1000:.0f} ms, "
           f"forward+backward {ts['forward+backward'] * 1000:.0f} ms (batch 4, 816 context tokens)")
     save("critic_speed", {"command": "python benchmarks/critic_bench.py speed " + " ".join(sys.argv[2:]),
-                          "latency_batch1": lat, "training": thr, "seed_shapes": seed_res,
+                          "per_base": per_base, "seed_shapes": seed_res,
                           "targets": {"correct 3 overhead": "<= 0.15"}})
 
 

@@ -224,14 +224,18 @@ def section_critic(lines):
     d = _load("critic_speed")
     if d:
         lines += [f"**Speed** — `{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']}), batch 1, "
-                  "interleaved in one process.", "", "| variant | ms per chunk | overhead vs plain |", "|---|---|---|"]
-        for k, v in d["latency_batch1"].items():
-            lines.append(f"| {k} | {v['ms']:.2f} | {v['overhead']:+.0%} |")
-        tr, sd = d["training"], d["seed_shapes"]
-        lines += ["", "Training steps/s: " + ", ".join(f"{k} {v:.1f}" for k, v in tr["steps_per_s"].items()) +
-                  f" — slowdown with the energy loss {tr['slowdown']:+.0%} "
-                  f"({tr['slowdown_without_policy_negatives']:+.0%} without policy-sample negatives).",
-                  f"Seed-shape critic (Dc=2048, width 512, 8 heads, H=50, act_dim 7): {sd['params'] / 1e6:.2f}M parameters; "
+                  "variants interleaved in one process, for two sizes of the base flow policy (the critic is the same; "
+                  "its cost is fixed, so its relative overhead shrinks as the policy grows).", ""]
+        for base, r in d["per_base"].items():
+            lines += [f"*{base}*", "", "| variant | ms per chunk | overhead vs plain |", "|---|---|---|"]
+            for k, v in r["latency_batch1"].items():
+                lines.append(f"| {k} | {v['ms']:.2f} | {v['overhead']:+.0%} |")
+            tr = r["training"]
+            lines += ["", "Training steps/s (batch 256): " + ", ".join(f"{k} {v:.1f}" for k, v in tr["steps_per_s"].items()) +
+                      f" — slowdown with the energy loss {tr['slowdown']:+.0%} "
+                      f"({tr['slowdown_without_policy_negatives']:+.0%} without policy-sample negatives).", ""]
+        sd = d["seed_shapes"]
+        lines += [f"Seed-shape critic (Dc=2048, width 512, 8 heads, H=50, act_dim 7): {sd['params'] / 1e6:.2f}M parameters; "
                   f"forward {1e3 * sd['seconds']['forward']:.0f} ms, forward+backward "
                   f"{1e3 * sd['seconds']['forward+backward']:.0f} ms (batch {sd['batch']}, {sd['context_tokens']} context tokens).", ""]
     if not _load("critic_task") and not d:
