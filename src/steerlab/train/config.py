@@ -112,7 +112,8 @@ class TrainConfig:
         return Path("data") / f"{self.env}-{self.n_dim}d-{self.episodes}{mm}.zarr"
 
     def run_dir(self) -> Path:
-        return Path(self.out_dir) / (self.run_name or f"{self.preset}-{self.n_dim}d-s{self.seed}")
+        dims = "" if self.env == "nav2d" else f"-{self.n_dim}d"  # n_dim is a particle parameter
+        return Path(self.out_dir) / (self.run_name or f"{self.preset}{dims}-s{self.seed}")
 
 
 def config_to_dict(cfg) -> dict:
