@@ -296,6 +296,16 @@ def test_closed_loop_rollout_reports_one_outcome(nav_data):
     explore = rollout_nav(p, [0], env_kwargs={"max_steps": 2}, route=None, goal_masked=True,
                           generator=torch.Generator().manual_seed(0))
     assert explore[0]["route_id"] is None
+    # held z2 / z0 make an episode a deterministic function of the observations; frames are recorded per decision
+    z2, z0 = torch.randn(2, p.z2_dim), torch.randn(2, *p.chunk_shape)
+    a = rollout_nav(p, [0, 1], env_kwargs={"max_steps": 2}, z2=z2, z0=z0, record=True)
+    b = rollout_nav(p, [0, 1], env_kwargs={"max_steps": 2}, z2=z2, z0=z0, generator=torch.Generator().manual_seed(9))
+    for ea, eb in zip(a, b):
+        np.testing.assert_array_equal(ea["path"], eb["path"])
+        assert len(ea["frames"]) == ea["length"] + 1 and ea["frames"][0].ndim == 3
+    # executing only the first waypoint of each decision: the robot moves at most one waypoint's reach per decision
+    (e1,) = rollout_nav(p, [0], env_kwargs={"max_steps": 1}, z2=z2[:1], z0=z0[:1], execute_waypoints=1)
+    assert np.linalg.norm(e1["path"][-1] - e1["path"][0]) <= np.sqrt(2) * 0.04 + 1e-6
 
 
 def test_windows_and_split(nav_data):
