@@ -197,7 +197,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     stopped_by_budget = cfg.max_minutes is not None and seconds_before >= 60 * cfg.max_minutes
     if stopped_by_budget:
         steps = min(steps, step)  # a resumed run whose budget is spent trains no further
-    bar = tqdm(total=steps, initial=step, desc=f"train {cfg.preset}", disable=not cfg.progress or rank != 0, dynamic_ncols=True)
+    budget = f" (time budget {cfg.max_minutes:g} min)" if cfg.max_minutes is not None else ""
+    bar = tqdm(total=steps, initial=step, desc=f"train {cfg.preset}{budget}", disable=not cfg.progress or rank != 0, dynamic_ncols=True)
     acc: dict[str, float] = {}
     n_acc, t_log, step_log = 0, time.time(), step
     policy.train()
