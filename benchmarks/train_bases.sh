@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The trained policies the issue-3/4 benchmarks start from, exactly as they were trained for BENCHMARKS.md.
+# The trained policies the issue-3/4/5 benchmarks start from, exactly as they were trained for BENCHMARKS.md.
 #   bash benchmarks/train_bases.sh [RUNS_DIR]      (default: runs; datasets are collected into data/ if missing)
 # sweep-flow-2d-s0 is the flow cell of the particle sweep (python benchmarks/particle_sweep.py --methods flow --dims 2).
 set -euo pipefail
@@ -13,3 +13,5 @@ steerlab train flow-particle --n-dim 2 --episodes 100 --steps 5000 --run-name fl
 # multimodal demos (goal order shuffled) for goal-order steering: 2,000 demos, 10,000 steps
 steerlab train flow-particle --n-dim 2 --multimodal --steps 10000 --run-name flow-2d-multimodal --out-dir "$RUNS" \
   --eval.episodes 100 --no-progress --resume
+# nav policy of benchmarks/nav_bench.py: the preset (20,000 route-planner episodes), stopped by a 42-minute budget
+steerlab train nomad-nav2d --max-minutes 42 --run-name nomad-nav2d-20k --out-dir "$RUNS" --no-progress --resume
