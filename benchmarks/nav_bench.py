@@ -17,8 +17,9 @@ adversarial intents and route switching, all in closed loop on ``steerlab/Nav2D-
   optimized toward the other route (objective ``route``) and held fixed. Switched = the closed-loop path overlaps
   the other route more than the original one (:func:`~steerlab.envs.nav2d_planner.route_overlap`).
 
-Writes benchmarks/results/nav_bench.json and rollout videos of one map each: nav_nominal.gif,
-nav_route_switch.gif (z1 from the other route) and nav_adversarial.gif (the gradient z2+z0 intent).
+Writes benchmarks/results/nav_bench.json and rollout videos of one map each, one frame per decision:
+nav_nominal.gif (a successful episode), nav_route_switch.gif (z1 from the other route, a switched episode) and
+nav_adversarial.gif (the gradient z2+z0 intent, an episode that collides).
 """
 
 from __future__ import annotations
@@ -86,10 +87,9 @@ def main() -> None:
     # ---- nominal and exploration
     t0 = time.time()
     seeds = list(range(a.seed0, a.seed0 + a.maps))
-    eps = rollout_nav(policy, seeds, generator=g())
+    eps = rollout_nav(policy, seeds, generator=g(), record=True)
     out["nominal"] = {**summarize(eps), "seconds": time.time() - t0}
-    (ep,) = rollout_nav(policy, seeds[:1], generator=g(), record=True)
-    save_gif(ep["frames"], RESULTS / "nav_nominal.gif")
+    save_gif(next((e for e in eps if e["success"]), eps[0])["frames"], RESULTS / "nav_nominal.gif")  # a success
     print(f"nominal: success {out['nominal']['success_rate']:.0%}, collision {out['nominal']['collision_rate']:.0%}, "
           f"time-out {out['nominal']['timeout_rate']:.0%} over {a.maps} maps", flush=True)
     eps = rollout_nav(policy, seeds, route=None, goal_masked=True, generator=g())
@@ -170,11 +170,10 @@ def main() -> None:
 
     eps = rollout_nav(policy, rs, route=problem.route_id, generator=g())
     base_sw = switched(eps)
-    eps = rollout_nav(policy, rs, route=other_id, generator=g())
+    eps = rollout_nav(policy, rs, route=other_id, generator=g(), record=True)
     z1_sw = switched(eps)
-    k = int(np.argmax(z1_sw)) if z1_sw.any() else 0
-    (ep,) = rollout_nav(policy, rs[k: k + 1], route=other_id[k: k + 1], generator=g(), record=True)
-    save_gif(ep["frames"], RESULTS / "nav_route_switch.gif")
+    best = [i for i in range(len(eps)) if z1_sw[i] and eps[i]["success"]] or [int(np.argmax(z1_sw))]
+    save_gif(eps[best[0]]["frames"], RESULTS / "nav_route_switch.gif")  # a switched (and if any, successful) episode
     z0 = torch.randn((len(rs), *policy.chunk_shape), generator=g(1))
     ch = IntentChain(policy, problem, z0, grad="full")
     res = optimize_noise(ch.sample_fn, IntentObjective("route", problem), torch.randn((len(rs), policy.z2_dim), generator=g(2)),
