@@ -174,7 +174,19 @@ class EnergyPolicy(Policy):
     def energy_loss(self, batch, generator=None):
         x = self.base.act_norm.normalize(batch["action"])
         neg = self.negatives(batch["obs"], x, generator)
-        e = self.energy(batch["obs"], torch.cat([x[:, None], neg], 1))
+        cand = torch.cat([x[:, None], neg], 1)
+        k = min(self.cfg.n_batch, x.shape[0] - 1)
+        critic = self.critic
+        if k > 0 and not (critic.training and critic.cfg.dropout > 0):
+            # the last k negatives are the other rows' demonstrations (x rolled over the batch, see negatives):
+            # their action tokens are the positives' rolled, so they are encoded once (same values, and the same
+            # gradients: autograd sums over both uses). Not with positional dropout, whose masks must differ.
+            tokens, mask = self.context(batch["obs"])
+            q = critic.encode_actions(cand[:, : cand.shape[1] - k])
+            q = torch.cat([q, torch.stack([q[:, 0].roll(i + 1, 0) for i in range(k)], 1)], 1)
+            e = critic.energy_encoded(critic.prepare(tokens, mask), q)
+        else:
+            e = self.energy(batch["obs"], cand)
         return info_nce_energy(e[:, 0], e[:, 1:], self.cfg.temperature)
 
     def compute_loss(self, batch, generator=None):
@@ -208,8 +220,15 @@ class EnergyPolicy(Policy):
 
     # ------------------------------------------------------------------------------------------ acting
 
-    def _guided_denoiser(self, cond, tokens, mask, weight):
+    def _guided_denoiser(self, cond, cache, weight):
+        """``cache``: the critic's :meth:`~steerlab.steer.critic.EnergyCritic.prepare` of the ``B`` contexts; the
+        denoiser's rows are ``B * n`` (each context's ``n`` samples consecutive) and are scored as ``[B, n]``."""
         base = self.base
+        b = cache.batch
+
+        def energy_sum(x0):
+            return self.critic.energy(cache, x0.reshape(b, -1, *x0.shape[1:])).sum()
+
         fn = base.denoiser(cond)
         if base.cfg.kind == "flow":
             def guided(x, t):
@@ -217,7 +236,7 @@ class EnergyPolicy(Policy):
                     xg = x.detach().requires_grad_()
                     v = fn(xg, t)
                     x0 = xg - t.view(-1, 1, 1) * v
-                    (g,) = torch.autograd.grad(self.critic(tokens, mask, x0).sum(), xg)
+                    (g,) = torch.autograd.grad(energy_sum(x0), xg)
                 return v.detach() + weight * g
             return guided
 
@@ -229,7 +248,7 @@ class EnergyPolicy(Policy):
                 xg = x.detach().requires_grad_()
                 eps = fn(xg, t)
                 x0 = (xg - (1 - ab).sqrt() * eps) / ab.sqrt()
-                (g,) = torch.autograd.grad(self.critic(tokens, mask, x0).sum(), xg)
+                (g,) = torch.autograd.grad(energy_sum(x0), xg)
             return eps.detach() + weight * (1 - ab).sqrt() * g
         return guided_eps
 
@@ -241,11 +260,7 @@ class EnergyPolicy(Policy):
         n = max(1, tt.rerank)
         tokens, mask = self.context(obs)
         cond = base.condition(obs)
-        if n > 1:
-            cond_n = cond.repeat_interleave(n, 0)
-            tok_n, mask_n = tokens.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-        else:
-            cond_n, tok_n, mask_n = cond, tokens, mask
+        cond_n = cond.repeat_interleave(n, 0) if n > 1 else cond
         if z is None:
             z = torch.randn((b * n, *base.chunk_shape), generator=generator)
         elif n > 1 and z.shape[0] == b:
@@ -254,7 +269,9 @@ class EnergyPolicy(Policy):
         if tt.guidance:
             from steerlab.sampling import sample_ddim, sample_ddpm, sample_euler, sample_heun, inference_timesteps
 
-            fn = self._guided_denoiser(cond_n, tok_n, mask_n, tt.guidance)
+            with torch.no_grad():  # encoded once, shared by the n samples of a row and every denoising step
+                cache = self.critic.prepare(tokens, mask)
+            fn = self._guided_denoiser(cond_n, cache, tt.guidance)
             c = base.cfg
             if c.kind == "flow":
                 smp = sample_heun if c.sampler == "heun" else sample_euler
@@ -267,11 +284,17 @@ class EnergyPolicy(Policy):
                     chunks = sample_ddim(fn, z, base.abar, ts, eta=c.eta, noise=noise, grad="none", clip_sample=c.clip_sample)
         else:
             chunks = base.sample(cond_n, z, noise=noise, grad="none")
+        if (n > 1 or tt.correct_steps) and not tt.guidance:
+            # the context is encoded and projected to keys/values once, then shared by the n candidates and
+            # every correction step (no gradient needed through it: correction differentiates w.r.t. actions)
+            with torch.no_grad():
+                cache = self.critic.prepare(tokens, mask)
         if n > 1:
-            chunks, _ = rerank(lambda c: self.critic(tokens, mask, c), chunks.view(b, n, *base.chunk_shape))
+            chunks, _ = rerank(lambda c: self.critic.energy(cache, c), chunks.view(b, n, *base.chunk_shape))
         if tt.correct_steps:
-            chunks = correct_actions(lambda c: self.critic(tokens, mask, c)[:, 0], chunks, steps=tt.correct_steps,
-                                     alpha=tt.alpha, clip_frac=tt.clip_frac)
+            chunks = correct_actions(lambda c: self.critic.energy(cache, c)[:, 0], chunks, steps=tt.correct_steps,
+                                     alpha=tt.alpha, clip_frac=tt.clip_frac,
+                                     grad_fn=lambda c: self.critic.action_grad(cache, c[:, None])[1][:, 0])
         return chunks
 
     @torch.no_grad()
