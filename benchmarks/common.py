@@ -49,6 +49,14 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
+def rate(flags) -> dict:
+    """A count of True among ``flags`` as ``{count, n, rate, ci95}`` (95% Wilson interval)."""
+    from steerlab.eval.metrics import wilson_interval
+
+    k, n = int(sum(bool(f) for f in flags)), len(flags)
+    return {"count": k, "n": n, "rate": k / max(n, 1), "ci95": list(wilson_interval(k, n))}
+
+
 def run_searches(chain, objective, z_first: torch.Tensor, budgets, backward_cost: float, lr: float, record) -> None:
     """Maximize ``objective`` over a chain's initial noise with best-of-N, CEM (population 8) and gradient
     ascent (Adam, per-restart gradient clip 1, sqrt(d)-shell projection) at each budget in denoiser evaluations;

@@ -33,21 +33,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, save  # noqa: E402
+from common import RESULTS, rate, save  # noqa: E402
 
 from steerlab.envs.nav2d import Nav2DEnv  # noqa: E402
 from steerlab.envs.nav2d_planner import resample_polyline, route_overlap  # noqa: E402
-from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.nav.intent_opt import IntentChain, IntentObjective, hard_collision, make_problem  # noqa: E402
+from steerlab.nav.intent_opt import (  # noqa: E402
+    IntentChain, IntentObjective, hard_collision, make_problem, two_route_seeds,
+)
 from steerlab.nav.rollout import rollout_nav, save_gif, summarize  # noqa: E402
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
 from steerlab.steer.search import best_of_n  # noqa: E402
-
-
-def rate(flags) -> dict:
-    k, n = int(np.sum(flags)), len(flags)
-    return {"count": k, "n": n, "rate": k / max(n, 1), "ci95": list(wilson_interval(k, n))}
 
 
 def path_to_route(path: np.ndarray, route: np.ndarray) -> float:
@@ -57,17 +53,6 @@ def path_to_route(path: np.ndarray, route: np.ndarray) -> float:
 
 def coverage(path: np.ndarray, cell: float = 0.05) -> int:
     return len({tuple(c) for c in np.floor(np.asarray(path) / cell).astype(int)})
-
-
-def two_route_seeds(start: int, n: int) -> list[int]:
-    out, s = [], start
-    while len(out) < n:
-        env = Nav2DEnv()
-        env.reset(seed=s)
-        if len(env.routes) >= 2:
-            out.append(s)
-        s += 1
-    return out
 
 
 def main() -> None:

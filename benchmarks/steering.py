@@ -31,9 +31,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import rate, save  # noqa: E402
 
-from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.rollout import rollout  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.sampling import no_noise  # noqa: E402
@@ -41,12 +40,6 @@ from steerlab.steer.noise_cli import initial_observations  # noqa: E402
 from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise  # noqa: E402
 from steerlab.steer.objectives import EndDistance, ObstacleCost  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
-
-
-def rate(flags) -> dict:
-    k, n = int(np.sum(flags)), len(flags)
-    lo, hi = wilson_interval(k, n)
-    return {"count": k, "n": n, "rate": k / n, "ci95": [lo, hi]}
 
 
 def main() -> None:

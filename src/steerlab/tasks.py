@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 import steerlab.envs  # noqa: F401  (registers the environments)
-from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes
+from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes, split_episodes
 from steerlab.envs.particle import OBS_KEYS, flatten_obs
 
 TASKS = {"particle": "steerlab/Particle-v0", "nav2d": "steerlab/Nav2D-v0"}
@@ -97,27 +97,22 @@ def load_task_dataset(task: str, n_dim: int, path: Path) -> EpisodeData:
 
 def training_windows(task: str, n_dim: int, path: Path, policy, horizon: int, val_episodes: int, seed: int):
     """Load the dataset at ``path``, fit ``policy``'s normalizers and return ``(train windows, held-out windows or
-    None, n_windows)``; the last ``val_episodes`` episodes are held out. Windows have ``len`` and ``batch(idx)``."""
+    None)``; the last ``val_episodes`` episodes are held out. Windows have ``len`` and ``batch(idx)``."""
     from steerlab.data.windows import WindowDataset
 
     if task == "nav2d":
-        from steerlab.nav.data import NavWindowDataset, load_nav_dataset, split_episodes
+        from steerlab.nav.data import NavWindowDataset, load_nav_dataset
 
         train, val = split_episodes(load_nav_dataset(path), val_episodes)
         policy.fit_normalizers(train.data, seed=seed)
         ds = NavWindowDataset.from_episodes(train, policy.n_obs_steps)
-        return ds, (NavWindowDataset.from_episodes(val, policy.n_obs_steps) if val is not None else None), len(ds)
+        return ds, (NavWindowDataset.from_episodes(val, policy.n_obs_steps) if val is not None else None)
     _, _, env_low, env_high = dims(task, n_dim)
     data = load_task_dataset(task, n_dim, path)
     policy.fit_normalizers(data.data["obs"], data.data["action"], env_low, env_high, episode_ends=data.episode_ends, seed=seed)
-    ends = np.asarray(data.episode_ends)
-    obs, act = data.data["obs"], data.data["action"]
-    val_ds = None
-    if val_episodes:
-        if val_episodes >= len(ends):
-            raise ValueError(f"val_episodes={val_episodes} leaves no training episodes (the dataset has {len(ends)})")
-        cut = int(ends[-val_episodes - 1])
-        val_ds = WindowDataset.from_arrays(obs[cut:], act[cut:], ends[-val_episodes:] - cut, policy.n_obs_steps, horizon)
-        ends, obs, act = ends[:-val_episodes], obs[:cut], act[:cut]
-    ds = WindowDataset.from_arrays(obs, act, ends, policy.n_obs_steps, horizon)
-    return ds, val_ds, len(ds)
+    train, val = split_episodes(data, val_episodes)
+
+    def windows(d: EpisodeData) -> WindowDataset:
+        return WindowDataset.from_arrays(d.data["obs"], d.data["action"], d.episode_ends, policy.n_obs_steps, horizon)
+
+    return windows(train), (windows(val) if val is not None else None)

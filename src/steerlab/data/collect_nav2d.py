@@ -37,6 +37,15 @@ _ORACLE_STREAM = 1  # separates the oracle's random stream from the env's (both 
 N_REF = 32
 
 
+def seeded_oracle(env, seed: int, route="random", **kwargs) -> NavOracle:
+    """The oracle the collector runs on env seed ``seed`` (its own random stream ``[seed, 1]``), reset to
+    ``route``: ``"random"`` (its own draw, the route of the dataset's episode) or a route index (clipped to the
+    map's routes). ``env`` must have been reset with ``seed``; ``kwargs`` go to :class:`NavOracle`."""
+    oracle = NavOracle(env, rng=np.random.default_rng([int(seed), _ORACLE_STREAM]), **kwargs)
+    oracle.reset(None if route == "random" else min(int(route), len(env.routes) - 1))
+    return oracle
+
+
 def _run_chunk(args) -> list[tuple[int, dict[str, np.ndarray] | None, dict]]:
     """Run the oracle on the given env seeds -> ``(seed, arrays or None if failed, stats)`` per episode."""
     family, env_seeds, env_kwargs = args
@@ -44,8 +53,7 @@ def _run_chunk(args) -> list[tuple[int, dict[str, np.ndarray] | None, dict]]:
     out = []
     for s in env_seeds:
         obs, info = env.reset(seed=s)
-        oracle = NavOracle(env, rng=np.random.default_rng([s, _ORACLE_STREAM]), n_ref=N_REF)
-        oracle.reset()
+        oracle = seeded_oracle(env, s, n_ref=N_REF)
         log: dict[str, list] = {k: [] for k in ("occupancy", "state", "goal_rel", "goal_pos", "action",
                                                 "distance", "ref_traj")}
         done = False

@@ -238,3 +238,17 @@ def load_episodes(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
                 )
         data[k] = arr
     return EpisodeData(data=data, episode_ends=episode_ends, attrs=dict(root.attrs))
+
+
+def split_episodes(data: EpisodeData, val_episodes: int) -> tuple[EpisodeData, EpisodeData | None]:
+    """``(train, val)``: the last ``val_episodes`` episodes held out (``val`` None when 0), the training loop's
+    ``--val-episodes`` split for every task."""
+    if val_episodes <= 0:
+        return data, None
+    ends = np.asarray(data.episode_ends)
+    if val_episodes >= len(ends):
+        raise ValueError(f"val_episodes={val_episodes} leaves no training episodes (the dataset has {len(ends)})")
+    cut = int(ends[-val_episodes - 1])
+    train = EpisodeData({k: v[:cut] for k, v in data.data.items()}, ends[:-val_episodes], dict(data.attrs))
+    val = EpisodeData({k: v[cut:] for k, v in data.data.items()}, ends[-val_episodes:] - cut, dict(data.attrs))
+    return train, val

@@ -13,13 +13,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def panel_grid(n: int, cols: int = 4, size: tuple[float, float] = (3.0, 3.0)):
+    """A figure of ``n`` panels in rows of ``cols``, each ``size`` inches (spare panels switched off) ->
+    ``(fig, [ax] * n)``."""
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+
 def plot_rollouts(episodes: list[dict], path: Path, max_episodes: int = 16, title: str = "") -> Path:
     """Agent paths and goals (first two dims; position against time for 1-D), one panel per episode."""
     eps = episodes[:max_episodes]
-    cols = 4
-    rows = int(np.ceil(len(eps) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    for ax, e in zip(axes.flat, eps):
+    fig, axes = panel_grid(len(eps))
+    for ax, e in zip(axes, eps):
         p, g = e["positions"], e["goals"]
         if p.shape[1] >= 2:
             ax.plot(p[:, 0], p[:, 1], "-", color="tab:blue", lw=1.2)
@@ -39,8 +47,6 @@ def plot_rollouts(episodes: list[dict], path: Path, max_episodes: int = 16, titl
         ax.set_title(f"seed {e['seed']}: {'success' if e['success'] else 'fail'}", fontsize=9,
                      color="tab:green" if e["success"] else "tab:red")
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(eps):]:
-        ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -57,10 +63,8 @@ def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
         return None
     keys = [k for k in rows[0] if k != "step"]
     keys = [k for k in keys if any(r.get(k) not in (None, "") for r in rows)]
-    cols = 3
-    nrows = int(np.ceil(len(keys) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.6 * nrows), squeeze=False)
-    for ax, k in zip(axes.flat, keys):
+    fig, axes = panel_grid(len(keys), cols=3, size=(4.0, 2.6))
+    for ax, k in zip(axes, keys):
         pts = [(int(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
         s, v = zip(*pts)
         ax.plot(s, v, ".-" if len(pts) < 30 else "-", lw=1)
@@ -68,8 +72,6 @@ def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
         if k in ("lr", "info_nce", "loss", "action_mse", "monitor_action_mse") and min(v) > 0:
             ax.set_yscale("log")
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -148,14 +150,8 @@ def plot_noise_result(summary: dict, obs_dicts: list[dict], before: torch.Tensor
         plt.close(fig)
         made.append(out / "loss.png")
     b, a = before.numpy(), after.numpy()
-    n = min(len(b), 8)
-    cols = 4
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= n:
-            ax.axis("off")
-            continue
+    fig, axes = panel_grid(min(len(b), 8))
+    for i, ax in enumerate(axes):
         o = obs_dicts[i]
         if b.shape[-1] >= 2:
             ax.plot(b[i, :, 0], b[i, :, 1], "--", color="tab:gray", lw=1.2, label="before")
@@ -188,14 +184,6 @@ def plot_noise_result(summary: dict, obs_dicts: list[dict], before: torch.Tensor
     return made
 
 
-
-def panel_grid(n: int, cols: int = 4, size: float = 3.0):
-    """A figure of ``n`` panels in rows of ``cols`` (spare panels switched off) -> ``(fig, [ax] * n)``."""
-    rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    return fig, list(axes.flat)[:n]
 
 def plot_nav_rollouts(episodes: list[dict], path: Path, max_episodes: int = 12, title: str = "",
                       family: str = "mixed") -> Path:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from steerlab.data.windows import window_indices
-from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes
+from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes, split_episodes  # noqa: F401 (re-export)
 
 NAV_KEYS = ("occupancy", "state", "goal_rel", "goal_pos", "action", "distance", "action_mask", "ref_traj")
 
@@ -44,20 +44,6 @@ def load_nav_dataset(path) -> EpisodeData:
     if a.ndim != 2 or a.shape[1] % 2:
         raise DatasetError(f"{path}: action must be [T, 2 * n_waypoints], got {list(a.shape)}")
     return data
-
-
-def split_episodes(data: EpisodeData, val_episodes: int) -> tuple[EpisodeData, EpisodeData | None]:
-    """``(train, val)``: the last ``val_episodes`` episodes held out (``val`` None when 0), as the training loop's
-    ``--val-episodes`` does for the particle task."""
-    if val_episodes <= 0:
-        return data, None
-    ends = np.asarray(data.episode_ends)
-    if val_episodes >= len(ends):
-        raise ValueError(f"val_episodes={val_episodes} leaves no training episodes (the dataset has {len(ends)})")
-    cut = int(ends[-val_episodes - 1])
-    train = EpisodeData({k: v[:cut] for k, v in data.data.items()}, ends[:-val_episodes], dict(data.attrs))
-    val = EpisodeData({k: v[cut:] for k, v in data.data.items()}, ends[-val_episodes:] - cut, dict(data.attrs))
-    return train, val
 
 
 @dataclass

@@ -35,11 +35,11 @@ import tyro
 from steerlab.envs.nav2d import (
     ROBOT_RADIUS, Nav2DEnv, densify, sample_distance_field, to_robot_frame, waypoints_to_world,
 )
-from steerlab.envs.nav2d_planner import NavOracle, resample_polyline
+from steerlab.data.collect_nav2d import seeded_oracle
+from steerlab.envs.nav2d_planner import resample_polyline
 from steerlab.sampling import from_seed
 
 OBJECTIVES = ("collision", "goal", "route")
-_ORACLE_STREAM = 1  # as steerlab.data.collect_nav2d: the route the oracle picks for a seed
 
 
 @dataclass
@@ -57,6 +57,20 @@ class IntentProblem:
     maps: list  # NavMap per seed
 
 
+def two_route_seeds(start: int, n: int, family: str = "mixed", max_tries: int | None = None) -> list[int]:
+    """The first ``n`` env seeds from ``start`` on whose map there are at least two routes (at most ``max_tries``
+    seeds scanned; None: until ``n`` are found)."""
+    out, s = [], start
+    while len(out) < n and (max_tries is None or s < start + max_tries):
+        env = Nav2DEnv(family=family)
+        env.reset(seed=s)
+        if len(env.routes) >= 2:
+            out.append(s)
+        env.close()
+        s += 1
+    return out
+
+
 def make_problem(policy, seeds: list[int], route: int | str = "random", family: str = "mixed") -> IntentProblem:
     """Reset one Nav2D env per seed; z1's route is the oracle's choice for the seed (``"random"``, as in the data)
     or the given index (clipped to the map's routes)."""
@@ -64,8 +78,7 @@ def make_problem(policy, seeds: list[int], route: int | str = "random", family: 
     for s in seeds:
         env = Nav2DEnv(family=family)
         o, _ = env.reset(seed=int(s))
-        oracle = NavOracle(env, rng=np.random.default_rng([int(s), _ORACLE_STREAM]))
-        oracle.reset(None if route == "random" else min(int(route), len(env.routes) - 1))
+        oracle = seeded_oracle(env, s, route)
         obs_img.append(np.repeat(o["occupancy"][None], policy.n_obs_steps, 0))
         obs_state.append(np.repeat(o["state"][None], policy.n_obs_steps, 0))
         goal_rel.append(o["goal_rel"])
@@ -96,7 +109,8 @@ class IntentChain:
             self.cond = policy.condition(problem.obs)
             self.z1 = policy.encode_z1(problem.obs["ref_traj"])
         self.d2 = policy.z2_dim
-        self.nfe = policy.cfg.num_inference_steps * (1 if lambda_cfg in (None, 1.0) else 2)
+        lam = policy.cfg.lambda_cfg if lambda_cfg is None else lambda_cfg  # what sample() will use
+        self.nfe = policy.cfg.num_inference_steps * policy.network_calls(lam)
 
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.joint:
@@ -199,13 +213,7 @@ def optimize_intent(a: IntentArgs) -> dict:
                          "(steerlab train nomad-nav2d)")
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     if a.objective == "route":  # keep two-route maps, scanning further seeds as needed
-        seeds, s = [], a.seed0
-        while len(seeds) < a.maps and s < a.seed0 + 50 * a.maps:
-            env = Nav2DEnv()
-            env.reset(seed=s)
-            if len(env.routes) >= 2:
-                seeds.append(s)
-            s += 1
+        seeds = two_route_seeds(a.seed0, a.maps, max_tries=50 * a.maps)
     route = a.route if a.route == "random" else int(a.route)
     problem = make_problem(policy, seeds, route)
     g = torch.Generator().manual_seed(a.seed)

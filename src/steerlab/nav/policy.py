@@ -152,11 +152,19 @@ class NavPolicy(Policy):
         """The network as the sampler sees it: ``eps_fn(x [B, 8, 2], t [B]) -> eps``, closing over ``cond``, the
         intent (``z1``/``z2`` None = null) and the guidance weight (None / float / ``(l1, l2)``)."""
         latent = None if z1 is None else self.model.intent.latent(z1, z2)
-        lam = lambda_cfg
-        if latent is None or (not isinstance(lam, (tuple, list)) and lam is not None and float(lam) == 1.0):
-            lam = None  # guidance is the identity: one network call
+        lam = lambda_cfg if self.network_calls(lambda_cfg, conditioned=latent is not None) > 1 else None
         return lambda x, t: self.model("noise_pred_net", sample=x, timestep=t, global_cond=cond, latent_z=latent,
                                        lambda_cfg=lam)
+
+    @staticmethod
+    def network_calls(lambda_cfg, conditioned: bool = True) -> int:
+        """Network calls per denoising step for a guidance weight: 1 when unconditioned or ``lambda_cfg`` is None /
+        1.0 (guidance is the identity), 2 for another float, 3 for a pair ``(l1, l2)``."""
+        if not conditioned or lambda_cfg is None:
+            return 1
+        if isinstance(lambda_cfg, (tuple, list)):
+            return 3
+        return 1 if float(lambda_cfg) == 1.0 else 2
 
     def sample(self, cond: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor | None = None,
                z2: torch.Tensor | None = None, *, noise: NoiseSource | None = None, grad="none", lambda_cfg=None,

@@ -12,11 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from steerlab.data.collect_nav2d import seeded_oracle
 from steerlab.envs.nav2d import Nav2DEnv, to_robot_frame
-from steerlab.envs.nav2d_planner import NavOracle
 from steerlab.eval.metrics import wilson_interval
-
-_ORACLE_STREAM = 1  # as steerlab.data.collect_nav2d
 
 
 def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None = None, route="random",
@@ -45,8 +43,7 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     for env, s, route_i in zip(envs, seeds, routes):
         rid, ref = None, None
         if route_i is not None:
-            oracle = NavOracle(env, rng=np.random.default_rng([int(s), _ORACLE_STREAM]))
-            oracle.reset(None if route_i == "random" else min(int(route_i), len(env.routes) - 1))
+            oracle = seeded_oracle(env, s, route_i)
             rid, ref = oracle.route_id, oracle.ref_traj.astype(np.float64)
         refs.append(ref)
         eps.append({"seed": int(s), "success": False, "collision": False, "timeout": False, "length": 0,

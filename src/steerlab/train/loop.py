@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     np.random.seed(cfg.seed)
     policy = build_policy(cfg, obs_dim, act_dim)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
-    ds, val_ds, _ = tasks.training_windows(cfg.env, cfg.n_dim, path, policy, horizon, cfg.val_episodes, cfg.seed)
+    ds, val_ds = tasks.training_windows(cfg.env, cfg.n_dim, path, policy, horizon, cfg.val_episodes, cfg.seed)
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds)}
     if rank == 0:
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
