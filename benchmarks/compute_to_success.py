@@ -2,7 +2,7 @@
 
     python benchmarks/compute_to_success.py --dims 2 8 --budget-min 30 --eval-every 250 --episodes 50
 
-Trains the IBC-Langevin preset (bfloat16 chains) with an evaluation every ``--eval-every`` steps on
+Trains the IBC-Langevin preset (bfloat16 chains where the CPU has native bf16) with an evaluation every ``--eval-every`` steps on
 ``--episodes`` fixed-seed episodes, and reads the first evaluation at or above ``--target`` from the run's
 metrics.csv. Writes benchmarks/results/compute_to_success.json.
 """
@@ -21,7 +21,7 @@ RESULTS = Path(__file__).parent / "results"
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="ibc-particle-langevin")
-    ap.add_argument("--extra", nargs="*", default=["--policy.chain-dtype", "bfloat16"])
+    ap.add_argument("--extra", nargs="*", default=["--policy.chain-dtype", "auto"])
     ap.add_argument("--dims", nargs="+", type=int, default=[2, 8])
     ap.add_argument("--budget-min", type=float, default=30.0)
     ap.add_argument("--eval-every", type=int, default=250)

@@ -20,15 +20,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "particle_sweep.json"
 
 METHODS: dict[str, list[str]] = {
-    # the repo's Langevin config; chains in bfloat16 (see BENCHMARKS.md: same success, ~4x the steps/s)
-    # IBC-Langevin sized for the budget: the repo config with batch 128 and bf16 chains
+    # IBC-Langevin sized for the budget: the repo config with batch 128 and bf16 chains where the CPU has native bf16
     "ibc-langevin": ["ibc-particle-langevin-budget"],
-    # the repo's config as written (100-step training chains), bf16 chains
-    "ibc-langevin-repo": ["ibc-particle-langevin", "--policy.chain-dtype", "bfloat16"],
+    # the repo's config as written (100-step training chains), bf16 chains where the CPU has native bf16
+    "ibc-langevin-repo": ["ibc-particle-langevin", "--policy.chain-dtype", "auto"],
     "ibc-dfo": ["ibc-particle-dfo"],
     "ibc-ardfo": ["ibc-particle-ardfo"],
     "diffusion": ["diffusion-particle"],
@@ -51,11 +53,12 @@ def _finished(run: Path) -> bool:
     return m.exists() and bool(ck) and json.loads(m.read_text()).get("checkpoint", "").endswith(ck[-1].name)
 
 
-def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: int, runs_dir: Path) -> dict:
+def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: int, runs_dir: Path,
+             threads: int | None = None) -> dict:
     name = f"sweep-{method}-{n_dim}d-s{seed}"
     cmd = ["steerlab", "train", *METHODS[method], "--n-dim", str(n_dim), "--max-minutes", str(budget_min),
            "--run-name", name, "--out-dir", str(runs_dir), "--seed", str(seed), "--eval.episodes", str(episodes),
-           "--no-progress", "--resume"]
+           "--no-progress", "--resume"] + (["--threads", str(threads)] if threads else [])
     run = runs_dir / name
     t0 = time.time()
     if _finished(run):
@@ -69,6 +72,7 @@ def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: in
         "success_rate": m["success_rate"], "success_ci95": m["success_ci95"], "episodes": m["episodes"],
         "train_steps": m.get("train", {}).get("steps"), "train_seconds": m.get("train", {}).get("train_seconds"),
         "eval_seconds": m["seconds"], "wall_seconds": time.time() - t0, "run_dir": str(run),
+        "threads": threads, "machine": {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "git", "date")},
     }
 
 
@@ -109,6 +113,8 @@ def main():
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per training run (e.g. 1 to run two sweep parts side by side on 2 cores)")
     ap.add_argument("--force", action="store_true", help="re-run cells already in the results file")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
@@ -121,7 +127,8 @@ def main():
                 if key in data["cells"] and not args.force:
                     print(f"skip {key}: already measured")
                     continue
-                data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir))
+                data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir),
+                                              args.threads)
                 data = {**load(), "cells": {**load()["cells"], key: data["cells"][key]}}
                 OUT.write_text(json.dumps(data, indent=2))
                 print(json.dumps(data["cells"][key]), flush=True)

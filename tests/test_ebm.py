@@ -12,7 +12,8 @@ from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
 from steerlab.ebm.dfo import autoregressive_dfo, dfo
 from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
 from steerlab.ebm.losses import gradient_penalty, info_nce
-from steerlab.nets.mlp import MLPResNet
+from steerlab.ebm.policy import IBCConfig, IBCPolicy
+from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.train.schedule import tf_exponential_decay
 
 
@@ -181,10 +182,12 @@ def test_samplers_never_leave_bounds(seed, scale, form, delta):
 
 
 # ---------------------------------------------------------------- network and its hand-written gradient
-@pytest.mark.parametrize("depth,sn", [(0, False), (2, False), (6, False), (4, True)])
-def test_input_grad_matches_autograd_and_finite_differences(depth, sn):
+@pytest.mark.parametrize("cls,depth,sn", [(MLPResNet, 0, False), (MLPResNet, 2, False), (MLPResNet, 6, False),
+                                          (MLPResNet, 4, True), (MLPPlain, 1, False), (MLPPlain, 3, False),
+                                          (MLPPlain, 2, True)])
+def test_input_grad_matches_autograd_and_finite_differences(cls, depth, sn):
     torch.manual_seed(0)
-    net = MLPResNet(7, 1, 32, depth, spectral_norm=sn).double()
+    net = cls(7, 1, 32, depth, spectral_norm=sn).double()
     net.train()
     o = torch.randn(3, 5, dtype=torch.float64)
     net.forward_split(o, torch.zeros(3, 1, 2, dtype=torch.float64))  # one power iteration (training mode)
@@ -220,3 +223,32 @@ def test_mlp_layout_matches_ibc():
     with pytest.raises(ValueError, match="even"):
         MLPResNet(10, 1, 256, 3)
     assert 0.04 < float(net.blocks[0][0].weight.detach().std()) < 0.06  # N(0, 0.05^2) init
+
+
+def test_plain_mlp_layout_matches_ibc_mlp_dropout():
+    """IBC's MLPDropout with hidden sizes [256, 256] and MLPEBM's Dense(1): 10->256->256->1, ReLU after each hidden."""
+    net = MLPPlain(10, 1, 256, 2)
+    assert sum(p.numel() for p in net.parameters()) == 10 * 256 + 256 + 256 * 256 + 256 + 257
+    x = torch.randn(5, 10)
+    h = torch.relu(net.proj(x))
+    h = torch.relu(net.hidden[0](h))
+    assert torch.allclose(net(x), net.head(h))
+    with pytest.raises(ValueError, match="depth >= 1"):
+        MLPPlain(10, 1, 256, 0)
+
+
+def test_chain_dtype_auto_follows_native_bf16(monkeypatch):
+    """'auto' picks bfloat16 only where the CPU has native bf16 (emulated bf16 is many times slower)."""
+    from steerlab import hw
+    import steerlab.ebm.policy as pol_mod
+
+    for flags, expect in [(frozenset({"avx2", "fma"}), "float32"), (frozenset({"avx2", "avx512_bf16"}), "bfloat16"),
+                          (frozenset({"amx_bf16"}), "bfloat16")]:
+        monkeypatch.setattr(hw, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(hw.platform, "system", lambda: "Linux")
+        monkeypatch.setattr(pol_mod, "native_bf16", hw.native_bf16)
+        p = IBCPolicy(IBCConfig(chain_dtype="auto"), 8, 2)
+        assert p.chain_dtype == expect and p.runtime_info == {"chain_dtype": expect}
+    assert IBCPolicy(IBCConfig(chain_dtype="bfloat16"), 8, 2).chain_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="chain_dtype"):
+        IBCPolicy(IBCConfig(chain_dtype="float16"), 8, 2)

@@ -30,28 +30,29 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         ),
     ),
     "ibc-particle-dfo": (
-        "IBC with uniform counter-examples (DFO training) and iterative DFO inference: 256x2, batch 512, "
-        "256 counter-examples, 16,384 inference samples, no gradient penalty",
+        "IBC repo particle/mlp_ebm_dfo.gin: plain 256x2 MLP (MLPDropout layers), batch 512, 8 uniform "
+        "counter-examples, no gradient penalty, iterative DFO inference over 512 samples, 100k steps",
         TrainConfig(
-            policy=IBCConfig(num_counter_examples=256, fraction_langevin_samples=0.0, grad_penalty=False,
-                             inference="dfo", inference_samples=16384, stats_samples=None),
+            policy=IBCConfig(layers="mlp", num_counter_examples=8, fraction_langevin_samples=0.0,
+                             grad_penalty=False, inference="dfo", inference_samples=512),
             steps=100_000, batch_size=512,
         ),
     ),
     "ibc-particle-ardfo": (
-        "IBC with one energy head per action dimension (paper Algorithm 2): uniform per-dimension "
-        "counter-examples, autoregressive DFO with 1,024 samples",
+        "IBC with one energy head per action dimension (paper Algorithm 2): 256x2, batch 512, 16 uniform "
+        "counter-examples (half vary dimension j, half the prefix 0..j), autoregressive DFO over 512 samples "
+        "(the paper's 1,024 halved for CPU evaluation: --policy.inference-samples 1024 restores it)",
         TrainConfig(
-            policy=IBCConfig(energy="autoregressive", num_counter_examples=256, fraction_langevin_samples=0.0,
-                             grad_penalty=False, inference="autoregressive_dfo", inference_samples=1024,
-                             stats_samples=None),
+            policy=IBCConfig(energy="autoregressive", num_counter_examples=16, fraction_langevin_samples=0.0,
+                             grad_penalty=False, inference="autoregressive_dfo", inference_samples=512),
             steps=100_000, batch_size=512,
         ),
     ),
     "ibc-particle-langevin-budget": (
         "IBC-Langevin sized for a 20-minute CPU budget: the repo config (8 counter-examples, K=100 chains, "
-        "512-chain inference) with batch 128 (4x the steps per second) and bfloat16 chain arithmetic",
-        TrainConfig(policy=IBCConfig(chain_dtype="bfloat16"), steps=100_000, batch_size=128),
+        "512-chain inference) with batch 128 (4x the steps per second) and bfloat16 chain arithmetic where the CPU "
+        "has native bf16 (chain_dtype auto)",
+        TrainConfig(policy=IBCConfig(chain_dtype="auto"), steps=100_000, batch_size=128),
     ),
     "diffusion-particle": (
         "Diffusion policy (epsilon-prediction, squared-cosine DDPM, 100 train steps, DDIM-10 inference) with an "
@@ -115,7 +116,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "`steerlab demo`: the budget IBC-Langevin preset on 2-D particle, stopped after a few minutes "
         "(see `steerlab demo --help`), evaluated on 50 episodes",
         TrainConfig(
-            policy=IBCConfig(chain_dtype="bfloat16"),
+            policy=IBCConfig(chain_dtype="auto"),
             steps=100_000, batch_size=128, log_interval=100, ckpt_interval=500,
             eval=dataclasses.replace(TrainConfig().eval, episodes=50, batch=50),
         ),

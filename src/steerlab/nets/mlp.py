@@ -34,7 +34,66 @@ def _dense(d_in: int, d_out: int, init_std: float | None, spectral_norm: bool) -
     return layer
 
 
-class MLPResNet(nn.Module):
+class _EnergyMLP(nn.Module):
+    """What IBC's two layer types share: Dense(in, width) -> hidden layers (``_trunk``) -> Dense(out_dim), the
+    split first layer (observation part computed once per row) and the spectral-norm handling."""
+
+    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, dropout: float, spectral_norm: bool,
+                 init_std: float | None):
+        super().__init__()
+        if in_dim <= 0 or out_dim <= 0 or width <= 0:
+            raise ValueError(f"in_dim, out_dim and width must be positive, got {in_dim}, {out_dim}, {width}")
+        self.in_dim, self.out_dim, self.width, self.depth = in_dim, out_dim, width, depth
+        self.dropout = dropout
+        self.init_std, self.spectral_norm = init_std, spectral_norm
+        self.proj = _dense(in_dim, width, init_std, spectral_norm)
+
+    def _make_head(self) -> None:
+        """The output layer, made after the hidden layers (the order of the N(0, 0.05²) draws)."""
+        self.head = _dense(self.width, self.out_dim, self.init_std, self.spectral_norm)
+
+    def _trunk(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., in_dim] -> [..., out_dim]``."""
+        return self._trunk(self.proj(x))
+
+    def forward_split(self, x_head: torch.Tensor, x_tail: torch.Tensor) -> torch.Tensor:
+        """``forward(cat([x_head broadcast over samples, x_tail], -1))`` without materializing the concat.
+
+        ``x_head [B, Dh]`` (e.g. the observation), ``x_tail [B, N, Dt]`` (e.g. N actions) -> ``[B, N, out_dim]``.
+        The first layer's product with ``x_head`` is computed once per row instead of once per sample.
+        """
+        dh = x_head.shape[-1]
+        w0 = self.proj.weight
+        h = (x_head @ w0[:, :dh].T + self.proj.bias).unsqueeze(1) + x_tail @ w0[:, dh:].T
+        return self._trunk(h)
+
+    @contextlib.contextmanager
+    def _spectral_norm_frozen(self):
+        """Read spectral-normalized weights without running a power iteration."""
+        sn = [m for m in self.modules() if type(m).__name__ == "_SpectralNorm"]
+        modes = [m.training for m in sn]
+        for m in sn:
+            m.train(False)
+        try:
+            yield
+        finally:
+            for m, mode in zip(sn, modes):
+                m.train(mode)
+
+    def _grad_weights(self, dh: int, dt: torch.dtype):
+        """First- and last-layer weights in ``dt`` for the hand-written input gradient (read as they are:
+        no dropout, no spectral-norm power iteration, as IBC runs its MCMC chains with ``training=False``)."""
+        if self.out_dim != 1:
+            raise ValueError("input_grad is defined for a scalar output (out_dim == 1)")
+        w0 = self.proj.weight.to(dt)
+        return (w0[:, :dh].T.contiguous(), w0[:, dh:].T.contiguous(), w0[:, dh:].contiguous(), self.proj.bias.to(dt),
+                self.head.weight[0].to(dt), self.head.bias[0].to(dt))
+
+
+class MLPResNet(_EnergyMLP):
     """Dense(width) -> depth/2 pre-activation residual blocks -> Dense(out_dim).
 
     Args:
@@ -58,34 +117,14 @@ class MLPResNet(nn.Module):
         spectral_norm: bool = False,
         init_std: float | None = 0.05,
     ):
-        super().__init__()
         if depth % 2 != 0 or depth < 0:
             raise ValueError(f"depth must be a non-negative even number (IBC: 2 layers per residual block), got {depth}")
-        if in_dim <= 0 or out_dim <= 0 or width <= 0:
-            raise ValueError(f"in_dim, out_dim and width must be positive, got {in_dim}, {out_dim}, {width}")
-        self.in_dim, self.out_dim, self.width, self.depth = in_dim, out_dim, width, depth
-        self.dropout = dropout
-        self.proj = _dense(in_dim, width, init_std, spectral_norm)
+        super().__init__(in_dim, out_dim, width, depth, dropout, spectral_norm, init_std)
         self.blocks = nn.ModuleList(
             nn.ModuleList([_dense(width, width, init_std, spectral_norm), _dense(width, width, init_std, spectral_norm)])
             for _ in range(depth // 2)
         )
-        self.head = _dense(width, out_dim, init_std, spectral_norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [..., in_dim] -> [..., out_dim]``."""
-        return self._trunk(self.proj(x))
-
-    def forward_split(self, x_head: torch.Tensor, x_tail: torch.Tensor) -> torch.Tensor:
-        """``forward(cat([x_head broadcast over samples, x_tail], -1))`` without materializing the concat.
-
-        ``x_head [B, Dh]`` (e.g. the observation), ``x_tail [B, N, Dt]`` (e.g. N actions) -> ``[B, N, out_dim]``.
-        The first layer's product with ``x_head`` is computed once per row instead of once per sample.
-        """
-        dh = x_head.shape[-1]
-        w0 = self.proj.weight
-        h = (x_head @ w0[:, :dh].T + self.proj.bias).unsqueeze(1) + x_tail @ w0[:, dh:].T
-        return self._trunk(h)
+        self._make_head()
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
@@ -123,21 +162,11 @@ class MLPResNet(nn.Module):
         Runs in inference mode semantics: no dropout, and spectral-norm weights are read as they
         are (no power iteration), as IBC runs its MCMC chains with ``training=False``.
         """
-        if self.out_dim != 1:
-            raise ValueError("input_grad is defined for a scalar output (out_dim == 1)")
         dt = dtype or x_tail.dtype
         with self._spectral_norm_frozen(), torch.no_grad():
-            dh = x_head.shape[-1]
-            w0 = self.proj.weight.to(dt)
-            weights = (
-                w0[:, :dh].T.contiguous(),
-                w0[:, dh:].T.contiguous(),
-                w0[:, dh:].contiguous(),
-                self.proj.bias.to(dt),
-                [(l1.weight.to(dt), l1.bias.to(dt), l2.weight.to(dt), l2.bias.to(dt)) for l1, l2 in self.blocks],
-                self.head.weight[0].to(dt),
-                self.head.bias[0].to(dt),
-            )
+            w_head_t, w_tail_t, w_tail, b0, w_out, b_out = self._grad_weights(x_head.shape[-1], dt)
+            blocks = [(l1.weight.to(dt), l1.bias.to(dt), l2.weight.to(dt), l2.bias.to(dt)) for l1, l2 in self.blocks]
+            weights = (w_head_t, w_tail_t, w_tail, b0, blocks, w_out, b_out)
         step = max(1, chunk_rows // max(1, x_tail.shape[1]))
         parts = [
             self._input_grad(weights, x_head[i : i + step].to(dt), x_tail[i : i + step].to(dt), need_value)
@@ -145,19 +174,6 @@ class MLPResNet(nn.Module):
         ]
         value = torch.cat([p[0] for p in parts]).to(x_tail.dtype) if need_value else None
         return value, torch.cat([p[1] for p in parts]).to(x_tail.dtype)
-
-    @contextlib.contextmanager
-    def _spectral_norm_frozen(self):
-        """Read spectral-normalized weights without running a power iteration."""
-        sn = [m for m in self.modules() if type(m).__name__ == "_SpectralNorm"]
-        modes = [m.training for m in sn]
-        for m in sn:
-            m.train(False)
-        try:
-            yield
-        finally:
-            for m, mode in zip(sn, modes):
-                m.train(mode)
 
     @staticmethod
     def _input_grad(weights, x_head, x_tail, need_value):
@@ -181,3 +197,66 @@ class MLPResNet(nn.Module):
         if g.dim() == 1:  # no residual block: the gradient is the same for every sample
             g = g.expand(b * n, g.shape[0])
         return value, (g @ w_tail).reshape(b, n, -1)
+
+
+class MLPPlain(_EnergyMLP):
+    """IBC's ``MLPDropout`` layers: ``depth`` times [Dense(width) -> ReLU -> Dropout], then Dense(out_dim).
+
+    The layer type of the repo's particle DFO config (``particle/mlp_ebm_dfo.gin``: ``MLPEBM.layers =
+    'MLPDropout'``). Same interface as :class:`MLPResNet` (``forward``, ``forward_split``, ``input_grad``);
+    kernels and biases initialized N(0, 0.05²), optional spectral normalization.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 1,
+        width: int = 256,
+        depth: int = 2,
+        dropout: float = 0.0,
+        spectral_norm: bool = False,
+        init_std: float | None = 0.05,
+    ):
+        if depth < 1:
+            raise ValueError(f"a plain MLP needs depth >= 1 hidden layers, got {depth}")
+        super().__init__(in_dim, out_dim, width, depth, dropout, spectral_norm, init_std)
+        self.hidden = nn.ModuleList(_dense(width, width, init_std, spectral_norm) for _ in range(depth - 1))
+        self._make_head()
+
+    def _trunk(self, z: torch.Tensor) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        h = nn.functional.dropout(torch.relu(z), p, self.training)
+        for layer in self.hidden:
+            h = nn.functional.dropout(torch.relu(layer(h)), p, self.training)
+        return self.head(h)
+
+    def input_grad(
+        self,
+        x_head: torch.Tensor,
+        x_tail: torch.Tensor,
+        need_value: bool = False,
+        chunk_rows: int = 4096,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Gradient of output 0 with respect to ``x_tail`` without autograd (see :meth:`MLPResNet.input_grad`)."""
+        dt = dtype or x_tail.dtype
+        with self._spectral_norm_frozen(), torch.no_grad():
+            w_head_t, w_tail_t, w_tail, b0, w_out, b_out = self._grad_weights(x_head.shape[-1], dt)
+            hidden = [(layer.weight.to(dt), layer.bias.to(dt)) for layer in self.hidden]
+        relu_bwd = torch.ops.aten.threshold_backward
+        values, grads = [], []
+        step = max(1, chunk_rows // max(1, x_tail.shape[1]))
+        for i in range(0, x_head.shape[0], step):
+            xh, xt = x_head[i : i + step].to(dt), x_tail[i : i + step].to(dt)
+            b, n = xt.shape[:2]
+            zs = [((xh @ w_head_t + b0).unsqueeze(1) + xt @ w_tail_t).reshape(b * n, -1)]
+            for w, bias in hidden:
+                zs.append(torch.addmm(bias, torch.relu(zs[-1]), w.T))
+            if need_value:
+                values.append((torch.relu(zs[-1]) @ w_out + b_out).reshape(b, n))
+            g = relu_bwd(w_out.expand_as(zs[-1]), zs[-1], 0)  # d out / d z_last
+            for (w, _), z in zip(reversed(hidden), reversed(zs[:-1])):
+                g = relu_bwd(g @ w, z, 0)
+            grads.append((g @ w_tail).reshape(b, n, -1))
+        value = torch.cat(values).to(x_tail.dtype) if need_value else None
+        return value, torch.cat(grads).to(x_tail.dtype)

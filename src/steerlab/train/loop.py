@@ -136,7 +136,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     policy = build_policy(cfg, obs_dim, act_dim)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
     ds, val_ds = tasks.training_windows(cfg.env, cfg.n_dim, path, policy, horizon, cfg.val_episodes, cfg.seed)
-    meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds)}
+    meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds),
+            **getattr(policy, "runtime_info", {})}
     if rank == 0:
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
