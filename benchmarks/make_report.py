@@ -32,15 +32,20 @@ def section_sweep(lines):
         "Success against dimension, 2,000 oracle demos per N, evaluation on 100 episodes (env seeds 100000…100099),",
         "training stopped by a wall-clock budget per cell on this 2-core CPU machine. Produced by",
         "`python benchmarks/particle_sweep.py --methods <m> --dims <N…> --budget-min <b>` (each row's exact",
-        "training command is in `benchmarks/results/particle_sweep.json`).",
+        "training command is in `benchmarks/results/particle_sweep.json`). *threads*: torch threads of the cell",
+        "(cells at 1 thread ran two at a time, one per core); *CPU*: the cell's processor and whether it has native",
+        "bfloat16 (cells of the first sessions recorded neither: they ran with 2 threads on a CPU where bf16 chains",
+        "made the training step 2× faster than fp32, see section 2).",
         "",
-        "| method | N | budget (min) | steps trained | success | 95% CI |",
-        "|---|---|---|---|---|---|",
+        "| method | N | budget (min) | threads | CPU | steps trained | success | 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in sorted(d["cells"].values(), key=lambda c: (c["method"], c["n_dim"])):
         lo, hi = c["success_ci95"]
-        lines.append(f"| {c['method']} | {c['n_dim']} | {c['budget_min']:g} | {c['train_steps']} | "
-                     f"{_pct(c['success_rate'])} | [{_pct(lo)}, {_pct(hi)}] |")
+        m = c.get("machine")
+        cpu = f"{m['cpu']} ({'native' if m['native_bf16'] else 'no'} bf16)" if m else "not recorded"
+        lines.append(f"| {c['method']} | {c['n_dim']} | {c['budget_min']:g} | {c.get('threads') or 'not recorded'} | {cpu} | "
+                     f"{c['train_steps']} | {_pct(c['success_rate'])} | [{_pct(lo)}, {_pct(hi)}] |")
     lines += ["", "![particle sweep](benchmarks/results/particle_sweep.png)", ""]
 
 
@@ -72,19 +77,43 @@ def section_speed(lines):
     lines += ["", "![speed](benchmarks/results/langevin_speed.png)", ""]
 
 
-def section_compute(lines):
-    d = _load("compute_to_success")
-    lines += ["## 3. Compute to success", ""]
+def section_chain_dtype(lines):
+    d = _load("chain_dtype")
+    lines += ["### 2b. bfloat16 or float32 chains, per CPU", ""]
     if not d:
         lines += ["Not measured yet.", ""]
         return
-    lines += [f"`{d['command']}`", "", "| N | wall time to 90% success (s) | steps | success at each evaluation |", "|---|---|---|---|"]
-    for c in d["cells"]:
-        lines.append(f"| {c['n_dim']} | {c['seconds_to_target'] if c['seconds_to_target'] is not None else 'not reached'} | "
-                     f"{c['steps_to_target'] if c['steps_to_target'] is not None else '-'} | "
-                     f"{', '.join(f'{s}:{_pct(v)}' for s, v in c['curve'])} |")
+    lines += [f"`{d['command']}` — one Langevin chain step (`MLPResNet.input_grad`, 256×2 energy MLP), fp32 and bf16 "
+              "interleaved; `auto` (the budget and demo presets) picks bf16 only where the CPU has native bf16.", "",
+              "| CPU | native bf16 | threads | chains | fp32 (ms) | bf16 (ms) | bf16 / fp32 | auto picks |",
+              "|---|---|---|---|---|---|---|---|"]
+    for cpu, c in d["cpus"].items():
+        for chains, t in c["ms_per_chain_step"].items():
+            lines.append(f"| {cpu} | {'yes' if c['machine']['native_bf16'] else 'no'} | {c['machine']['threads']} | "
+                         f"{chains} | {t['float32']:.2f} | {t['bfloat16']:.2f} | {c['bf16_over_fp32'][chains]:.1f} | "
+                         f"{c['auto_resolves_to']} |")
     lines.append("")
 
+
+def section_compute(lines):
+    d = _load("compute_to_success")
+    lines += ["## 3. Compute to success", ""]
+    cells = [c for c in (d or {}).get("cells", {}).values() if "preset" in c] if isinstance((d or {}).get("cells"), dict) else []
+    if not cells:
+        lines += ["Not measured yet.", ""]
+        return
+    lines += ["Training wall time (evaluation excluded) until the first evaluation at or above the target "
+              "success, from `python benchmarks/compute_to_success.py` (each row's command below; evaluation on fixed "
+              "seeds; the last point of each curve is the end-of-training evaluation).", "",
+              "| preset | N | target | budget (min) | threads | time to target (s) | steps | success at (step, train s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        reached = c["seconds_to_target"] is not None
+        curve = ", ".join(f"{_pct(v)} ({s}, {t} s)" for s, t, v in c["curve"])
+        lines.append(f"| {c['preset']} | {c['n_dim']} | {_pct(c['target'])} | {c['budget_min']:g} | {c['threads']} | "
+                     f"{c['seconds_to_target'] if reached else 'not reached'} | {c['steps_to_target'] if reached else '-'} | "
+                     f"{curve} |")
+    lines += ["", "Commands: " + "; ".join(f"`{c['command']}`" for c in cells), ""]
 
 
 def _cmd(d):
@@ -286,6 +315,7 @@ def main():
              "with it; this file is regenerated by `python benchmarks/make_report.py`. Machine: 2 CPU cores, no GPU.", ""]
     section_sweep(lines)
     section_speed(lines)
+    section_chain_dtype(lines)
     section_compute(lines)
     section_grad_memory(lines)
     section_latency(lines)

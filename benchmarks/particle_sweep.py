@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -61,18 +62,21 @@ def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: in
            "--no-progress", "--resume"] + (["--threads", str(threads)] if threads else [])
     run = runs_dir / name
     t0 = time.time()
-    if _finished(run):
+    ran_here = not _finished(run)
+    if not ran_here:
         print(f"{run}: already trained and evaluated on its latest checkpoint; reading its metrics.json")
     else:
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
+    here = {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "git", "date", "threads")}
     m = json.loads((run / "metrics.json").read_text())
     return {
         "method": method, "n_dim": n_dim, "seed": seed, "budget_min": budget_min, "command": " ".join(cmd),
         "success_rate": m["success_rate"], "success_ci95": m["success_ci95"], "episodes": m["episodes"],
         "train_steps": m.get("train", {}).get("steps"), "train_seconds": m.get("train", {}).get("train_seconds"),
         "eval_seconds": m["seconds"], "wall_seconds": time.time() - t0, "run_dir": str(run),
-        "threads": threads, "machine": {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "git", "date")},
+        # the machine and threads of a run trained by an earlier invocation are not known here
+        "threads": (threads or here["threads"]) if ran_here else None, "machine": here if ran_here else None,
     }
 
 
@@ -130,7 +134,9 @@ def main():
                 data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir),
                                               args.threads)
                 data = {**load(), "cells": {**load()["cells"], key: data["cells"][key]}}
-                OUT.write_text(json.dumps(data, indent=2))
+                tmp = OUT.with_suffix(f".{os.getpid()}.tmp")  # atomic: two sweep parts may run side by side
+                tmp.write_text(json.dumps(data, indent=2))
+                os.replace(tmp, OUT)
                 print(json.dumps(data["cells"][key]), flush=True)
                 plot(data)
     plot(data)

@@ -26,5 +26,6 @@ def cpu_flags() -> frozenset[str]:
 
 def native_bf16() -> bool:
     """True if the CPU multiplies bfloat16 matrices natively; without it PyTorch emulates bf16 and a bf16
-    matrix product is many times *slower* than float32 (24x for the IBC chain on an AVX2-only EPYC)."""
+    matrix product is many times *slower* than float32 (see benchmarks/chain_dtype.py). Conservative: AVX-512
+    CPUs without the bf16 extension, where oneDNN's bf16 may be tolerable, get False too."""
     return platform.system() == "Linux" and any(f in cpu_flags() for f in BF16_FLAGS)

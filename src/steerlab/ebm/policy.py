@@ -59,7 +59,7 @@ class IBCConfig:
     depth: int = 2
     """dense layers: in the residual stack for 'resnet' (even; 2 = one block), hidden layers for 'mlp'"""
     dropout: float = 0.0
-    """dropout rate inside the residual blocks"""
+    """dropout rate after each activation of the energy network"""
     spectral_norm: bool = False
     """spectral normalization on every dense layer"""
     n_obs_steps: int = 2
@@ -94,7 +94,7 @@ class IBCConfig:
     dfo_noise_std: float = 0.33
     dfo_noise_shrink: float = 0.5
     chain_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
-    """compute dtype of the Langevin chains' matrix products (bfloat16: several times faster on CPUs with
+    """compute dtype of the Langevin chains' matrix products (bfloat16: 1.4-2x faster on CPUs with
     native bf16 units, many times slower on CPUs without; 'auto': bfloat16 only where the CPU has native
     bf16, see steerlab.hw.native_bf16). The loss, the final selection and the actions stay float32."""
     stats_samples: int | None = 5000
@@ -104,7 +104,8 @@ class IBCConfig:
 
 
 class IBCPolicy(Policy):
-    """An implicit policy ``argmin_a E(o, a)`` with ``E = -f``, ``f`` an :class:`MLPResNet`."""
+    """An implicit policy ``argmin_a E(o, a)`` with ``E = -f``, ``f`` an :class:`MLPResNet`
+    (or, with ``layers='mlp'``, an :class:`MLPPlain`)."""
 
     def __init__(self, cfg: IBCConfig, obs_dim: int, act_dim: int):
         super().__init__()

@@ -1,5 +1,5 @@
 """Network building blocks."""
 
-from steerlab.nets.mlp import MLPResNet
+from steerlab.nets.mlp import MLPPlain, MLPResNet
 
-__all__ = ["MLPResNet"]
+__all__ = ["MLPPlain", "MLPResNet"]

@@ -1,4 +1,5 @@
-"""IBC's MLP with pre-activation residual blocks.
+"""IBC's energy MLPs: pre-activation residual blocks (:class:`MLPResNet`, the Langevin configs) and plain
+ReLU layers (:class:`MLPPlain`, IBC's ``MLPDropout``, the particle DFO config).
 
 Layout (google-research/ibc ``networks/mlp_ebm.py`` + ``layers/resnet.py``)::
 
