@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,18 @@ from common import machine  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "compute_to_success.json"
+
+
+def save_cell(key: str, cell: dict) -> None:
+    """Merge one cell into the results file (re-read just before writing, written atomically: two invocations
+    may run side by side, one per core)."""
+    old = json.loads(OUT.read_text()).get("cells") if OUT.exists() else None
+    cells = old if isinstance(old, dict) else {}  # cells of earlier invocations, keyed preset/N
+    cells[key] = cell
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = OUT.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"cells": cells}, indent=2))
+    os.replace(tmp, OUT)
 
 
 def main():
@@ -37,8 +50,6 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--runs-dir", default="runs")
     args = ap.parse_args()
-    old = json.loads(OUT.read_text()).get("cells") if OUT.exists() else None
-    out = {"cells": old if isinstance(old, dict) else {}}  # cells of earlier invocations, keyed preset/N
     for preset in args.presets:
         for n in args.dims:
             name = f"c2s-{preset}-{n}d"
@@ -56,15 +67,14 @@ def main():
             summary = json.loads((run / "train_summary.json").read_text())
             curve.append((summary["steps"], round(summary["train_seconds"]), final["success_rate"]))
             hit = next((c for c in curve if c[2] >= args.target), None)
-            out["cells"][f"{preset}/{n}"] = {
+            cell = {
                 "preset": preset, "n_dim": n, "command": " ".join(cmd), "budget_min": args.budget_min, "target": args.target,
                 "episodes": args.episodes, "curve": curve, "seconds_to_target": hit[1] if hit else None,
                 "steps_to_target": hit[0] if hit else None, "threads": args.threads or machine()["threads"],
                 "machine": {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "git", "date")},
             }
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            OUT.write_text(json.dumps(out, indent=2))
-            print(json.dumps(out["cells"][f"{preset}/{n}"]), flush=True)
+            save_cell(f"{preset}/{n}", cell)
+            print(json.dumps(cell), flush=True)
 
 
 if __name__ == "__main__":
