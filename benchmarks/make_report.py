@@ -44,7 +44,7 @@ def section_sweep(lines):
         lo, hi = c["success_ci95"]
         m = c.get("machine")
         cpu = f"{m['cpu']} ({'native' if m['native_bf16'] else 'no'} bf16)" if m else "not recorded"
-        lines.append(f"| {c['method']} | {c['n_dim']} | {c['budget_min']:g} | {c.get('threads') or 'not recorded'} | {cpu} | "
+        lines.append(f"| {c['method']} | {c['n_dim']} | {c['budget_min']:g} | {c.get('threads') or 'default'} | {cpu} | "
                      f"{c['train_steps']} | {_pct(c['success_rate'])} | [{_pct(lo)}, {_pct(hi)}] |")
     lines += ["", "![particle sweep](benchmarks/results/particle_sweep.png)", ""]
 

@@ -87,22 +87,24 @@ def plot(data: dict) -> None:
     import matplotlib.pyplot as plt
 
     cells = list(data["cells"].values())
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for method in METHODS:
         pts = sorted((c["n_dim"], c["success_rate"], *c["success_ci95"]) for c in cells if c["method"] == method)
         if not pts:
             continue
         x, y, lo, hi = map(list, zip(*pts))
+        mc = [c for c in cells if c["method"] == method]
+        budget = "/".join(f"{b:g}" for b in sorted({c["budget_min"] for c in mc}))
+        threads = "/".join(sorted({str(c.get("threads") or "default") for c in mc}))
         ax.errorbar(x, y, yerr=[[max(0.0, a - b) for a, b in zip(y, lo)], [max(0.0, b - a) for a, b in zip(y, hi)]], marker="o",
-                    capsize=3, label=method)
+                    capsize=3, label=f"{method} ({budget} min, {threads} thr)")
     ax.set_xscale("log", base=2)
     ax.set_xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("particle dimension N")
     ax.set_ylabel("success rate (100 episodes, 95% Wilson)")
-    budgets = sorted({c["budget_min"] for c in cells})
-    ax.set_title(f"N-D particle, 2,000 demos, training budget {budgets} min on 2 CPU cores")
-    ax.legend()
+    ax.set_title("N-D particle, 2,000 demos, wall-clock training budget per cell (2-core CPU)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(RESULTS / "particle_sweep.png", dpi=90)
