@@ -115,7 +115,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "demo": (
         "`steerlab demo`: the budget IBC-Langevin preset on 2-D particle, stopped after a few minutes "
         "(see `steerlab demo --help`), evaluated on 50 episodes with 128 inference chains (512 in the other "
-        "presets; a quarter of the evaluation time on CPUs without native bf16)",
+        "presets: a quarter of the evaluation time)",
         TrainConfig(
             policy=IBCConfig(chain_dtype="auto", inference_samples=128),
             steps=100_000, batch_size=128, log_interval=100, ckpt_interval=500,
