@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -38,6 +39,19 @@ def machine() -> dict:
                               cwd=Path(__file__).parent).stdout.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def machine_brief() -> dict:
+    """The machine facts a result cell records: CPU, native bf16, torch threads, commit, date."""
+    return {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "threads", "git", "date")}
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write ``obj`` as JSON through a temporary file and a rename (several benchmark processes may write the
+    same results file side by side)."""
+    tmp = Path(path).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str, float]:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine_brief, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "compute_to_success.json"
@@ -34,9 +33,7 @@ def save_cell(key: str, cell: dict) -> None:
     cells = old if isinstance(old, dict) else {}  # cells of earlier invocations, keyed preset/N
     cells[key] = cell
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"cells": cells}, indent=2))
-    os.replace(tmp, OUT)
+    write_json_atomic(OUT, {"cells": cells})
 
 
 def main():
@@ -67,11 +64,12 @@ def main():
             summary = json.loads((run / "train_summary.json").read_text())
             curve.append((summary["steps"], round(summary["train_seconds"]), final["success_rate"]))
             hit = next((c for c in curve if c[2] >= args.target), None)
+            here = machine_brief()
             cell = {
                 "preset": preset, "n_dim": n, "command": " ".join(cmd), "budget_min": args.budget_min, "target": args.target,
                 "episodes": args.episodes, "curve": curve, "seconds_to_target": hit[1] if hit else None,
-                "steps_to_target": hit[0] if hit else None, "threads": args.threads or machine()["threads"],
-                "machine": {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "git", "date")},
+                "steps_to_target": hit[0] if hit else None, "threads": args.threads or here["threads"],
+                "machine": here,
             }
             save_cell(f"{preset}/{n}", cell)
             print(json.dumps(cell), flush=True)

@@ -98,7 +98,8 @@ def section_chain_dtype(lines):
 def section_compute(lines):
     d = _load("compute_to_success")
     lines += ["## 3. Compute to success", ""]
-    cells = [c for c in (d or {}).get("cells", {}).values() if "preset" in c] if isinstance((d or {}).get("cells"), dict) else []
+    cells = (d or {}).get("cells")  # files of the old script held a list of cells without their preset
+    cells = [c for c in cells.values() if "preset" in c] if isinstance(cells, dict) else []
     if not cells:
         lines += ["Not measured yet.", ""]
         return

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine_brief, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "particle_sweep.json"
@@ -68,7 +67,7 @@ def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: in
     else:
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
-    here = {k: v for k, v in machine().items() if k in ("cpu", "native_bf16", "git", "date", "threads")}
+    here = machine_brief()
     m = json.loads((run / "metrics.json").read_text())
     return {
         "method": method, "n_dim": n_dim, "seed": seed, "budget_min": budget_min, "command": " ".join(cmd),
@@ -136,9 +135,7 @@ def main():
                 data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir),
                                               args.threads)
                 data = {**load(), "cells": {**load()["cells"], key: data["cells"][key]}}
-                tmp = OUT.with_suffix(f".{os.getpid()}.tmp")  # atomic: two sweep parts may run side by side
-                tmp.write_text(json.dumps(data, indent=2))
-                os.replace(tmp, OUT)
+                write_json_atomic(OUT, data)  # two sweep parts may run side by side
                 print(json.dumps(data["cells"][key]), flush=True)
                 plot(data)
     plot(data)

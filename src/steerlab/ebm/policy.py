@@ -127,9 +127,9 @@ class IBCPolicy(Policy):
         self.n_action_steps = 1
         head_dim = obs_dim * cfg.n_obs_steps
         ar = cfg.energy == "autoregressive"
-        if cfg.layers not in ("resnet", "mlp"):
+        net_cls = {"resnet": MLPResNet, "mlp": MLPPlain}.get(cfg.layers)
+        if net_cls is None:
             raise ValueError(f"layers must be 'resnet' or 'mlp', got {cfg.layers!r}")
-        net_cls = {"resnet": MLPResNet, "mlp": MLPPlain}[cfg.layers]
         self.net = net_cls(
             head_dim + (2 * act_dim if ar else act_dim),
             out_dim=act_dim if ar else 1,

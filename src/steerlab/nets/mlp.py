@@ -39,21 +39,44 @@ class _EnergyMLP(nn.Module):
     """What IBC's two layer types share: Dense(in, width) -> hidden layers (``_trunk``) -> Dense(out_dim), the
     split first layer (observation part computed once per row) and the spectral-norm handling."""
 
-    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, dropout: float, spectral_norm: bool,
-                 init_std: float | None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 1,
+        width: int = 256,
+        depth: int = 2,
+        dropout: float = 0.0,
+        spectral_norm: bool = False,
+        init_std: float | None = 0.05,
+    ):
         super().__init__()
+        self._check_depth(depth)
         if in_dim <= 0 or out_dim <= 0 or width <= 0:
             raise ValueError(f"in_dim, out_dim and width must be positive, got {in_dim}, {out_dim}, {width}")
         self.in_dim, self.out_dim, self.width, self.depth = in_dim, out_dim, width, depth
         self.dropout = dropout
-        self.init_std, self.spectral_norm = init_std, spectral_norm
-        self.proj = _dense(in_dim, width, init_std, spectral_norm)
+        dense = lambda i, o: _dense(i, o, init_std, spectral_norm)  # noqa: E731
+        self.proj = dense(in_dim, width)
+        self._build_hidden(dense)
+        self.head = dense(width, out_dim)  # made after the hidden layers: the order of the N(0, 0.05²) draws
 
-    def _make_head(self) -> None:
-        """The output layer, made after the hidden layers (the order of the N(0, 0.05²) draws)."""
-        self.head = _dense(self.width, self.out_dim, self.init_std, self.spectral_norm)
+    def _check_depth(self, depth: int) -> None:
+        raise NotImplementedError
+
+    def _build_hidden(self, dense) -> None:
+        """Create the hidden layers with ``dense(d_in, d_out)``."""
+        raise NotImplementedError
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _hidden_weights(self, dt: torch.dtype) -> list:
+        """The hidden layers' weights and biases in ``dt``, as :meth:`_input_grad_chunk` reads them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _input_grad_chunk(weights, x_head, x_tail, need_value):
+        """``(value [b, n] or None, grad [b, n, Dt])`` for one chunk of rows."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,57 +107,6 @@ class _EnergyMLP(nn.Module):
             for m, mode in zip(sn, modes):
                 m.train(mode)
 
-    def _grad_weights(self, dh: int, dt: torch.dtype):
-        """First- and last-layer weights in ``dt`` for the hand-written input gradient (read as they are:
-        no dropout, no spectral-norm power iteration, as IBC runs its MCMC chains with ``training=False``)."""
-        if self.out_dim != 1:
-            raise ValueError("input_grad is defined for a scalar output (out_dim == 1)")
-        w0 = self.proj.weight.to(dt)
-        return (w0[:, :dh].T.contiguous(), w0[:, dh:].T.contiguous(), w0[:, dh:].contiguous(), self.proj.bias.to(dt),
-                self.head.weight[0].to(dt), self.head.bias[0].to(dt))
-
-
-class MLPResNet(_EnergyMLP):
-    """Dense(width) -> depth/2 pre-activation residual blocks -> Dense(out_dim).
-
-    Args:
-        in_dim: input features.
-        out_dim: output features (1 for an energy).
-        width: hidden width.
-        depth: number of dense layers inside the residual stack; must be even (IBC's convention:
-            depth 2 = one residual block).
-        dropout: dropout rate applied after each activation inside the blocks.
-        spectral_norm: wrap every dense layer in spectral normalization.
-        init_std: std of the normal init of kernels and biases (IBC: 0.05); None: PyTorch's default init.
-    """
-
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int = 1,
-        width: int = 256,
-        depth: int = 2,
-        dropout: float = 0.0,
-        spectral_norm: bool = False,
-        init_std: float | None = 0.05,
-    ):
-        if depth % 2 != 0 or depth < 0:
-            raise ValueError(f"depth must be a non-negative even number (IBC: 2 layers per residual block), got {depth}")
-        super().__init__(in_dim, out_dim, width, depth, dropout, spectral_norm, init_std)
-        self.blocks = nn.ModuleList(
-            nn.ModuleList([_dense(width, width, init_std, spectral_norm), _dense(width, width, init_std, spectral_norm)])
-            for _ in range(depth // 2)
-        )
-        self._make_head()
-
-    def _trunk(self, h: torch.Tensor) -> torch.Tensor:
-        p = self.dropout if self.training else 0.0
-        for l1, l2 in self.blocks:
-            y = l1(nn.functional.dropout(torch.relu(h), p, self.training))
-            y = l2(nn.functional.dropout(torch.relu(y), p, self.training))
-            h = h + y
-        return self.head(h)
-
     # ------------------------------------------------------------------ fast input gradient
     def input_grad(
         self,
@@ -154,8 +126,8 @@ class MLPResNet(_EnergyMLP):
             need_value: also return the output ``[B, N]``.
             chunk_rows: rows (``B·N``) processed at a time; chunks that fit in cache run about 2-3x faster
                 on CPU than one pass over 50k rows (measured in ``benchmarks/bench_langevin.py``).
-            dtype: compute dtype of the matrix products (e.g. ``torch.bfloat16``, several times faster on
-                CPUs with bf16 matrix units); results are returned in ``x_tail``'s dtype.
+            dtype: compute dtype of the matrix products (e.g. ``torch.bfloat16``, faster on CPUs with
+                native bf16 matrix units, much slower without); results are returned in ``x_tail``'s dtype.
 
         Returns:
             ``(out [B, N] or None, d out[...,0] / d x_tail [B, N, Dt])``.
@@ -163,21 +135,59 @@ class MLPResNet(_EnergyMLP):
         Runs in inference mode semantics: no dropout, and spectral-norm weights are read as they
         are (no power iteration), as IBC runs its MCMC chains with ``training=False``.
         """
+        if self.out_dim != 1:
+            raise ValueError("input_grad is defined for a scalar output (out_dim == 1)")
         dt = dtype or x_tail.dtype
+        dh = x_head.shape[-1]
         with self._spectral_norm_frozen(), torch.no_grad():
-            w_head_t, w_tail_t, w_tail, b0, w_out, b_out = self._grad_weights(x_head.shape[-1], dt)
-            blocks = [(l1.weight.to(dt), l1.bias.to(dt), l2.weight.to(dt), l2.bias.to(dt)) for l1, l2 in self.blocks]
-            weights = (w_head_t, w_tail_t, w_tail, b0, blocks, w_out, b_out)
+            w0 = self.proj.weight.to(dt)
+            weights = (w0[:, :dh].T.contiguous(), w0[:, dh:].T.contiguous(), w0[:, dh:].contiguous(),
+                       self.proj.bias.to(dt), self._hidden_weights(dt), self.head.weight[0].to(dt),
+                       self.head.bias[0].to(dt))
         step = max(1, chunk_rows // max(1, x_tail.shape[1]))
         parts = [
-            self._input_grad(weights, x_head[i : i + step].to(dt), x_tail[i : i + step].to(dt), need_value)
+            self._input_grad_chunk(weights, x_head[i : i + step].to(dt), x_tail[i : i + step].to(dt), need_value)
             for i in range(0, x_head.shape[0], step)
         ]
         value = torch.cat([p[0] for p in parts]).to(x_tail.dtype) if need_value else None
         return value, torch.cat([p[1] for p in parts]).to(x_tail.dtype)
 
+
+class MLPResNet(_EnergyMLP):
+    """Dense(width) -> depth/2 pre-activation residual blocks -> Dense(out_dim).
+
+    Args:
+        in_dim: input features.
+        out_dim: output features (1 for an energy).
+        width: hidden width.
+        depth: number of dense layers inside the residual stack; must be even (IBC's convention:
+            depth 2 = one residual block).
+        dropout: dropout rate applied after each activation inside the blocks.
+        spectral_norm: wrap every dense layer in spectral normalization.
+        init_std: std of the normal init of kernels and biases (IBC: 0.05); None: PyTorch's default init.
+    """
+
+    def _check_depth(self, depth: int) -> None:
+        if depth % 2 != 0 or depth < 0:
+            raise ValueError(f"depth must be a non-negative even number (IBC: 2 layers per residual block), got {depth}")
+
+    def _build_hidden(self, dense) -> None:
+        w = self.width
+        self.blocks = nn.ModuleList(nn.ModuleList([dense(w, w), dense(w, w)]) for _ in range(self.depth // 2))
+
+    def _trunk(self, h: torch.Tensor) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        for l1, l2 in self.blocks:
+            y = l1(nn.functional.dropout(torch.relu(h), p, self.training))
+            y = l2(nn.functional.dropout(torch.relu(y), p, self.training))
+            h = h + y
+        return self.head(h)
+
+    def _hidden_weights(self, dt):
+        return [(l1.weight.to(dt), l1.bias.to(dt), l2.weight.to(dt), l2.bias.to(dt)) for l1, l2 in self.blocks]
+
     @staticmethod
-    def _input_grad(weights, x_head, x_tail, need_value):
+    def _input_grad_chunk(weights, x_head, x_tail, need_value):
         w_head_t, w_tail_t, w_tail, b0, blocks, w_out, b_out = weights
         b, n = x_tail.shape[:2]
         # rows = b * n; the observation part of the first layer is computed once per row of x_head
@@ -208,21 +218,12 @@ class MLPPlain(_EnergyMLP):
     kernels and biases initialized N(0, 0.05²), optional spectral normalization.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int = 1,
-        width: int = 256,
-        depth: int = 2,
-        dropout: float = 0.0,
-        spectral_norm: bool = False,
-        init_std: float | None = 0.05,
-    ):
+    def _check_depth(self, depth: int) -> None:
         if depth < 1:
             raise ValueError(f"a plain MLP needs depth >= 1 hidden layers, got {depth}")
-        super().__init__(in_dim, out_dim, width, depth, dropout, spectral_norm, init_std)
-        self.hidden = nn.ModuleList(_dense(width, width, init_std, spectral_norm) for _ in range(depth - 1))
-        self._make_head()
+
+    def _build_hidden(self, dense) -> None:
+        self.hidden = nn.ModuleList(dense(self.width, self.width) for _ in range(self.depth - 1))
 
     def _trunk(self, z: torch.Tensor) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
@@ -231,33 +232,19 @@ class MLPPlain(_EnergyMLP):
             h = nn.functional.dropout(torch.relu(layer(h)), p, self.training)
         return self.head(h)
 
-    def input_grad(
-        self,
-        x_head: torch.Tensor,
-        x_tail: torch.Tensor,
-        need_value: bool = False,
-        chunk_rows: int = 4096,
-        dtype: torch.dtype | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Gradient of output 0 with respect to ``x_tail`` without autograd (see :meth:`MLPResNet.input_grad`)."""
-        dt = dtype or x_tail.dtype
-        with self._spectral_norm_frozen(), torch.no_grad():
-            w_head_t, w_tail_t, w_tail, b0, w_out, b_out = self._grad_weights(x_head.shape[-1], dt)
-            hidden = [(layer.weight.to(dt), layer.bias.to(dt)) for layer in self.hidden]
+    def _hidden_weights(self, dt):
+        return [(layer.weight.to(dt), layer.bias.to(dt)) for layer in self.hidden]
+
+    @staticmethod
+    def _input_grad_chunk(weights, x_head, x_tail, need_value):
+        w_head_t, w_tail_t, w_tail, b0, hidden, w_out, b_out = weights
         relu_bwd = torch.ops.aten.threshold_backward
-        values, grads = [], []
-        step = max(1, chunk_rows // max(1, x_tail.shape[1]))
-        for i in range(0, x_head.shape[0], step):
-            xh, xt = x_head[i : i + step].to(dt), x_tail[i : i + step].to(dt)
-            b, n = xt.shape[:2]
-            zs = [((xh @ w_head_t + b0).unsqueeze(1) + xt @ w_tail_t).reshape(b * n, -1)]
-            for w, bias in hidden:
-                zs.append(torch.addmm(bias, torch.relu(zs[-1]), w.T))
-            if need_value:
-                values.append((torch.relu(zs[-1]) @ w_out + b_out).reshape(b, n))
-            g = relu_bwd(w_out.expand_as(zs[-1]), zs[-1], 0)  # d out / d z_last
-            for (w, _), z in zip(reversed(hidden), reversed(zs[:-1])):
-                g = relu_bwd(g @ w, z, 0)
-            grads.append((g @ w_tail).reshape(b, n, -1))
-        value = torch.cat(values).to(x_tail.dtype) if need_value else None
-        return value, torch.cat(grads).to(x_tail.dtype)
+        b, n = x_tail.shape[:2]
+        zs = [((x_head @ w_head_t + b0).unsqueeze(1) + x_tail @ w_tail_t).reshape(b * n, -1)]
+        for w, bias in hidden:
+            zs.append(torch.addmm(bias, torch.relu(zs[-1]), w.T))
+        value = (torch.relu(zs[-1]) @ w_out + b_out).reshape(b, n) if need_value else None
+        g = relu_bwd(w_out.expand_as(zs[-1]), zs[-1], 0)  # d out / d z_last
+        for (w, _), z in zip(reversed(hidden), reversed(zs[:-1])):
+            g = relu_bwd(g @ w, z, 0)
+        return value, (g @ w_tail).reshape(b, n, -1)
