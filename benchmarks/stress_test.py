@@ -12,7 +12,14 @@ Methods at equal budget (denoiser evaluations per episode, a backward pass count
   each step (so every found noise has the norm of a typical draw), best iterate kept.
 
 The failure objective on the first predicted chunk (from the episode's first observation) is the distance of
-the chunk's last action from the first goal (maximized). Plausibility of each failing noise: the chi_d CDF of
+the chunk's last action from the first goal (maximized). Each closed-loop episode that does not succeed is a
+failure; failures are also split by mode, because the objective aims at one of them:
+- ``missed_first_goal``: the agent never came within the success tolerance (0.05) of the first goal, the
+  failure the objective aims at (the policy itself almost never fails this way);
+- ``missed_second_goal``: it reached the first goal but never the second;
+- ``left_second_goal``: it reached both but did not end inside the second goal's tolerance.
+The headline figure is the issue's: failures found per 1,000 denoiser evaluations (failing episodes over the
+evaluations spent on them), for all failures and for the targeted mode. Plausibility of each failing noise: the chi_d CDF of
 its norm (inside [0.005, 0.995] = inside the prior's central 99%) and its largest |coordinate|.
 Writes benchmarks/results/stress_test.json and .png.
 """
@@ -37,6 +44,24 @@ from steerlab.steer.noise_cli import initial_observations  # noqa: E402
 from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 from steerlab.steer.objectives import EndDistance  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+
+
+GOAL_TOL = 0.05  # the particle task's success tolerance
+
+
+def failure_mode(ep: dict) -> str | None:
+    """Why a closed-loop episode failed (None when it succeeded)."""
+    if ep["success"]:
+        return None
+    d = np.linalg.norm(ep["positions"][:, None, :] - ep["goals"][None], axis=-1)  # [T+1, 2]
+    if d[:, 0].min() >= GOAL_TOL:
+        return "missed_first_goal"
+    if d[:, 1].min() >= GOAL_TOL:
+        return "missed_second_goal"
+    return "left_second_goal"
+
+
+MODES = ("missed_first_goal", "missed_second_goal", "left_second_goal")
 
 
 def closed_loop(policy, cfg, seeds, z):
@@ -75,18 +100,28 @@ def main() -> None:
     def record(method, budget, z, nfe, seconds):
         eps = closed_loop(policy, cfg, seeds, z)
         fail = np.array([not e["success"] for e in eps])
+        modes = [failure_mode(e) for e in eps]
+        targeted = np.array([m == MODES[0] for m in modes])
         cdf = chi_cdf(z).numpy()
         maxabs = z.flatten(1).abs().max(1).values.numpy()
         k = int(fail.sum())
         lo, hi = wilson_interval(k, len(fail))
         row = {"method": method, "budget_nfe": budget, "nfe_spent": float(nfe), "failures": k, "episodes": len(fail),
                "failure_rate": k / len(fail), "ci95": [lo, hi], "search_seconds": seconds,
+               "failures_per_1000_nfe": 1000.0 * k / (len(fail) * float(nfe)),
+               "modes": {m: sum(x == m for x in modes) for m in MODES},
+               "targeted_failures": int(targeted.sum()),
+               "targeted_ci95": list(wilson_interval(int(targeted.sum()), len(fail))),
+               "targeted_per_1000_nfe": 1000.0 * int(targeted.sum()) / (len(fail) * float(nfe)),
+               "targeted_inside_99": float(np.mean((cdf[targeted] > 0.005) & (cdf[targeted] < 0.995)))
+               if targeted.any() else None,
                "objective_mean": float(objective(chain.sample_fn(z).detach()).mean()),
                "failing_chi_cdf": cdf[fail].tolist(),
                "failing_inside_99": float(np.mean((cdf[fail] > 0.005) & (cdf[fail] < 0.995))) if k else None,
                "failing_max_abs_z": maxabs[fail].tolist()}
         rows.append(row)
         print(f"{method:10s} budget {budget:5d}: {k}/{len(fail)} failures ({k / len(fail):.0%}, CI [{lo:.0%}, {hi:.0%}]), "
+              f"{row['failures_per_1000_nfe']:.2f} per 1k NFE; missed first goal {row['targeted_failures']}; "
               f"objective {row['objective_mean']:.3f}, {seconds:.0f} s search")
 
     record("random", chain.nfe, z_rand, chain.nfe, 0.0)
@@ -95,8 +130,13 @@ def main() -> None:
            "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim, "chain_nfe": chain.nfe,
            "backward_cost": bwd, "rows": rows}
     for b in a.budgets:
-        f = {r["method"]: r["failures"] for r in rows if r["budget_nfe"] == b}
-        res[f"gradient_over_best_of_n_at_{b}"] = f["gradient"] / max(f["best-of-N"], 1)
+        per = {r["method"]: r for r in rows if r["budget_nfe"] == b}
+        g, n = per["gradient"], per["best-of-N"]
+        res[f"gradient_over_best_of_n_at_{b}"] = g["failures_per_1000_nfe"] / max(n["failures_per_1000_nfe"], 1e-9)
+        res[f"targeted_gradient_over_best_of_n_at_{b}"] = (
+            g["targeted_per_1000_nfe"] / n["targeted_per_1000_nfe"] if n["targeted_failures"] else None)
+        res[f"targeted_counts_at_{b}"] = {"gradient": g["targeted_failures"], "best-of-N": n["targeted_failures"],
+                                          "CEM": per["CEM"]["targeted_failures"]}
     save("stress_test", res)
     plot(rows, a.budgets)
 
@@ -107,20 +147,24 @@ def plot(rows, budgets):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     base = [r for r in rows if r["method"] == "random"][0]
-    ax.axhline(base["failure_rate"], color="gray", ls="--", label="random noise (the policy's own failures)")
-    for m, c in (("best-of-N", "tab:blue"), ("CEM", "tab:orange"), ("gradient", "tab:red")):
-        rs = [r for r in rows if r["method"] == m]
-        y = np.array([r["failure_rate"] for r in rs])
-        lo = y - np.array([r["ci95"][0] for r in rs])
-        hi = np.array([r["ci95"][1] for r in rs]) - y
-        ax.errorbar([r["budget_nfe"] for r in rs], y, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", color=c,
-                    capsize=3, label=m)
-    ax.set_xscale("log")
-    ax.set(xlabel="search budget (denoiser evaluations per episode)", ylabel="closed-loop failure rate",
-           title="noises found to make the policy fail, held fixed in rollouts")
-    ax.legend(fontsize=8)
+    panels = (("failures", "ci95", "every closed-loop failure"),
+              ("targeted_failures", "targeted_ci95", "targeted mode: never reached the first goal"))
+    for ax, (key, ci, title) in zip(axes, panels):
+        ax.axhline(base[key] / base["episodes"], color="gray", ls="--", label="random noise (the policy's own)")
+        for m, c in (("best-of-N", "tab:blue"), ("CEM", "tab:orange"), ("gradient", "tab:red")):
+            rs = [r for r in rows if r["method"] == m]
+            y = np.array([r[key] / r["episodes"] for r in rs])
+            lo = y - np.array([r[ci][0] for r in rs])
+            hi = np.array([r[ci][1] for r in rs]) - y
+            ax.errorbar([r["budget_nfe"] for r in rs], y, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-",
+                        color=c, capsize=3, label=m)
+        ax.set_xscale("log")
+        ax.set(xlabel="search budget (denoiser evaluations per episode)", ylabel="closed-loop failure rate",
+               title=title, ylim=(0, 1))
+        ax.legend(fontsize=8)
+    fig.suptitle("noises found to make the policy fail, held fixed in rollouts", fontsize=10)
     fig.tight_layout()
     out = Path(__file__).parent / "results" / "stress_test.png"
     fig.savefig(out, dpi=110)
