@@ -106,13 +106,14 @@ def section_compute(lines):
     lines += ["Training wall time (evaluation excluded) until the first evaluation at or above the target "
               "success, from `python benchmarks/compute_to_success.py` (each row's command below; evaluation on fixed "
               "seeds; the last point of each curve is the end-of-training evaluation).", "",
-              "| preset | N | target | budget (min) | threads | time to target (s) | steps | success at (step, train s) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| preset | N | target | budget (min) | threads | episodes per evaluation | time to target (s) | steps | "
+              "success at (step, train s) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         reached = c["seconds_to_target"] is not None
         curve = ", ".join(f"{_pct(v)} ({s}, {t} s)" for s, t, v in c["curve"])
         lines.append(f"| {c['preset']} | {c['n_dim']} | {_pct(c['target'])} | {c['budget_min']:g} | {c['threads']} | "
-                     f"{c['seconds_to_target'] if reached else 'not reached'} | {c['steps_to_target'] if reached else '-'} | "
+                     f"{c['episodes']} | {c['seconds_to_target'] if reached else 'not reached'} | {c['steps_to_target'] if reached else '-'} | "
                      f"{curve} |")
     lines += ["", "Commands: " + "; ".join(f"`{c['command']}`" for c in cells), ""]
 

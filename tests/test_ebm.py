@@ -12,7 +12,7 @@ from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
 from steerlab.ebm.dfo import autoregressive_dfo, dfo
 from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
 from steerlab.ebm.losses import gradient_penalty, info_nce
-from steerlab.ebm.policy import IBCConfig, IBCPolicy
+from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig
 from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.train.schedule import tf_exponential_decay
 
@@ -252,3 +252,31 @@ def test_chain_dtype_auto_follows_native_bf16(monkeypatch):
     assert IBCPolicy(IBCConfig(chain_dtype="bfloat16"), 8, 2).chain_dtype == "bfloat16"
     with pytest.raises(ValueError, match="chain_dtype"):
         IBCPolicy(IBCConfig(chain_dtype="float16"), 8, 2)
+
+
+def test_uniform_warmup_uses_uniform_counter_examples_then_langevin():
+    """With ``uniform_warmup_steps=W`` the loss before step W is exactly the uniform-only (DFO-config) loss, and from
+    step W on exactly the Langevin loss: same weights, batch and generator seed give the same numbers."""
+    rng = np.random.default_rng(0)
+    obs, act = rng.random((256, 3)).astype(np.float32), rng.random((256, 2)).astype(np.float32)
+    batch = {"obs": torch.as_tensor(obs[:32])[:, None].repeat(1, 2, 1), "action": torch.as_tensor(act[:32])[:, None]}
+
+    def loss(cfg, step):
+        torch.manual_seed(0)
+        pol = IBCPolicy(cfg, 3, 2)
+        pol.fit_normalizers(obs, act, np.zeros(2), np.ones(2))
+        return pol.compute_loss(batch, torch.Generator().manual_seed(5), step=step)
+
+    small = dict(width=32, stats_samples=None, langevin=LangevinConfig(num_steps=5))
+    warm = IBCConfig(uniform_warmup_steps=3, **small)
+    l_uniform, _ = loss(IBCConfig(fraction_langevin_samples=0.0, **small), 0)
+    l_langevin, _ = loss(IBCConfig(**small), 0)
+    assert l_uniform.item() != l_langevin.item()  # the two phases differ on this batch
+    for step in (0, 2):
+        lw, m = loss(warm, step)
+        assert lw.item() == l_uniform.item() and m["uniform_warmup"] == 1.0
+    for step in (3, 10):
+        lw, m = loss(warm, step)
+        assert lw.item() == l_langevin.item() and m["uniform_warmup"] == 0.0
+    with pytest.raises(ValueError, match="uniform_warmup_steps"):
+        IBCPolicy(IBCConfig(uniform_warmup_steps=-1), 3, 2)

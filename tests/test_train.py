@@ -71,9 +71,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, particle2d, mon
     orig = IBCPolicy.compute_loss
     calls = {"n": 0}
 
-    def flaky(self, batch, generator=None):
+    def flaky(self, batch, generator=None, step=0):
         calls["n"] += 1
-        loss, m = orig(self, batch, generator)
+        loss, m = orig(self, batch, generator, step=step)
         return (loss * float("nan"), m) if calls["n"] == 5 else (loss, m)
 
     monkeypatch.setattr(IBCPolicy, "compute_loss", flaky)

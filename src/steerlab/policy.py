@@ -1,6 +1,6 @@
 """The policy interface every steerlab policy implements (LeRobot's convention).
 
-- ``compute_loss(batch, generator) -> (loss, metrics)`` on a training batch
+- ``compute_loss(batch, generator, step) -> (loss, metrics)`` on a training batch
   ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units;
 - ``predict_action_chunk(obs [B, n_obs, Do], generator=None) -> [B, H, A]`` raw actions;
 - ``select_action(obs [Do] or [B, Do]) -> [A] or [B, A]`` keeps the observation history and the queue of
@@ -30,7 +30,9 @@ class Policy(nn.Module):
         self._obs_hist: deque | None = None
         self._act_queue: deque = deque()
 
-    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
+        """``(loss, metrics)`` on one batch; ``step`` is the number of optimizer steps taken before this one (for
+        losses with a schedule, e.g. IBC's uniform warm-up)."""
         raise NotImplementedError
 
     def predict_action_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -54,6 +54,12 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "has native bf16 (chain_dtype auto)",
         TrainConfig(policy=IBCConfig(chain_dtype="auto"), steps=100_000, batch_size=128),
     ),
+    "ibc-particle-langevin-warmup": (
+        "The budget IBC-Langevin preset with a uniform warm-up (not in IBC): the first 5,000 steps train with "
+        "uniform counter-examples only (the DFO config's, a few per cent of a Langevin step's cost), then Langevin "
+        "counter-examples as in the repo config",
+        TrainConfig(policy=IBCConfig(chain_dtype="auto", uniform_warmup_steps=5000), steps=100_000, batch_size=128),
+    ),
     "diffusion-particle": (
         "Diffusion policy (epsilon-prediction, squared-cosine DDPM, 100 train steps, DDIM-10 inference) with an "
         "MLP denoiser (256x4): horizon 16, 2 obs frames, 8 executed actions; AdamW + cosine, batch 256, EMA",

@@ -54,7 +54,7 @@ class MSEPolicy(Policy):
         self.check_obs(obs, self.obs_dim)
         return self.net(self.obs_norm.normalize(obs).flatten(1))
 
-    def compute_loss(self, batch, generator=None):
+    def compute_loss(self, batch, generator=None, step: int = 0):
         target = self.act_norm.normalize(batch["action"][:, 0])
         loss = ((self._predict_normalized(batch["obs"]) - target) ** 2).mean()
         return loss, {"loss": loss.item(), "action_mse": loss.item()}

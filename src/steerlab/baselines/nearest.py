@@ -46,7 +46,7 @@ class NearestPolicy(Policy):
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def compute_loss(self, batch, generator=None):
+    def compute_loss(self, batch, generator=None, step: int = 0):
         raise RuntimeError("the nearest-neighbour policy has nothing to train")
 
     @torch.no_grad()

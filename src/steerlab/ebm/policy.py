@@ -70,6 +70,9 @@ class IBCConfig:
     """counter-examples per positive"""
     fraction_langevin_samples: float = 1.0
     """fraction of the counter-examples refined by a Langevin chain (the rest stay uniform)"""
+    uniform_warmup_steps: int = 0
+    """train the first this-many steps with uniform counter-examples only (as the DFO config), then with
+    ``fraction_langevin_samples``; not in IBC (0 = off): uniform steps cost a few per cent of a Langevin step"""
     temperature: float = 1.0
     """InfoNCE softmax temperature"""
     langevin: LangevinConfig = field(default_factory=LangevinConfig)
@@ -115,6 +118,8 @@ class IBCPolicy(Policy):
             raise ValueError("energy='autoregressive' is sampled with inference='autoregressive_dfo'")
         if not 0.0 <= cfg.fraction_langevin_samples <= 1.0:
             raise ValueError(f"fraction_langevin_samples must be in [0, 1], got {cfg.fraction_langevin_samples}")
+        if cfg.uniform_warmup_steps < 0:
+            raise ValueError(f"uniform_warmup_steps must be >= 0, got {cfg.uniform_warmup_steps}")
         if cfg.chain_dtype not in ("float32", "bfloat16", "auto"):
             raise ValueError(f"chain_dtype must be 'float32', 'bfloat16' or 'auto', got {cfg.chain_dtype!r}")
         self.cfg = cfg
@@ -202,10 +207,13 @@ class IBCPolicy(Policy):
         return self.lo + (self.hi - self.lo) * u
 
     # ------------------------------------------------------------------ training
-    def counter_examples(self, o: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Detached counter-examples ``[B, n, A]``: uniform, the first ``fraction`` of them Langevin-refined."""
+    def counter_examples(self, o: torch.Tensor, n: int, generator: torch.Generator | None,
+                         fraction_langevin: float | None = None) -> torch.Tensor:
+        """Detached counter-examples ``[B, n, A]``: uniform, the first ``fraction_langevin`` of them (default: the
+        config's ``fraction_langevin_samples``) Langevin-refined."""
         neg = self._uniform((o.shape[0], n), generator, o.device)
-        n_lang = int(round(self.cfg.fraction_langevin_samples * n))
+        frac = self.cfg.fraction_langevin_samples if fraction_langevin is None else fraction_langevin
+        n_lang = int(round(frac * n))
         if n_lang > 0 and self.cfg.energy == "joint":
             lc = self.cfg.langevin
             with torch.no_grad():
@@ -227,13 +235,14 @@ class IBCPolicy(Policy):
             neg = torch.cat([refined, neg[:, n_lang:]], dim=1)
         return neg.detach()
 
-    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
         cfg = self.cfg
         o = self._obs_features(batch["obs"])
         pos = self.act_norm.normalize(batch["action"][:, 0])  # [B, A]
         if cfg.energy == "autoregressive":
             return self._ar_loss(o, pos, generator)
-        neg = self.counter_examples(o, cfg.num_counter_examples, generator)
+        warm = step < cfg.uniform_warmup_steps
+        neg = self.counter_examples(o, cfg.num_counter_examples, generator, 0.0 if warm else None)
         acts = torch.cat([neg, pos[:, None]], dim=1)  # positive last, as IBC
         if cfg.grad_penalty:
             acts = acts.requires_grad_(True)
@@ -248,6 +257,8 @@ class IBCPolicy(Policy):
             metrics["grad_penalty"] = gp.item()
         e = -f.detach()
         metrics.update(e_pos=e[:, -1].mean().item(), e_neg=e[:, :-1].mean().item(), loss=loss.item())
+        if cfg.uniform_warmup_steps:
+            metrics["uniform_warmup"] = float(warm)
         return loss, metrics
 
     def _ar_loss(self, o, pos, generator):

@@ -186,7 +186,7 @@ class GenerativePolicy(Policy):
 
     # ---------------------------------------------------------------------------------- Policy interface
 
-    def compute_loss(self, batch, generator=None):
+    def compute_loss(self, batch, generator=None, step: int = 0):
         cond = self.condition(batch["obs"])
         x = self.act_norm.normalize(batch["action"])
         b = x.shape[0]

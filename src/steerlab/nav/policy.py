@@ -198,7 +198,8 @@ class NavPolicy(Policy):
         return self.act_norm.unnormalize(chunk).clamp(-1.0, 1.0).flatten(1)
 
     # ------------------------------------------------------------------------------------ Policy interface
-    def compute_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None):
+    def compute_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
+                     step: int = 0):
         missing = [k for k in BATCH_KEYS if k not in batch and not (k == "obs_state" and not self.cfg.model.state_dim)]
         if missing:
             raise KeyError(f"NavPolicy batch is missing key(s) {missing}; batches come from "

@@ -189,12 +189,12 @@ class EnergyPolicy(Policy):
             e = self.energy(batch["obs"], cand)
         return info_nce_energy(e[:, 0], e[:, 1:], self.cfg.temperature)
 
-    def compute_loss(self, batch, generator=None):
+    def compute_loss(self, batch, generator=None, step: int = 0):
         mode = self.cfg.mode
         metrics = {}
         total = None
         if mode != "energy-only":
-            total, m = self.base.compute_loss(batch, generator)
+            total, m = self.base.compute_loss(batch, generator, step=step)
             metrics.update({f"policy_{k}": v for k, v in m.items()})
         if mode == "monitor":
             with torch.no_grad():

@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     while step < steps:
         idx = torch.randint(len(ds), (cfg.batch_size,), generator=gens["data"])[rank::world]
         batch = ds.batch(idx)
-        loss, metrics = policy.compute_loss(batch, generator=gens["loss"])
+        loss, metrics = policy.compute_loss(batch, generator=gens["loss"], step=step)
         if not torch.isfinite(loss):
             where = checkpoint(step)
             raise TrainingError(
