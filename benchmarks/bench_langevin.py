@@ -1,9 +1,10 @@
 """Speed of IBC's Langevin machinery: steerlab against the straightforward autograd implementation and
 against torchebm's LangevinDynamics, on the same energy network, measured side by side in one process.
 
-    python benchmarks/bench_langevin.py [--n-dim 2] [--repeats 5]
+    python benchmarks/bench_langevin.py [--n-dim 2] [--repeats 5] [--skip-bf16 --name langevin_speed_fp32]
 
-Writes benchmarks/results/langevin_speed.json and benchmarks/results/langevin_speed.png.
+Writes benchmarks/results/<name>.json and .png (name: langevin_speed). ``--skip-bf16`` leaves out the bf16
+variants, which take tens of minutes on CPUs that emulate bf16 (``benchmarks/chain_dtype.py``).
 
 Variants:
 - ``naive``: the formula written the plain way: per step, ``f = net(cat(obs, a))`` and
@@ -84,12 +85,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-dim", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 variants (slow without native bf16)")
+    ap.add_argument("--name", default="langevin_speed", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
     torch.manual_seed(0)
     N = args.n_dim
     rng = np.random.default_rng(0)
     obs_data, act_data = rng.random((5000, 4 * N)), rng.random((5000, N))
-    res: dict = {"n_dim": N, "repeats": args.repeats}
+    res: dict = {"n_dim": N, "repeats": args.repeats,
+                 "command": "python benchmarks/bench_langevin.py " + " ".join(sys.argv[1:])}
+    bf16 = not args.skip_bf16
 
     def make(dtype):
         cfg = get_preset("ibc-particle-langevin").policy
@@ -117,6 +122,8 @@ def main():
             "steerlab_bf16": lambda: langevin(pol16._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
         }
+        if not bf16:
+            del fns["steerlab_bf16"]
         with torch.no_grad():
             t = interleaved({k: f for k, f in fns.items() if k != "naive"}, args.repeats)
         t.update(interleaved({"naive": fns["naive"]}, args.repeats))
@@ -143,8 +150,11 @@ def main():
         loss.backward()
         opts[p].step()
 
-    t = interleaved({"naive": lambda: naive_train_step(pn, optn, batch, torch.Generator().manual_seed(0)),
-                     "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16)}, max(3, args.repeats // 2))
+    fns = {"naive": lambda: naive_train_step(pn, optn, batch, torch.Generator().manual_seed(0)),
+           "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16)}
+    if not bf16:
+        del fns["steerlab_bf16"]
+    t = interleaved(fns, max(3, args.repeats // 2))
     res["train_step_repo_preset"] = {"seconds": t, "steps_per_s": {k: 1 / v for k, v in t.items()},
                                      "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()}}
     print("train step", {k: f"{v:.2f} s" for k, v in t.items()})
@@ -154,15 +164,18 @@ def main():
     dfo_pol = IBCPolicy(IBCConfig(inference="dfo", inference_samples=16384, fraction_langevin_samples=0.0), 4 * N, N)
     dfo_pol.fit_normalizers(obs_data, act_data, np.zeros(N), np.ones(N))
     pol32.eval(), pol16.eval(), dfo_pol.eval()
-    t = interleaved({
+    fns = {
         "langevin_512x100_fp32": lambda: pol32.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
         "langevin_512x100_bf16": lambda: pol16.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
         "dfo_16384x3": lambda: dfo_pol.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
-    }, args.repeats)
+    }
+    if not bf16:
+        del fns["langevin_512x100_bf16"]
+    t = interleaved(fns, args.repeats)
     res["inference_latency_s"] = t
     print("latency", {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
-    save("langevin_speed", res)
-    plot(res, Path(__file__).parent / "results" / "langevin_speed.png")
+    save(args.name, res)
+    plot(res, Path(__file__).parent / "results" / f"{args.name}.png")
 
 
 def plot(res, path):

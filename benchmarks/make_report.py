@@ -49,15 +49,12 @@ def section_sweep(lines):
     lines += ["", "![particle sweep](benchmarks/results/particle_sweep.png)", ""]
 
 
-def section_speed(lines):
-    d = _load("langevin_speed")
-    lines += ["## 2. Speed of the Langevin machinery", ""]
-    if not d:
-        lines += ["Not measured yet.", ""]
-        return
-    lines += [f"`python benchmarks/bench_langevin.py --n-dim {d['n_dim']}` — side by side in one process, median of "
-              f"{d['repeats']} interleaved repeats ({d['machine']['date']}, torch {d['machine']['torch']}, "
-              f"{d['machine']['threads']} threads, commit {d['machine']['git']}).", ""]
+def _speed_tables(lines, d, png):
+    m = d["machine"]
+    cmd = d.get("command", f"python benchmarks/bench_langevin.py --n-dim {d['n_dim']}")
+    cpu = f", {m['cpu']}" if m.get("cpu") and m["cpu"] != "x86_64" else ""
+    lines += [f"`{cmd}` — side by side in one process, median of {d['repeats']} interleaved repeats ({m['date']}, "
+              f"torch {m['torch']}, {m['threads']} threads{cpu}, commit {m['git']}).", ""]
     for key, title in [("train_shape_512x8", "chains of the training step (512 obs × 8 chains × 100 steps)"),
                        ("inference_shape_1x512", "inference chains (1 obs × 512 chains × 100 steps)")]:
         r = d[key]
@@ -74,7 +71,20 @@ def section_speed(lines):
     lines += ["", "**inference latency per action, batch 1**", "", "| sampler | ms |", "|---|---|"]
     for k, v in d["inference_latency_s"].items():
         lines.append(f"| {k} | {1e3 * v:.0f} |")
-    lines += ["", "![speed](benchmarks/results/langevin_speed.png)", ""]
+    lines += ["", f"![speed](benchmarks/results/{png})", ""]
+
+
+def section_speed(lines):
+    d = _load("langevin_speed")
+    lines += ["## 2. Speed of the Langevin machinery", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    _speed_tables(lines, d, "langevin_speed.png")
+    d = _load("langevin_speed_fp32")
+    if d:
+        lines += ["### 2a. The same on a CPU without native bf16 (fp32 only)", ""]
+        _speed_tables(lines, d, "langevin_speed_fp32.png")
 
 
 def section_chain_dtype(lines):
