@@ -94,7 +94,10 @@ def main():
     obs_data, act_data = rng.random((5000, 4 * N)), rng.random((5000, N))
     res: dict = {"n_dim": N, "repeats": args.repeats,
                  "command": "python benchmarks/bench_langevin.py " + " ".join(sys.argv[1:])}
-    bf16 = not args.skip_bf16
+
+    def variants(fns: dict) -> dict:
+        """``fns`` without its bf16 variants under ``--skip-bf16``."""
+        return {k: f for k, f in fns.items() if not (args.skip_bf16 and "bf16" in k)}
 
     def make(dtype):
         cfg = get_preset("ibc-particle-langevin").policy
@@ -116,14 +119,12 @@ def main():
         from torchebm.samplers import LangevinDynamics
 
         tebm = LangevinDynamics(torchebm_energy(net, o), step_size=1e-3, noise_scale=1.0)
-        fns = {
+        fns = variants({
             "naive": lambda: naive_chain(net, o, a0, lo, hi, K, gen()),
             "steerlab_fp32": lambda: langevin(pol32._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "steerlab_bf16": lambda: langevin(pol16._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
-        }
-        if not bf16:
-            del fns["steerlab_bf16"]
+        })
         with torch.no_grad():
             t = interleaved({k: f for k, f in fns.items() if k != "naive"}, args.repeats)
         t.update(interleaved({"naive": fns["naive"]}, args.repeats))
@@ -150,11 +151,9 @@ def main():
         loss.backward()
         opts[p].step()
 
-    fns = {"naive": lambda: naive_train_step(pn, optn, batch, torch.Generator().manual_seed(0)),
-           "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16)}
-    if not bf16:
-        del fns["steerlab_bf16"]
-    t = interleaved(fns, max(3, args.repeats // 2))
+    t = interleaved(variants({"naive": lambda: naive_train_step(pn, optn, batch, torch.Generator().manual_seed(0)),
+                              "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16)}),
+                    max(3, args.repeats // 2))
     res["train_step_repo_preset"] = {"seconds": t, "steps_per_s": {k: 1 / v for k, v in t.items()},
                                      "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()}}
     print("train step", {k: f"{v:.2f} s" for k, v in t.items()})
@@ -164,14 +163,11 @@ def main():
     dfo_pol = IBCPolicy(IBCConfig(inference="dfo", inference_samples=16384, fraction_langevin_samples=0.0), 4 * N, N)
     dfo_pol.fit_normalizers(obs_data, act_data, np.zeros(N), np.ones(N))
     pol32.eval(), pol16.eval(), dfo_pol.eval()
-    fns = {
+    t = interleaved(variants({
         "langevin_512x100_fp32": lambda: pol32.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
         "langevin_512x100_bf16": lambda: pol16.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
         "dfo_16384x3": lambda: dfo_pol.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),
-    }
-    if not bf16:
-        del fns["langevin_512x100_bf16"]
-    t = interleaved(fns, args.repeats)
+    }), args.repeats)
     res["inference_latency_s"] = t
     print("latency", {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
     save(args.name, res)

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,6 +53,14 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = Path(path).with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
+
+
+def inside_central(cdf, mass: float = 0.99) -> np.ndarray:
+    """Whether each chi_d CDF value (``steerlab.steer.noise_opt.chi_cdf``) lies inside the prior's central ``mass``
+    (0.99: in [0.005, 0.995])."""
+    cdf = np.asarray(cdf)
+    tail = (1.0 - mass) / 2
+    return (cdf > tail) & (cdf < 1.0 - tail)
 
 
 def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str, float]:

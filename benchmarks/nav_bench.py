@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, rate, save  # noqa: E402
+from common import RESULTS, inside_central, rate, save  # noqa: E402
 
 from steerlab.envs.nav2d import Nav2DEnv  # noqa: E402
 from steerlab.envs.nav2d_planner import resample_polyline, route_overlap  # noqa: E402
@@ -111,7 +111,7 @@ def main() -> None:
         cdf = chi_cdf(z.detach()).numpy()
         rows.append({"method": method, "nfe": float(nfe), "predicted": rate(pred), "closed_loop": rate(real),
                      "closed_loop_given_predicted": rate(real[pred]) if pred.any() else None,
-                     "inside_99": float(np.mean((cdf > 0.005) & (cdf < 0.995))), "seconds": seconds})
+                     "inside_99": float(np.mean(inside_central(cdf))), "seconds": seconds})
         print(f"adversarial {method:16s}: predicted collision {pred.mean():.0%}, closed-loop collision {real.mean():.0%}, "
               f"{nfe:.0f} NFE, {seconds:.1f} s", flush=True)
 

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import run_searches, save  # noqa: E402
+from common import inside_central, run_searches, save  # noqa: E402
 
 from steerlab import tasks  # noqa: E402
 from steerlab.data.collect_wm import WM_HORIZON, collect_world_model  # noqa: E402
-from steerlab.envs.particle import flatten_obs  # noqa: E402
+from steerlab.envs.particle import GOAL_DISTANCE, flatten_obs  # noqa: E402
 from steerlab.envs.wrappers import ActionNoise  # noqa: E402
 from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
@@ -50,7 +50,6 @@ from steerlab.sampling import no_noise  # noqa: E402
 from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
 
-GOAL_DISTANCE = 0.05  # the particle env's default
 
 
 class MissFirstGoal:
@@ -167,7 +166,7 @@ def main() -> None:
             fut = chain.sample_fn(z)
         dmin = objective.hard(fut).numpy()
         cdf = chi_cdf(z).numpy()
-        plausible = (cdf > 0.005) & (cdf < 0.995)
+        plausible = inside_central(cdf)
         found = (dmin >= GOAL_DISTANCE) & plausible
         confirmed = found & (sim_miss > 0)
         near = nearest_sim(fut.numpy())

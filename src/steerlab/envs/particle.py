@@ -38,6 +38,8 @@ OBS_KEYS = ("pos_agent", "pos_first_goal", "pos_second_goal", "vel_agent")
 # can leave [0, 1] slightly. These bounds are generous on purpose; velocity bounds are IBC's.
 POS_AGENT_BOUNDS = (-0.5, 1.5)
 VEL_BOUNDS = (-100.0, 100.0)
+GOAL_DISTANCE = 0.05
+"""IBC's success tolerance (``goal_distance``, the default of :class:`ParticleEnv`)."""
 
 
 def flatten_obs(obs: dict) -> np.ndarray:
@@ -62,7 +64,7 @@ class ParticleEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, n_dim: int = 2, n_steps: int = 50, dt: float = 0.005, repeat_actions: int = 10,
-                 k_p: float = 10.0, k_v: float = 5.0, goal_distance: float = 0.05, render_mode: str | None = None):
+                 k_p: float = 10.0, k_v: float = 5.0, goal_distance: float = GOAL_DISTANCE, render_mode: str | None = None):
         if int(n_dim) != n_dim or n_dim < 1:
             raise ValueError(f"n_dim must be a positive integer, got {n_dim!r}")
         if int(n_steps) != n_steps or n_steps < 1:
