@@ -294,12 +294,7 @@ def section_critic(lines):
         lines += ["Not measured yet.", ""]
 
 
-def section_nav(lines):
-    d = _load("nav_bench")
-    lines += ["## 10. Navigation with a two-stage latent intent (Nav2D)", ""]
-    if not d:
-        lines += ["Not measured yet.", ""]
-        return
+def _nav_block(lines, d, videos: bool):
     n, x = d["nominal"], d["exploration"]
     lines += [_cmd(d) + f"; checkpoint `{d['checkpoint']}`.", "",
               f"**Goal-conditioned** ({n['episodes']} maps, z1 from the oracle's route, z2 from the prior): success "
@@ -327,10 +322,49 @@ def section_nav(lines):
               f"{_ci(rs['original_route_intent']['ci95'])}",
               f"- z1 encoded from the other route: {_pct(rs['z1_from_other_route']['rate'])} {_ci(rs['z1_from_other_route']['ci95'])}",
               f"- z1 of the original route, z2 optimized toward the other route: {_pct(rs['z2_optimized']['rate'])} "
-              f"{_ci(rs['z2_optimized']['ci95'])} (success {_pct(rs['z2_success']['rate'])})", "",
-              "Rollout videos: ![nominal](benchmarks/results/nav_nominal.gif) "
-              "![route switch](benchmarks/results/nav_route_switch.gif) "
-              "![adversarial](benchmarks/results/nav_adversarial.gif)", ""]
+              f"{_ci(rs['z2_optimized']['ci95'])} (success {_pct(rs['z2_success']['rate'])})", ""]
+    if videos:
+        lines += ["Rollout videos: ![nominal](benchmarks/results/nav_nominal.gif) "
+                  "![route switch](benchmarks/results/nav_route_switch.gif) "
+                  "![adversarial](benchmarks/results/nav_adversarial.gif)", ""]
+
+
+def section_nav(lines):
+    d = _load("nav_bench")
+    lines += ["## 10. Navigation with a two-stage latent intent (Nav2D)", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    _nav_block(lines, d, videos=True)
+    dart = _load("nav_bench_dart")
+    if dart:
+        step = int(Path(dart["checkpoint"]).name.split("_")[-1])
+        lines += ["### The same benchmarks on a policy trained on DART demonstrations", "",
+                  "Run `nav-dart` of `benchmarks/train_bases.sh` (20,000 episodes, perturbation of std 0.3 on half the "
+                  f"executed decisions, clean oracle labels; {step:,} steps when the time budget stopped it).", ""]
+        _nav_block(lines, dart, videos=False)
+
+
+def section_nav_chunks(lines):
+    d = _load("nav_chunk_error")
+    if not d:
+        return
+    lines += ["**Where the chunks go wrong** " + _cmd(d) + ": open-loop error of sampled chunks (z1 from the route, z2 "
+              "from the prior) against the oracle's on fresh noise-free oracle episodes -- the mean world distance of "
+              "the 8 waypoints, by decision index (t = 0 starts at an arbitrary heading) -- and the share of first "
+              "chunks at the start of fresh maps whose segments hit an obstacle, by intent level (the oracle's: "
+              "0%).", "",
+              "| run | steps | DART noise | z1 dim | error t=0 | t=1 | t=2 | t≥3 | direction error t=0 / t≥3 | "
+              "first-chunk collision none | z1 | z1z2 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        e, f = r["error_by_decision"], r["first_chunk"]
+        err = " | ".join(f"{e[k]['chunk_mean']:.4f}" if k in e else "–" for k in ("t=0", "t=1", "t=2", "t>=3"))
+        col = " | ".join(_pct(f[k]["collision"]) for k in ("none", "z1", "z1z2"))
+        ang = " / ".join(f"{e[k]['heading_error_deg_median']:.1f}°" for k in ("t=0", "t>=3") if k in e)
+        lines.append(f"| {r['run']} | {r['step']} | {r['demo_noise']:g} | {r['z1_dim']} | {err} | {ang} | {col} |")
+    lines.append("")
+
 
 def main():
     lines = ["# Benchmarks", "",
@@ -347,6 +381,7 @@ def main():
     section_steering(lines)
     section_critic(lines)
     section_nav(lines)
+    section_nav_chunks(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

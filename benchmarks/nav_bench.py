@@ -2,7 +2,7 @@
 adversarial intents and route switching, all in closed loop on ``steerlab/Nav2D-v0``.
 
     python benchmarks/nav_bench.py --run-dir RUN [--maps 100] [--sweep-maps 50] [--adv-maps 50] [--budget 300]
-        [--route-maps 30]
+        [--route-maps 30] [--threads N] [--name nav_bench]
 
 - **nominal**: goal-conditioned rollouts, z1 from the route the oracle picks for the map, z2 from the prior;
   success / collision / time-out with 95% Wilson intervals.
@@ -64,7 +64,14 @@ def main() -> None:
     ap.add_argument("--route-maps", type=int, default=30)
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--seed0", type=int, default=700_000)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--name", default="nav_bench",
+                    help="results file benchmarks/results/<name>.json; videos <prefix>_*.gif with prefix nav for the "
+                         "default name, else <name>")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    gif = lambda kind: RESULTS / f"{'nav' if a.name == 'nav_bench' else a.name}_{kind}.gif"  # noqa: E731
     cfg, policy, ckpt = load_run(a.run_dir)
     out: dict = {"command": "python benchmarks/nav_bench.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt)}
     g = lambda s=0: torch.Generator().manual_seed(s)  # noqa: E731
@@ -74,7 +81,7 @@ def main() -> None:
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     eps = rollout_nav(policy, seeds, generator=g(), record=True)
     out["nominal"] = {**summarize(eps), "seconds": time.time() - t0}
-    save_gif(next((e for e in eps if e["success"]), eps[0])["frames"], RESULTS / "nav_nominal.gif")  # a success
+    save_gif(next((e for e in eps if e["success"]), eps[0])["frames"], gif("nominal"))  # a success
     print(f"nominal: success {out['nominal']['success_rate']:.0%}, collision {out['nominal']['collision_rate']:.0%}, "
           f"time-out {out['nominal']['timeout_rate']:.0%} over {a.maps} maps", flush=True)
     eps = rollout_nav(policy, seeds, route=None, goal_masked=True, generator=g())
@@ -136,7 +143,7 @@ def main() -> None:
             k = next((i for i, e in enumerate(eps) if e["collision"]), 0)
             (ep,) = rollout_nav(policy, adv_seeds[k: k + 1], route=problem.route_id[k: k + 1], z2=z2[k: k + 1],
                                 z0=zz0[k: k + 1], noise_seed=0, record=True)
-            save_gif(ep["frames"], RESULTS / "nav_adversarial.gif")
+            save_gif(ep["frames"], gif("adversarial"))
     out["adversarial"] = {"maps": len(adv_seeds), "budget_nfe": a.budget, "backward_cost": bwd, "rows": rows}
 
     # ---- route switching
@@ -158,7 +165,7 @@ def main() -> None:
     eps = rollout_nav(policy, rs, route=other_id, generator=g(), record=True)
     z1_sw = switched(eps)
     best = [i for i in range(len(eps)) if z1_sw[i] and eps[i]["success"]] or [int(np.argmax(z1_sw))]
-    save_gif(eps[best[0]]["frames"], RESULTS / "nav_route_switch.gif")  # a switched (and if any, successful) episode
+    save_gif(eps[best[0]]["frames"], gif("route_switch"))  # a switched (and if any, successful) episode
     z0 = torch.randn((len(rs), *policy.chunk_shape), generator=g(1))
     ch = IntentChain(policy, problem, z0, grad="full")
     res = optimize_noise(ch.sample_fn, IntentObjective("route", problem), torch.randn((len(rs), policy.z2_dim), generator=g(2)),
@@ -169,7 +176,7 @@ def main() -> None:
                               "z2_optimized": rate(z2_sw), "z2_success": rate([e["success"] for e in eps])}
     print(f"route switching on {len(rs)} two-route maps: original intent {base_sw.mean():.0%}, z1 of the other route "
           f"{z1_sw.mean():.0%}, z2 optimized {z2_sw.mean():.0%}", flush=True)
-    save("nav_bench", out)
+    save(a.name, out)
 
 
 if __name__ == "__main__":

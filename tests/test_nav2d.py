@@ -357,3 +357,49 @@ def test_collect_nav2d_keys_and_shapes(tmp_path):
     assert (np.diff(ep["distance"]) < 0).all()  # the oracle makes progress every decision
     with pytest.raises(FileExistsError):
         collect_nav2d(path, episodes=1, workers=1, progress=False)
+
+
+def test_collect_nav2d_dart_noise_records_clean_actions(tmp_path):
+    """With DART noise the env executes perturbed chunks but the dataset records the oracle's actions: without
+    noise every decision ends exactly at the last waypoint of its recorded action, with noise some do not; the
+    perturbed paths never collide (every kept episode succeeded) and the same seed gives the same data."""
+    from steerlab.data.collect_nav2d import collect_nav2d
+    from steerlab.data.zarr_io import load_episodes
+
+    def end_gaps(d):
+        gaps = []
+        for e in range(d.n_episodes):
+            ep = d.episode(e)
+            for t in range(len(ep["state"]) - 1):
+                planned = waypoints_to_world(ep["state"][t].astype(np.float64), ep["action"][t].astype(np.float64))
+                gaps.append(np.hypot(*(planned[-1] - ep["state"][t + 1][:2])))
+        return np.asarray(gaps)
+
+    clean = collect_nav2d(tmp_path / "clean.zarr", episodes=4, seed=3, family="corridors", workers=1, progress=False)
+    noisy = collect_nav2d(tmp_path / "dart.zarr", episodes=4, seed=3, family="corridors", workers=1, progress=False,
+                          action_noise=0.3, noise_prob=1.0)
+    again = collect_nav2d(tmp_path / "dart2.zarr", episodes=4, seed=3, family="corridors", workers=1,
+                          progress=False, action_noise=0.3, noise_prob=1.0)
+    assert clean["perturbed_decisions"] == 0 and noisy["perturbed_decisions"] > 0
+    assert noisy == {**again, "path": noisy["path"], "seconds": noisy["seconds"],
+                     "episodes_per_second": noisy["episodes_per_second"]}
+    dc, dn = load_episodes(tmp_path / "clean.zarr"), load_episodes(tmp_path / "dart.zarr")
+    assert dn.attrs["action_noise"] == 0.3 and dc.attrs["action_noise"] == 0.0
+    np.testing.assert_array_equal(dn.data["action"], load_episodes(tmp_path / "dart2.zarr").data["action"])
+    assert end_gaps(dc).max() < 1e-4  # noise-free: executed == recorded
+    gaps = end_gaps(dn)
+    assert (gaps > 0.005).mean() > 0.3  # executed != recorded on perturbed decisions
+    assert np.abs(dn.data["action"]).max() <= 1.0
+    with pytest.raises(ValueError, match="action_noise"):
+        collect_nav2d(tmp_path / "bad.zarr", episodes=1, workers=1, progress=False, action_noise=-1.0)
+
+
+def test_train_config_demo_noise_names_and_collects_the_dart_dataset(tmp_path):
+    from steerlab.data.zarr_io import load_episodes
+    from steerlab.tasks import ensure_dataset
+    from steerlab.train.config import TrainConfig
+
+    assert str(TrainConfig(env="nav2d", episodes=3).dataset_path()) == "data/nav2d-mixed-3.zarr"
+    assert str(TrainConfig(env="nav2d", episodes=3, demo_noise=0.3).dataset_path()) == "data/nav2d-mixed-3-dart0.3p0.5.zarr"
+    path = ensure_dataset("nav2d", 2, 2, tmp_path / "d.zarr", progress=False, demo_noise=0.3)
+    assert load_episodes(path).attrs["action_noise"] == 0.3

@@ -154,11 +154,17 @@ class CollectArgs:
     """episodes to collect; episode i uses env seed seed + i"""
     seed: int = 0
     out: str | None = None
-    """output path (default data/particle-<N>d-<episodes>[-mm].zarr, data/nav2d-<family>-<episodes>.zarr)"""
+    """output path (default data/particle-<N>d-<episodes>[-mm].zarr,
+    data/nav2d-<family>-<episodes>[-dart<noise>p<prob>].zarr)"""
     multimodal: bool = False
     """IBC's multimodal oracle (particle only)"""
     family: Literal["mixed", "corridors", "rooms", "clutter"] = "mixed"
     """nav2d map family; mixed draws one per episode (nav2d only)"""
+    action_noise: float = 0.0
+    """nav2d: DART noise injection, std of the perturbation added to the executed waypoint deltas (action units;
+    the recorded action stays the oracle's); 0: none"""
+    noise_prob: float = 0.5
+    """nav2d: probability that a decision is perturbed when --action-noise > 0"""
     workers: int | None = None
     """processes (default: all cores)"""
     overwrite: bool = False
@@ -167,12 +173,12 @@ class CollectArgs:
 def cmd_collect(args: list[str]) -> None:
     a = tyro.cli(CollectArgs, args=args, prog="steerlab collect")
     if a.task == "nav2d":
-        from steerlab.data.collect_nav2d import collect_nav2d
+        from steerlab.data.collect_nav2d import collect_nav2d, nav_dataset_name
 
-        out = a.out or f"data/nav2d-{a.family}-{a.episodes}.zarr"
+        out = a.out or nav_dataset_name(a.family, a.episodes, a.action_noise, a.noise_prob)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         res = collect_nav2d(out, episodes=a.episodes, seed=a.seed, family=a.family, workers=a.workers,
-                            overwrite=a.overwrite)
+                            overwrite=a.overwrite, action_noise=a.action_noise, noise_prob=a.noise_prob)
         print(json.dumps(res, indent=2, default=str))
         return
     from steerlab.data.collect import collect_particle

@@ -50,7 +50,7 @@ def dims(task: str, n_dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
 
 
 def ensure_dataset(task: str, n_dim: int, episodes: int, path: Path, multimodal: bool = False,
-                   seed: int = 0, progress: bool = True) -> Path:
+                   seed: int = 0, progress: bool = True, demo_noise: float = 0.0) -> Path:
     """Collect oracle demonstrations into ``path`` unless it already exists."""
     path = Path(path)
     if path.exists():
@@ -62,9 +62,10 @@ def ensure_dataset(task: str, n_dim: int, episodes: int, path: Path, multimodal:
     if task == "nav2d":
         from steerlab.data.collect_nav2d import collect_nav2d
 
-        print(f"[steerlab] dataset {path} not found: collecting {episodes} route-planner episodes on Nav2D")
+        dart = f" with DART noise {demo_noise:g}" if demo_noise > 0 else ""
+        print(f"[steerlab] dataset {path} not found: collecting {episodes} route-planner episodes on Nav2D{dart}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        collect_nav2d(str(path), episodes=episodes, seed=seed, progress=progress)
+        collect_nav2d(str(path), episodes=episodes, seed=seed, progress=progress, action_noise=demo_noise)
         return path
     from steerlab.data.collect import collect_particle
 

@@ -56,8 +56,12 @@ class TrainConfig:
     """oracle demonstrations in the dataset"""
     multimodal: bool = False
     """use the multimodal oracle for demonstrations"""
+    demo_noise: float = 0.0
+    """nav2d: DART noise injection of the collector (std in action units; `steerlab collect nav2d
+    --action-noise`), applied to half the decisions; 0: noise-free demonstrations"""
     dataset: str | None = None
-    """zarr dataset; default data/particle-<N>d-<episodes>.zarr, collected if missing"""
+    """zarr dataset; default data/particle-<N>d-<episodes>.zarr (nav2d: data/nav2d-mixed-<episodes>[-dart..].zarr),
+    collected if missing"""
     policy: PolicyConfig = field(default_factory=IBCConfig)
     """the policy and all its hyper-parameters"""
     steps: int = 100_000
@@ -107,7 +111,9 @@ class TrainConfig:
         if self.dataset:
             return Path(self.dataset)
         if self.env == "nav2d":
-            return Path("data") / f"nav2d-mixed-{self.episodes}.zarr"  # `steerlab collect nav2d`'s default name
+            from steerlab.data.collect_nav2d import nav_dataset_name  # `steerlab collect nav2d`'s default name
+
+            return Path(nav_dataset_name("mixed", self.episodes, self.demo_noise))
         mm = "-mm" if self.multimodal else ""
         return Path("data") / f"{self.env}-{self.n_dim}d-{self.episodes}{mm}.zarr"
 

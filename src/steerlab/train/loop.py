@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     obs_dim, act_dim, _, _ = tasks.dims(cfg.env, cfg.n_dim)
     path = cfg.dataset_path()
     if rank == 0:
-        tasks.ensure_dataset(cfg.env, cfg.n_dim, cfg.episodes, path, cfg.multimodal, progress=cfg.progress)
+        tasks.ensure_dataset(cfg.env, cfg.n_dim, cfg.episodes, path, cfg.multimodal, progress=cfg.progress,
+                             demo_noise=cfg.demo_noise)
     if world > 1:
         dist.barrier()
     torch.manual_seed(cfg.seed)

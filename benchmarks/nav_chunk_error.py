@@ -1,0 +1,124 @@
+"""Where a nav policy's chunks go wrong (issue 5): open-loop waypoint error against the oracle, by decision index,
+and first-chunk collisions by intent level, for one or more trained runs side by side.
+
+    python benchmarks/nav_chunk_error.py --run-dirs RUN [RUN ...] [--episodes 200] [--maps 100] [--name nav_chunk_error]
+
+- **error by decision**: fresh noise-free oracle episodes (env seeds 900,000 + i, never in a training set) are
+  collected into a temporary store; at every decision ``t`` the policy samples a chunk on the oracle's own
+  observation (z1 from the episode's route; z2 from the prior, level z1z2) and the world distance of each of its
+  8 waypoints to the oracle's is averaged, for t = 0 (the start, arbitrary heading), 1, 2 and >= 3; also the
+  median angle between the policy's and the oracle's last waypoint seen from the robot (direction error) and the
+  median ratio of their distances from the robot (how far the chunk reaches).
+- **first chunk by level**: on fresh maps (env seeds 700,000 + i) at the start state, the fraction of sampled
+  first chunks whose straight segments hit an obstacle (:func:`steerlab.nav.intent_opt.hard_collision`) at the
+  intent levels none / z1 / z1z2 (prior), 4 samples per map; the oracle's own first chunk is the reference (0%).
+  Also the median clearance left along the chunk (exact clearance minus the robot radius; negative = collision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import save  # noqa: E402
+
+from steerlab.data.collect_nav2d import collect_nav2d, seeded_oracle  # noqa: E402
+from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, densify, waypoints_to_world  # noqa: E402
+from steerlab.eval.run import load_run  # noqa: E402
+from steerlab.nav.data import NavWindowDataset, load_nav_dataset  # noqa: E402
+from steerlab.nav.intent_opt import hard_collision, make_problem  # noqa: E402
+
+
+def chunk_slack(problem, wp: torch.Tensor) -> np.ndarray:
+    pts = densify(torch.cat([problem.state[:, None, :2], wp.detach().to(problem.state.dtype)], 1), 8).numpy()
+    return np.array([clearance(m.grid, q).min() for m, q in zip(problem.maps, pts)]) - ROBOT_RADIUS
+
+
+def error_by_decision(policy, store: Path, seed: int = 0) -> dict:
+    ds = NavWindowDataset.from_zarr(store, policy.n_obs_steps)
+    ends = np.asarray(load_nav_dataset(store).episode_ends)
+    starts = np.concatenate([[0], ends[:-1]])
+    t_of = np.concatenate([np.arange(e - s) for s, e in zip(starts, ends)])
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, sel in (("t=0", t_of == 0), ("t=1", t_of == 1), ("t=2", t_of == 2), ("t>=3", t_of >= 3)):
+        idx = np.flatnonzero(sel)
+        if len(idx) == 0:
+            continue
+        b = ds.batch(torch.as_tensor(idx))
+        obs = {k: b[k] for k in ("obs_img", "obs_state", "goal_rel", "ref_traj")}
+        act = policy.predict_action_chunk(obs, generator=g, level="z1z2")[:, 0].double()
+        st = b["obs_state"][:, -1].double()
+        err = (waypoints_to_world(st, act) - waypoints_to_world(st, b["actions"].reshape(len(idx), -1).double()))
+        e = err.norm(dim=-1)  # [n, 8]
+        rel_p = act.reshape(len(idx), -1, 2).cumsum(1)  # robot-frame waypoints (units of max_step)
+        rel_o = b["actions"].reshape(len(idx), -1, 2).double().cumsum(1)
+        ang = torch.atan2(rel_p[:, -1, 1], rel_p[:, -1, 0]) - torch.atan2(rel_o[:, -1, 1], rel_o[:, -1, 0])
+        ang = torch.remainder(ang + torch.pi, 2 * torch.pi) - torch.pi
+        out[name] = {"decisions": int(len(idx)), "per_waypoint_mean": [round(float(x), 5) for x in e.mean(0)],
+                     "chunk_mean": float(e.mean()), "last_waypoint_median": float(e[:, -1].median()),
+                     "heading_error_deg_median": float(ang.abs().median() * 180 / torch.pi),
+                     "length_ratio_median": float((rel_p[:, -1].norm(dim=-1) / rel_o[:, -1].norm(dim=-1)).median())}
+    return out
+
+
+def first_chunk(policy, maps: int, seed: int = 0, samples: int = 4) -> dict:
+    seeds = list(range(700_000, 700_000 + maps))
+    problem = make_problem(policy, seeds)
+    orc = []
+    for s in seeds:
+        env = Nav2DEnv()
+        o, _ = env.reset(seed=s)
+        orc.append(seeded_oracle(env, s).act(o))
+        env.close()
+    wo = waypoints_to_world(problem.state, torch.as_tensor(np.stack(orc)))
+    out = {"oracle": {"collision": float(hard_collision(problem, wo).mean()),
+                      "slack_median": float(np.median(chunk_slack(problem, wo)))}}
+    g = torch.Generator().manual_seed(seed)
+    for level in ("none", "z1", "z1z2"):
+        col, sl = [], []
+        for _ in range(samples):
+            act = policy.predict_action_chunk(problem.obs, generator=g, level=level)[:, 0]
+            wp = waypoints_to_world(problem.state, act)
+            col.append(hard_collision(problem, wp))
+            sl.append(chunk_slack(problem, wp))
+        out[level] = {"collision": float(np.mean(col)), "slack_median": float(np.median(np.concatenate(sl)))}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dirs", nargs="+", required=True)
+    ap.add_argument("--episodes", type=int, default=200)
+    ap.add_argument("--maps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--name", default="nav_chunk_error")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    out = {"command": "python benchmarks/nav_chunk_error.py " + " ".join(sys.argv[1:]), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "oracle.zarr"
+        collect_nav2d(store, episodes=a.episodes, seed=900_000, workers=1, progress=False)
+        for rd in a.run_dirs:
+            cfg, policy, ckpt = load_run(rd)
+            policy.eval()
+            step = int(Path(ckpt).name.split("_")[-1]) if "_" in Path(ckpt).name else None
+            row = {"run": Path(rd).name, "checkpoint": str(ckpt), "step": step, "demo_noise": cfg.demo_noise,
+                   "z1_dim": policy.z1_dim, "error_by_decision": error_by_decision(policy, store),
+                   "first_chunk": first_chunk(policy, a.maps)}
+            out["runs"].append(row)
+            e, f = row["error_by_decision"], row["first_chunk"]
+            print(f"{row['run']} (step {step}): chunk error " + ", ".join(f"{k} {v['chunk_mean']:.4f}" for k, v in e.items())
+                  + "; first-chunk collision " + ", ".join(f"{k} {v['collision']:.0%}" for k, v in f.items()), flush=True)
+    save(a.name, out)
+
+
+if __name__ == "__main__":
+    main()
