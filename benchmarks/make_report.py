@@ -354,15 +354,16 @@ def section_nav_chunks(lines):
               "the 8 waypoints, by decision index (t = 0 starts at an arbitrary heading) -- and the share of first "
               "chunks at the start of fresh maps whose segments hit an obstacle, by intent level (the oracle's: "
               "0%).", "",
-              "| run | steps | DART noise | z1 dim | error t=0 | t=1 | t=2 | t≥3 | direction error t=0 / t≥3 | "
+              "| run | steps | DART noise | z1 dim | quarter turns of first decisions | error t=0 | t=1 | t=2 | t≥3 | direction error t=0 / t≥3 | "
               "first-chunk collision none | z1 | z1z2 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         e, f = r["error_by_decision"], r["first_chunk"]
         err = " | ".join(f"{e[k]['chunk_mean']:.4f}" if k in e else "–" for k in ("t=0", "t=1", "t=2", "t>=3"))
         col = " | ".join(_pct(f[k]["collision"]) for k in ("none", "z1", "z1z2"))
         ang = " / ".join(f"{e[k]['heading_error_deg_median']:.1f}°" for k in ("t=0", "t>=3") if k in e)
-        lines.append(f"| {r['run']} | {r['step']} | {r['demo_noise']:g} | {r['z1_dim']} | {err} | {ang} | {col} |")
+        rot = "yes" if r.get("rotate_first") else "no"
+        lines.append(f"| {r['run']} | {r['step']} | {r['demo_noise']:g} | {r['z1_dim']} | {rot} | {err} | {ang} | {col} |")
     lines.append("")
 
 

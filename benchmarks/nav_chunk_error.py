@@ -111,6 +111,7 @@ def main() -> None:
             policy.eval()
             step = int(Path(ckpt).name.split("_")[-1]) if "_" in Path(ckpt).name else None
             row = {"run": Path(rd).name, "checkpoint": str(ckpt), "step": step, "demo_noise": cfg.demo_noise,
+                   "rotate_first": bool(cfg.policy.rotate_first),
                    "z1_dim": policy.z1_dim, "error_by_decision": error_by_decision(policy, store),
                    "first_chunk": first_chunk(policy, a.maps)}
             out["runs"].append(row)

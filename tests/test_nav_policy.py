@@ -357,3 +357,63 @@ def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_pa
     # on the sqrt(d) shell: every intent is a typical draw of the N(0, I) prior
     d = z["z2"].shape[1]
     assert torch.allclose(z["z2"].norm(dim=1), torch.full((3,), d ** 0.5), atol=1e-4)
+
+
+def test_rotate_heading_matches_the_env_and_finds_first_decisions(tmp_path):
+    """A quarter turn of the batch is exactly what the env and the oracle give with the start heading turned:
+    same image, goal, route, oracle action and state. Only first decisions are recognised as such."""
+    from steerlab.data.collect_nav2d import collect_nav2d, seeded_oracle
+    from steerlab.envs.nav2d import Nav2DEnv
+    from steerlab.nav.data import first_decision_rows, rotate_heading
+
+    for seed in (5, 11):
+        env = Nav2DEnv()
+        o, _ = env.reset(seed=seed)
+        th = env.heading
+        orc = seeded_oracle(env, seed)
+        b = {"obs_img": torch.as_tensor(np.stack([o["occupancy"]] * 2)[None]).float(),
+             "obs_state": torch.as_tensor(np.stack([o["state"]] * 2)[None]),
+             "goal_rel": torch.as_tensor(o["goal_rel"][None]),
+             "ref_traj": torch.as_tensor(orc.ref_traj_robot(o["state"])[None]),
+             "actions": torch.as_tensor(orc.act(o)[None]).view(1, 8, 2)}
+        assert first_decision_rows(b).all()
+        for k in range(4):
+            r = rotate_heading(b, torch.tensor([k]))
+            o2 = env.set_state(heading=th + k * math.pi / 2)
+            orc2 = seeded_oracle(env, seed)
+            np.testing.assert_array_equal(r["obs_img"][0, -1].numpy(), o2["occupancy"])
+            np.testing.assert_allclose(r["goal_rel"][0].numpy(), o2["goal_rel"], atol=1e-6)
+            np.testing.assert_allclose(r["ref_traj"][0].numpy(), orc2.ref_traj_robot(o2["state"]), atol=1e-6)
+            np.testing.assert_allclose(r["actions"][0].reshape(-1).numpy(), orc2.act(o2), atol=1e-5)
+            np.testing.assert_allclose(r["obs_state"][0, -1].numpy(), o2["state"], atol=1e-6)
+        env.close()
+    path = tmp_path / "d.zarr"
+    collect_nav2d(path, episodes=3, seed=0, workers=1, progress=False)
+    ds = NavWindowDataset.from_zarr(path, 2)
+    batch = ds.batch(torch.arange(len(ds)))
+    e = load_nav_dataset(path).episode_ends
+    starts = np.concatenate([[0], e[:-1]])
+    expect = np.zeros(len(ds), bool)
+    expect[starts] = True
+    np.testing.assert_array_equal(first_decision_rows(batch).numpy(), expect)
+
+
+def test_rotate_first_turns_only_first_decisions_in_the_loss(nav_data):
+    """compute_loss with rotate_first == the plain loss on the batch turned by the quarter turns it draws first
+    (non-first rows keep k = 0), so the augmentation touches exactly the first decisions."""
+    from steerlab.nav.data import first_decision_rows, rotate_heading
+
+    ds = NavWindowDataset.from_episodes(nav_data, 2)
+    batch = ds.batch(torch.arange(len(ds)))
+    first = first_decision_rows(batch)
+    assert 0 < first.sum() < len(first)
+    rot, plain = _policy(nav_data, rotate_first=True), _policy(nav_data)
+    plain.load_state_dict(rot.state_dict())
+    loss_rot, _ = rot.compute_loss(batch, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    k = torch.randint(4, (len(first),), generator=g) * first
+    assert (k[first] > 0).any() and (k[~first] == 0).all()
+    loss_plain, _ = plain.compute_loss(rotate_heading(batch, k), g)
+    torch.testing.assert_close(loss_rot, loss_plain)
+    loss_unrotated, _ = plain.compute_loss(batch, torch.Generator().manual_seed(3))
+    assert not torch.allclose(loss_rot, loss_unrotated)

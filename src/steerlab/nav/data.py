@@ -83,3 +83,55 @@ class NavWindowDataset:
             "action_mask": a["action_mask"][idx].bool(),
             "ref_traj": a["ref_traj"][idx].float(),
         }
+
+
+# cos / sin of j * 90 degrees, exact
+_COS90 = (1.0, 0.0, -1.0, 0.0)
+_SIN90 = (0.0, 1.0, 0.0, -1.0)
+
+
+def first_decision_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[B]`` bool: windows of an episode's first decision -- the robot at rest (``vx = vy = 0`` in the last
+    frame) and every context frame the same (the history is the tiled first frame)."""
+    st, img = batch["obs_state"], batch["obs_img"]
+    rest = (st[:, -1, 4:6] == 0).all(-1)
+    same = (st == st[:, -1:]).flatten(1).all(-1) & (img == img[:, -1:]).flatten(1).all(-1)
+    return rest & same
+
+
+def rotate_heading(batch: dict[str, torch.Tensor], k: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch as it would have been observed with the robot's heading turned by ``k [B]`` (ints 0..3) times
+    90 degrees counter-clockwise, everything else (position, map, goal, route, world waypoints) unchanged.
+
+    Exact for a robot at rest (:func:`first_decision_rows`): the egocentric image's pixel centres are symmetric
+    under quarter turns, so the image turns clockwise with ``torch.rot90``; the robot-frame vectors (``goal_rel``,
+    ``ref_traj`` and the waypoint deltas ``actions``, whose [-1, 1] box is invariant) turn by ``-k * 90``
+    degrees; the heading's ``(cos, sin)`` in ``obs_state`` turns by ``+k * 90``; world-frame entries stay.
+    """
+    k = torch.as_tensor(k, dtype=torch.long)
+    out = dict(batch)
+    b = k.shape[0]
+    rows = torch.arange(b)
+    img = batch["obs_img"]
+    out["obs_img"] = torch.stack([torch.rot90(img, -j, dims=(-2, -1)) for j in range(4)])[k, rows]
+    c = torch.tensor(_COS90, dtype=batch["obs_state"].dtype)[k]
+    s = torch.tensor(_SIN90, dtype=batch["obs_state"].dtype)[k]
+
+    def robot(v: torch.Tensor) -> torch.Tensor:  # rotate robot-frame vectors [B, ..., 2] by -k * 90 degrees
+        shape = (b,) + (1,) * (v.dim() - 2)
+        cc, ss = c.view(shape).to(v.dtype), s.view(shape).to(v.dtype)
+        x, y = v[..., 0], v[..., 1]
+        return torch.stack([cc * x + ss * y, -ss * x + cc * y], -1)
+
+    for key in ("goal_rel", "ref_traj"):
+        if key in batch:
+            out[key] = robot(batch[key])
+    if "actions" in batch:
+        a = batch["actions"]
+        out["actions"] = robot(a.reshape(b, -1, 2)).reshape(a.shape)
+    st = batch["obs_state"].clone()
+    h_c, h_s = st[..., 2].clone(), st[..., 3].clone()
+    st[..., 2] = h_c * c[:, None] - h_s * s[:, None]
+    st[..., 3] = h_s * c[:, None] + h_c * s[:, None]
+    out["obs_state"] = st
+    return out

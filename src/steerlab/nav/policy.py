@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from steerlab.data.normalize import MinMax
+from steerlab.nav.data import first_decision_rows, rotate_heading
 from steerlab.nav.intent import drop_masks, gaussian_kl
 from steerlab.nav.model import NavModel, NavModelConfig
 from steerlab.policy import Policy
@@ -72,6 +73,10 @@ class NavPolicyConfig:
     z1z2 (z2 from the prior N(0, I) unless given)"""
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
+    rotate_first: bool = False
+    """augment the windows of an episode's first decision (robot at rest, arbitrary heading) by a random quarter
+    turn of the heading (steerlab.nav.data.rotate_heading; exact for the egocentric image, goal, route and
+    waypoints): four times the first-decision views, which are the least precise chunks"""
 
 
 class NavPolicy(Policy):
@@ -206,6 +211,12 @@ class NavPolicy(Policy):
                            f"steerlab.nav.data.NavWindowDataset.batch (keys {list(BATCH_KEYS)})")
         cfg, icfg = self.cfg, self.cfg.model.intent
         dt = self.model.pos_emb.dtype
+        if cfg.rotate_first:
+            if "obs_state" not in batch:
+                raise KeyError("rotate_first finds first decisions by the robot state: the batch needs 'obs_state'")
+            first = first_decision_rows(batch)
+            k = torch.randint(4, (first.shape[0],), generator=generator) * first
+            batch = rotate_heading(batch, k)
         acts = torch.as_tensor(batch["actions"]).to(dt)
         b = acts.shape[0]
         acts = acts.reshape(b, *self.chunk_shape) if acts.dim() == 2 else acts
