@@ -29,20 +29,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import save  # noqa: E402
 
 from steerlab.data.collect_nav2d import collect_nav2d, seeded_oracle  # noqa: E402
-from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, densify, waypoints_to_world  # noqa: E402
+from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, waypoints_to_world  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.nav.data import NavWindowDataset, load_nav_dataset  # noqa: E402
-from steerlab.nav.intent_opt import hard_collision, make_problem  # noqa: E402
+from steerlab.nav.intent_opt import hard_collision, make_problem, swept_points  # noqa: E402
 
 
 def chunk_slack(problem, wp: torch.Tensor) -> np.ndarray:
-    pts = densify(torch.cat([problem.state[:, None, :2], wp.detach().to(problem.state.dtype)], 1), 8).numpy()
+    pts = swept_points(problem, wp)
     return np.array([clearance(m.grid, q).min() for m, q in zip(problem.maps, pts)]) - ROBOT_RADIUS
 
 
-def error_by_decision(policy, store: Path, seed: int = 0) -> dict:
-    ds = NavWindowDataset.from_zarr(store, policy.n_obs_steps)
-    ends = np.asarray(load_nav_dataset(store).episode_ends)
+def error_by_decision(policy, data, seed: int = 0) -> dict:
+    ds = NavWindowDataset.from_episodes(data, policy.n_obs_steps)
+    ends = np.asarray(data.episode_ends)
     starts = np.concatenate([[0], ends[:-1]])
     t_of = np.concatenate([np.arange(e - s) for s, e in zip(starts, ends)])
     g = torch.Generator().manual_seed(seed)
@@ -106,13 +106,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "oracle.zarr"
         collect_nav2d(store, episodes=a.episodes, seed=900_000, workers=1, progress=False)
+        data = load_nav_dataset(store)
         for rd in a.run_dirs:
             cfg, policy, ckpt = load_run(rd)
             policy.eval()
             step = int(Path(ckpt).name.split("_")[-1]) if "_" in Path(ckpt).name else None
             row = {"run": Path(rd).name, "checkpoint": str(ckpt), "step": step, "demo_noise": cfg.demo_noise,
                    "rotate_first": bool(cfg.policy.rotate_first),
-                   "z1_dim": policy.z1_dim, "error_by_decision": error_by_decision(policy, store),
+                   "z1_dim": policy.z1_dim, "error_by_decision": error_by_decision(policy, data),
                    "first_chunk": first_chunk(policy, a.maps)}
             out["runs"].append(row)
             e, f = row["error_by_decision"], row["first_chunk"]

@@ -157,12 +157,19 @@ class IntentObjective:
         return d.min(-1).values.mean(-1)
 
 
+def swept_points(problem: IntentProblem, wp: torch.Tensor, substeps: int = 8) -> np.ndarray:
+    """The straight segments from each map's start through the waypoints ``wp [B, 8, 2]``, sampled ``substeps``
+    times each -> ``[B, 8 * substeps + 1, 2]`` (numpy, no gradient)."""
+    from steerlab.envs.nav2d import densify
+
+    return densify(torch.cat([problem.state[:, None, :2], wp.detach().to(problem.state.dtype)], 1), substeps).numpy()
+
+
 def hard_collision(problem: IntentProblem, wp: torch.Tensor) -> np.ndarray:
     """Whether the straight segments through the waypoints (from the start) hit an obstacle, per map."""
-    from steerlab.envs.nav2d import collides, densify
+    from steerlab.envs.nav2d import collides
 
-    pts = densify(torch.cat([problem.state[:, None, :2], wp.detach()], 1), 8).numpy()
-    return np.array([collides(m.grid, p).any() for m, p in zip(problem.maps, pts)])
+    return np.array([collides(m.grid, p).any() for m, p in zip(problem.maps, swept_points(problem, wp))])
 
 
 # ------------------------------------------------------------------------------------------------ CLI
