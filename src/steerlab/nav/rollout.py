@@ -20,7 +20,9 @@ from steerlab.eval.metrics import wilson_interval
 def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None = None, route="random",
                 goal_masked: bool = False, generator: torch.Generator | None = None, lambda_cfg=None,
                 level: str | None = None, z2: torch.Tensor | None = None, z0: torch.Tensor | None = None,
-                noise_seed: int = 0, record: bool = False, execute_waypoints: int | None = None) -> list[dict]:
+                noise_seed: int = 0, record: bool = False, execute_waypoints: int | None = None,
+                rerank: int = 0, safety_margin: float = 0.01, z2_decisions: int | None = None,
+                z2_fn=None) -> list[dict]:
     """Roll ``policy`` out on one map per env seed. Returns per episode: ``seed``, ``success``, ``collision``,
     ``timeout`` (exactly one is True), ``length`` (decisions), ``path [K, 2]`` (world positions of every
     controller sub-step), ``route_id`` (None without a route), ``n_routes``, ``family``, ``ref_traj`` (world
@@ -31,8 +33,27 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     (``from_seed(noise_seed)``), so the episode's chunks are a deterministic function of the observations.
     ``record=True`` adds ``frames``: the env's top-down RGB render after reset and after every decision.
     ``execute_waypoints=k`` executes only the first ``k`` of the chunk's waypoints per decision (the remaining
-    deltas are zeroed, so the controller holds position) -- receding-horizon execution as NoMaD deploys it."""
+    deltas are zeroed, so the controller holds position) -- receding-horizon execution as NoMaD deploys it.
+    ``rerank=K`` draws K chunks per decision (each with its own z0 and per-step noise; with ``z2`` all K share the
+    episode's z2, otherwise each draws its own from the prior) and executes the first whose swept path keeps
+    ``robot_radius + safety_margin`` from the occupied pixels of the current egocentric image, else the one
+    with the most clearance (:mod:`steerlab.nav.safety`); each episode then also has ``rejected`` (draws passed
+    over) and ``unsafe`` (decisions where no draw was safe). ``z2_decisions=n`` holds ``z2`` for an episode's first
+    ``n`` decisions only and draws z2 from the prior afterwards (z2 is a per-chunk intent, encoded from one
+    demonstrated chunk in training; held for a whole episode it repeats one manoeuvre at every decision).
+    ``z2_fn(batch, envs, rows) -> z2 [n, d2]`` chooses z2 afresh at every decision for the ``n`` active episodes,
+    given their policy batch, envs and indices into ``seeds`` (e.g. an adversary optimizing it, see
+    ``benchmarks/nav_bench.py``); each episode then has ``z2_chosen``, the list of the z2 it was given."""
+    from steerlab.nav.safety import rerank as rerank_chunks, safe_threshold
     from steerlab.sampling import from_seed
+
+    K = int(rerank)
+    if K < 0:
+        raise ValueError(f"rerank must be >= 0 (0 = execute the single draw), got {rerank!r}")
+    if z2_fn is not None and (z2 is not None or z0 is not None):
+        raise ValueError("z2_fn chooses z2 at every decision; do not also pass z2 or z0")
+    if K and z0 is not None:
+        raise ValueError("rerank draws its own initial noise for every candidate; pass z0=None with rerank > 0")
 
     routes = list(route) if isinstance(route, (list, tuple)) else [route] * len(seeds)
     envs = [Nav2DEnv(family=family, **(env_kwargs or {})) for _ in seeds]
@@ -49,6 +70,8 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
         eps.append({"seed": int(s), "success": False, "collision": False, "timeout": False, "length": 0,
                     "route_id": rid, "n_routes": len(env.routes), "family": env.map.family,
                     "ref_traj": None if ref is None else ref.astype(np.float32)})
+        if K:
+            eps[-1].update(rejected=0, unsafe=0)
     hist = [[(o["occupancy"], o["state"])] * n for o in obs]
     active = np.ones(len(envs), bool)
     policy.eval()
@@ -62,11 +85,37 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
             batch["ref_traj"] = torch.as_tensor(np.stack(
                 [to_robot_frame(obs[i]["state"].astype(np.float64), refs[i]) for i in idx]), dtype=torch.float32)
         ti = torch.as_tensor(idx)
+        z2_now, per_candidate = (None if z2 is None else z2[ti]), False
+        if z2_fn is not None:
+            z2_now = torch.as_tensor(z2_fn(batch, [envs[i] for i in idx], [int(i) for i in idx])).detach()
+            if z2_now.shape != (len(idx), policy.z2_dim):
+                raise ValueError(f"z2_fn must return z2 [{len(idx)}, {policy.z2_dim}], got {tuple(z2_now.shape)}")
+            for j, i in enumerate(idx):
+                eps[i].setdefault("z2_chosen", []).append(z2_now[j].clone())
+        if z2_now is not None and z2_decisions is not None:
+            held = torch.as_tensor([eps[i]["length"] < int(z2_decisions) for i in idx])
+            if not held.all():  # prior draws for the rows past their held decisions (one per candidate)
+                prior = torch.randn((len(idx) * max(K, 1), z2_now.shape[1]), generator=generator).to(z2_now.dtype)
+                rows = z2_now.repeat_interleave(max(K, 1), 0)
+                z2_now = torch.where(held.repeat_interleave(max(K, 1))[:, None], rows, prior)
+                per_candidate = True
         with torch.no_grad():
-            act = policy.predict_action_chunk(
-                batch, generator=generator, lambda_cfg=lambda_cfg, level=level,
-                z2=None if z2 is None else z2[ti], z0=None if z0 is None else z0[ti],
-                noise=None if z0 is None else from_seed(noise_seed))[:, 0]
+            if K:
+                rep = {k: v.repeat_interleave(K, 0) for k, v in batch.items()}
+                cand = policy.predict_action_chunk(
+                    rep, generator=generator, lambda_cfg=lambda_cfg, level=level,
+                    z2=None if z2_now is None else (z2_now if per_candidate else z2_now.repeat_interleave(K, 0)))[:, 0]
+                e0 = envs[idx[0]]
+                thr = safe_threshold(e0.robot_radius, safety_margin)
+                act, pick, clear = rerank_chunks(batch["obs_img"][:, -1], cand, K, thr, e0.occ_window, e0.max_step)
+                for j, i in enumerate(idx):
+                    eps[i]["rejected"] += int(pick[j])
+                    eps[i]["unsafe"] += int(clear[j].max() < thr)
+            else:
+                act = policy.predict_action_chunk(
+                    batch, generator=generator, lambda_cfg=lambda_cfg, level=level,
+                    z2=z2_now, z0=None if z0 is None else z0[ti],
+                    noise=None if z0 is None else from_seed(noise_seed))[:, 0]
         if execute_waypoints is not None:
             act = act.clone()
             act[:, 2 * int(execute_waypoints):] = 0.0
