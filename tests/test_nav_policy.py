@@ -348,6 +348,17 @@ def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_pa
     assert m["episodes"] == 3 and abs(m["success_rate"] + m["collision_rate"] + m["timeout_rate"] - 1) < 1e-9
     assert (run / "plots" / "rollouts.png").exists() and "collision" in (run / "report.md").read_text()
 
+    # the re-ranked deployment next to the single draw, on the same seeds
+    main(["eval", str(run), "--rerank", "4", "--execute-waypoints", "4", "--episodes", "3"])
+    tt = _json.loads((run / "metrics_test_time.json").read_text())["variants"]
+    assert list(tt) == ["single draw", "re-rank 4 by clearance, execute 4 of 8 waypoints"]
+    assert tt["single draw"]["success_rate"] == m["success_rate"]  # the run's own evaluation, reproduced
+    assert "re-rank 4" in (run / "report_test_time.md").read_text()
+    with pytest.raises(SystemExit, match="energy-critic run"):
+        main(["eval", str(run), "--rerank", "4", "--guide", "1.0"])
+    with pytest.raises(SystemExit, match="needs --rerank"):
+        main(["eval", str(run), "--execute-waypoints", "4"])
+
     main(["intent", "optimize", str(run), "--maps", "3", "--steps", "4", "--lr", "0.2", "--no-progress"])
     out = run / "intent" / "collision"
     res = _json.loads((out / "result.json").read_text())
@@ -357,6 +368,14 @@ def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_pa
     # on the sqrt(d) shell: every intent is a typical draw of the N(0, I) prior
     d = z["z2"].shape[1]
     assert torch.allclose(z["z2"].norm(dim=1), torch.full((3,), d ** 0.5), atol=1e-4)
+    # against the re-ranked deployment: one z2 per map shared by its candidates
+    main(["intent", "optimize", str(run), "--maps", "2", "--steps", "2", "--candidates", "3", "--no-progress",
+          "--out", str(tmp_path / "cand")])
+    tr = load_file(str(tmp_path / "cand" / "trajectories.safetensors"))
+    assert tr["waypoints_after"].shape == (2, 3, 8, 2)
+    assert load_file(str(tmp_path / "cand" / "intent.safetensors"))["z2"].shape == (2, d)
+    with pytest.raises(SystemExit, match="joint-noise"):
+        main(["intent", "optimize", str(run), "--maps", "2", "--candidates", "3", "--joint-noise", "--no-progress"])
 
 
 def test_rotate_heading_matches_the_env_and_finds_first_decisions(tmp_path):
@@ -417,3 +436,114 @@ def test_rotate_first_turns_only_first_decisions_in_the_loss(nav_data):
     torch.testing.assert_close(loss_rot, loss_plain)
     loss_unrotated, _ = plain.compute_loss(batch, torch.Generator().manual_seed(3))
     assert not torch.allclose(loss_rot, loss_unrotated)
+
+
+def test_reranked_rollout(nav_data):
+    from steerlab.nav.rollout import rollout_nav
+
+    p = _policy(nav_data)
+    kw = {"env_kwargs": {"max_steps": 3}}
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = rollout_nav(p, [0, 1], generator=g(), **kw)
+    one = rollout_nav(p, [0, 1], generator=g(), rerank=1, **kw)  # one candidate: the same draws, always taken
+    for a, b in zip(plain, one):
+        np.testing.assert_array_equal(a["path"], b["path"])
+        assert b["rejected"] == 0 and 0 <= b["unsafe"] <= b["length"]
+    eight = rollout_nav(p, [0, 1], generator=g(), rerank=8, **kw)
+    assert all(0 <= e["rejected"] <= 7 * e["length"] for e in eight)
+    again = rollout_nav(p, [0, 1], generator=g(), rerank=8, **kw)
+    for a, b in zip(eight, again):  # same seed, same episode
+        np.testing.assert_array_equal(a["path"], b["path"])
+    with pytest.raises(ValueError, match="z0=None"):
+        rollout_nav(p, [0], z0=torch.zeros(1, *p.chunk_shape), rerank=4, **kw)
+    with pytest.raises(ValueError, match="rerank must be"):
+        rollout_nav(p, [0], rerank=-1, **kw)
+
+
+def test_z2_held_for_the_first_decisions_only(nav_data):
+    from steerlab.nav.rollout import rollout_nav
+
+    p = _policy(nav_data)
+    z2, z0 = torch.randn(2, p.z2_dim), torch.randn(2, *p.chunk_shape)
+    kw = {"env_kwargs": {"max_steps": 3}, "z0": z0}
+    held = rollout_nav(p, [0, 1], z2=z2, **kw)
+    long = rollout_nav(p, [0, 1], z2=z2, z2_decisions=10, generator=torch.Generator().manual_seed(1), **kw)
+    first = rollout_nav(p, [0, 1], z2=z2, z2_decisions=1, generator=torch.Generator().manual_seed(1), **kw)
+    per_step = 8 * 1 + 1  # path points of one full decision: the start and 8 sub-steps
+    for h, lg, f in zip(held, long, first):
+        np.testing.assert_array_equal(h["path"], lg["path"])  # held past the episode's end: unchanged
+        np.testing.assert_array_equal(h["path"][:per_step], f["path"][:per_step])  # the first decision is the same
+        if h["length"] > 1 and f["length"] > 1:
+            assert not np.array_equal(h["path"], f["path"])  # later decisions draw z2 from the prior
+
+
+def test_candidate_chain_and_worst_candidate_objective(nav_data):
+    from steerlab.nav.intent_opt import CandidateChain, CandidateObjective, IntentChain, IntentObjective, make_problem
+
+    p = _policy(nav_data)
+    prob = make_problem(p, [0, 1])
+    k = 3
+    z0 = torch.randn(2 * k, *p.chunk_shape, generator=torch.Generator().manual_seed(0))
+    chain = CandidateChain(p, prob, z0, k)
+    z2 = torch.randn(2, p.z2_dim, requires_grad=True)
+    wp = chain.sample_fn(z2)
+    assert wp.shape == (2, k, 8, 2) and chain.nfe == k * IntentChain(p, prob, z0[:2]).nfe
+    # candidate j of map i runs the chain with z0[i * k + j]; the per-step noise is drawn for the whole batch, so
+    # the first candidate of map 0 is the one a single-map chain reproduces
+    first = IntentChain(p, make_problem(p, [0]), z0[:1]).sample_fn(z2[:1].detach())
+    torch.testing.assert_close(wp[0, 0].detach(), first[0], atol=1e-5, rtol=1e-4)
+    inner = IntentObjective("collision", make_problem(p, [0, 0, 0, 1, 1, 1]))(wp.detach().reshape(-1, 8, 2)).reshape(2, k)
+    worst = CandidateObjective("collision", prob, k)(wp.detach())
+    torch.testing.assert_close(worst, inner.min(1).values)  # the least colliding candidate
+    torch.testing.assert_close(CandidateObjective("collision", prob, k, reduce="mean")(wp.detach()), inner.mean(1))
+    route_far = CandidateObjective("goal", prob, k)(wp.detach())
+    goal_inner = IntentObjective("goal", make_problem(p, [0, 0, 0, 1, 1, 1]))(wp.detach().reshape(-1, 8, 2)).reshape(2, k)
+    torch.testing.assert_close(route_far, goal_inner.max(1).values)  # minimized: the farthest candidate
+    CandidateObjective("collision", prob, k, reduce="mean")(wp).sum().backward()
+    assert z2.grad is not None and torch.isfinite(z2.grad).all() and z2.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="k = 3 initial noises"):
+        CandidateChain(p, prob, z0[:4], k)
+    with pytest.raises(ValueError, match="reduce"):
+        CandidateObjective("collision", prob, k, reduce="max")
+
+
+def test_z2_chosen_at_every_decision_by_a_callable(nav_data):
+    from steerlab.envs.nav2d import Nav2DEnv
+    from steerlab.nav.intent_opt import make_problem, problem_from_envs
+    from steerlab.nav.rollout import rollout_nav
+
+    p = _policy(nav_data)
+    z2 = torch.randn(2, p.z2_dim)
+    kw = {"env_kwargs": {"max_steps": 3}}
+    seen = []
+
+    def fn(batch, envs, rows):
+        seen.append((len(envs), list(rows), batch["obs_img"].shape[0]))
+        return z2[rows]
+
+    a = rollout_nav(p, [0, 1], z2_fn=fn, generator=torch.Generator().manual_seed(2), **kw)
+    b = rollout_nav(p, [0, 1], z2=z2, generator=torch.Generator().manual_seed(2), **kw)
+    for ea, eb in zip(a, b):  # the same z2 every decision, the same draws: the same episode as a held z2
+        np.testing.assert_array_equal(ea["path"], eb["path"])
+        assert len(ea["z2_chosen"]) == ea["length"]
+    assert seen[0] == (2, [0, 1], 2) and all(n == len(r) == m for n, r, m in seen)
+    with pytest.raises(ValueError, match="do not also pass"):
+        rollout_nav(p, [0], z2_fn=fn, z2=z2[:1], **kw)
+    with pytest.raises(ValueError, match="z2_fn must return"):
+        rollout_nav(p, [0], z2_fn=lambda b, e, r: torch.zeros(1, p.z2_dim + 1), **kw)
+    # at the start state, the problem built from live envs is the one make_problem builds from the seeds
+    seeds = [0, 3]
+    ref = make_problem(p, seeds)
+    envs = []
+    for s in seeds:
+        env = Nav2DEnv()
+        env.reset(seed=s)
+        envs.append(env)
+    live = problem_from_envs(ref.obs, envs, ref.route_id)
+    torch.testing.assert_close(live.state, ref.state)
+    torch.testing.assert_close(live.goal, ref.goal)
+    torch.testing.assert_close(live.distance_field, ref.distance_field)
+    for o_live, o_ref in zip(live.other_route, ref.other_route):
+        assert (o_live is None) == (o_ref is None)
+        if o_ref is not None:
+            np.testing.assert_allclose(o_live, o_ref)

@@ -126,7 +126,10 @@ class EvalArgs:
     correct: str | None = None
     """energy-critic runs: also evaluate gradient correction, e.g. steps=3,alpha=0.1[,clip=0.05]"""
     rerank: int | None = None
-    """energy-critic runs: also evaluate re-ranking of this many sampled chunks (and, with --correct, both)"""
+    """energy-critic runs: also evaluate re-ranking of this many sampled chunks (and, with --correct, both); nav runs:
+    re-rank this many chunks per decision by their clearance in the robot's egocentric image"""
+    execute_waypoints: int | None = None
+    """nav runs with --rerank: execute only the first W of the 8 waypoints per decision"""
     guide: float | None = None
     """energy-critic runs: also evaluate energy guidance during sampling with this weight"""
 
@@ -137,8 +140,11 @@ def cmd_eval(args: list[str]) -> None:
     if a.correct or a.rerank or a.guide:
         from steerlab.eval.run import evaluate_test_time
 
-        evaluate_test_time(Path(a.run_dir), a.correct, a.rerank, a.guide, a.episodes, overrides=over or None)
+        evaluate_test_time(Path(a.run_dir), a.correct, a.rerank, a.guide, a.episodes, overrides=over or None,
+                           execute_waypoints=a.execute_waypoints)
         return
+    if a.execute_waypoints is not None:
+        raise ValueError("--execute-waypoints needs --rerank K (nav runs)")
     _eval(Path(a.run_dir), a.episodes, **over)
 
 

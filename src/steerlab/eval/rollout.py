@@ -109,7 +109,8 @@ def evaluate_policy(policy, cfg, episodes: int | None = None, progress: bool = T
         if cfg.env == "nav2d":  # goal-conditioned, the oracle's route choice as the intent
             from steerlab.nav.rollout import rollout_nav
 
-            out += rollout_nav(policy, seeds[s : s + ec.batch], generator=gen)
+            out += rollout_nav(policy, seeds[s : s + ec.batch], generator=gen, rerank=ec.nav_rerank,
+                               execute_waypoints=ec.nav_execute_waypoints, safety_margin=ec.nav_safety_margin)
         else:
             out += rollout(policy, cfg.env, cfg.n_dim, seeds[s : s + ec.batch], generator=gen)
         bar.update(len(seeds[s : s + ec.batch]))

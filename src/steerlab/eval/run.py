@@ -91,17 +91,29 @@ def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) 
 
 def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: int | None = None,
                        guidance: float | None = None, episodes: int | None = None, progress: bool | None = None,
-                       overrides: dict | None = None) -> dict:
+                       overrides: dict | None = None, execute_waypoints: int | None = None) -> dict:
     """Success of an energy-critic run with and without its test-time uses, side by side on the same seeds
     (and the same inference generator seed): base, re-rank, correct, re-rank + correct, guidance — those asked
-    for. Writes ``metrics_test_time.json`` and a table in ``report_test_time.md``."""
-    from steerlab.steer.critic_policy import TestTime, set_test_time
+    for. Writes ``metrics_test_time.json`` and a table in ``report_test_time.md``.
 
+    A nav run (``env == "nav2d"``) has one test-time use: ``rerank`` chunks per decision scored by the clearance
+    they keep in the robot's egocentric image (:mod:`steerlab.nav.safety`), optionally executing only the first
+    ``execute_waypoints`` waypoints; rows: the single draw, and the re-ranked deployment."""
     run_dir = Path(run_dir)
     cfg, policy, ckpt = load_run(run_dir)
     progress = cfg.progress if progress is None else progress
     if overrides:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
+    if cfg.env == "nav2d":
+        if correct or guidance:
+            raise ValueError("--correct and --guide need an energy-critic run; a nav run takes --rerank K "
+                             "[--execute-waypoints W] (chunks re-ranked by their clearance in the egocentric image)")
+        if not rerank or rerank < 2:
+            raise ValueError(f"--rerank must be >= 2 candidate chunks for a nav run, got {rerank!r}")
+        return _nav_test_time(run_dir, cfg, policy, ckpt, int(rerank), execute_waypoints, episodes, progress)
+    if execute_waypoints is not None:
+        raise ValueError("--execute-waypoints applies to nav runs only")
+    from steerlab.steer.critic_policy import TestTime, set_test_time
     full = TestTime.parse(correct, rerank, None)
     variants = [TestTime()]
     if rerank:
@@ -120,12 +132,35 @@ def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: 
         lo, hi = res["success_ci95"]
         print(f"[steerlab] {tt.label():28s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}] "
               f"({res['episodes_per_s']:.2f} episodes/s)")
+    return _write_test_time(run_dir, ckpt, rows, f"test-time use of the energy critic — {cfg.preset} {cfg.n_dim}-D")
+
+
+def _write_test_time(run_dir: Path, ckpt, rows: dict, title: str, rates=()) -> dict:
+    """``metrics_test_time.json`` and the ``report_test_time.md`` table (success, the extra ``rates``, speed)."""
     out = {"checkpoint": str(ckpt), "variants": rows}
     write_metrics(run_dir / "metrics_test_time.json", out)
-    lines = [f"# test-time use of the energy critic — {cfg.preset} {cfg.n_dim}-D", "",
-             "| variant | success | 95% CI | episodes/s |", "|---|---|---|---|"]
+    extra = "".join(f" {k.replace('_', ' ')} |" for k in rates)
+    lines = [f"# {title}", "", f"| variant | success | 95% CI |{extra} episodes/s |", "|---|---|---|" + "---|" * (len(rates) + 1)]
     for k, r in rows.items():
-        lines.append(f"| {k} | {r['success_rate']:.1%} | [{r['success_ci95'][0]:.1%}, {r['success_ci95'][1]:.1%}] | "
+        cells = "".join(f" {r[f'{c}_rate']:.1%} |" for c in rates)
+        lines.append(f"| {k} | {r['success_rate']:.1%} | [{r['success_ci95'][0]:.1%}, {r['success_ci95'][1]:.1%}] |{cells} "
                      f"{r['episodes_per_s']:.2f} |")
     (run_dir / "report_test_time.md").write_text("\n".join(lines) + "\n")
     return out
+
+
+def _nav_test_time(run_dir, cfg, policy, ckpt, k: int, execute_waypoints, episodes, progress) -> dict:
+    ec = cfg.eval
+    w = f", execute {execute_waypoints} of 8 waypoints" if execute_waypoints else ""
+    variants = {"single draw": dataclasses.replace(ec, nav_rerank=0, nav_execute_waypoints=None),
+                f"re-rank {k} by clearance{w}": dataclasses.replace(ec, nav_rerank=k,
+                                                                    nav_execute_waypoints=execute_waypoints)}
+    rows = {}
+    for label, e in variants.items():
+        res = evaluate_policy(policy, dataclasses.replace(cfg, eval=e), episodes=episodes, progress=progress)
+        rows[label] = {**res, "eval": dataclasses.asdict(e)}
+        lo, hi = res["success_ci95"]
+        print(f"[steerlab] {label:44s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}], collision "
+              f"{res['collision_rate']:.1%} ({res['episodes_per_s']:.2f} episodes/s)")
+    return _write_test_time(run_dir, ckpt, rows, f"re-ranked deployment of the nav policy — {cfg.preset}",
+                            rates=("collision", "timeout"))

@@ -97,6 +97,21 @@ def make_problem(policy, seeds: list[int], route: int | str = "random", family: 
     return IntentProblem(list(map(int, seeds)), obs, f32(states), f32(goals), rids, nr, others, f32(fields), maps)
 
 
+def problem_from_envs(policy_batch: dict, envs: list, route_id: list[int] | None = None) -> IntentProblem:
+    """An :class:`IntentProblem` at the current states of ``envs`` (mid-episode), from the policy batch the rollout
+    built for them (``obs_img``, ``obs_state``, ``goal_rel``, ``ref_traj`` in the current robot frames).
+    ``route_id`` (the route z1 encodes, per env) attaches the other route of two-route maps for objective
+    ``route``."""
+    f32 = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32)  # noqa: E731
+    envs = [getattr(e, "unwrapped", e) for e in envs]
+    rid = list(route_id) if route_id is not None else [-1] * len(envs)
+    others = [resample_polyline(np.asarray(e.routes[1 - r]), spacing=0.01) if r in (0, 1) and len(e.routes) >= 2
+              else None for e, r in zip(envs, rid)]
+    return IntentProblem([-1] * len(envs), dict(policy_batch), f32([e.state for e in envs]),
+                         f32([e.map.goal for e in envs]), rid, [len(e.routes) for e in envs], others,
+                         f32([e.distance_field for e in envs]), [e.map for e in envs])
+
+
 class IntentChain:
     """``sample_fn(z)`` -> world waypoints ``[B, 8, 2]``, where ``z`` is z2 ``[B, d2]`` or, with ``joint``, z2 and
     z0 packed as ``[B, d2 + 16]``; ``z0`` (used when not joint) fixes the chain's initial noise."""
@@ -157,6 +172,62 @@ class IntentObjective:
         return d.min(-1).values.mean(-1)
 
 
+def replicate(problem: IntentProblem, k: int) -> IntentProblem:
+    """``problem`` with every map repeated ``k`` times in a row (map 0 k times, then map 1, ...)."""
+    rep = lambda xs: [x for x in xs for _ in range(k)]  # noqa: E731
+    return IntentProblem(rep(problem.seeds), {n: v.repeat_interleave(k, 0) for n, v in problem.obs.items()},
+                         problem.state.repeat_interleave(k, 0), problem.goal.repeat_interleave(k, 0),
+                         rep(problem.route_id), rep(problem.n_routes), rep(problem.other_route),
+                         problem.distance_field.repeat_interleave(k, 0), rep(problem.maps))
+
+
+class CandidateChain:
+    """The ``k`` candidate draws a re-ranked deployment (:mod:`steerlab.nav.safety`) chooses from, as one chain:
+    ``sample_fn(z2 [B, d2])`` -> world waypoints ``[B, k, 8, 2]``. A map's ``k`` draws share its z2 and differ
+    in their initial noise (``z0 [B * k, 8, 2]``) and per-step noise. ``nfe`` counts all ``k`` draws."""
+
+    def __init__(self, policy, problem: IntentProblem, z0: torch.Tensor, k: int, **chain_kw):
+        if k < 1 or z0.shape[0] != len(problem.seeds) * k:
+            raise ValueError(f"z0 must hold k = {k} initial noises per map: [{len(problem.seeds) * k}, 8, 2], "
+                             f"got {tuple(z0.shape)}")
+        self.k, self.problem = int(k), problem
+        self.chain = IntentChain(policy, replicate(problem, k), z0, **chain_kw)
+        self.nfe = self.chain.nfe * self.k
+        self.z0, self.z1 = z0, self.chain.z1[:: self.k]  # z1 of each map
+
+    def pack(self, z2: torch.Tensor) -> torch.Tensor:
+        return z2
+
+    def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z, self.z0
+
+    def sample_fn(self, z2: torch.Tensor, step_noise=None) -> torch.Tensor:
+        wp = self.chain.sample_fn(z2.repeat_interleave(self.k, 0))
+        return wp.reshape(z2.shape[0], self.k, *wp.shape[1:])
+
+
+class CandidateObjective:
+    """An :class:`IntentObjective` on a map's ``k`` candidates reduced to one value per map: ``reduce="worst"``
+    takes the candidate most favourable to the deployment (the least colliding for ``collision``; the farthest
+    for ``goal`` / ``route``), so pushing it moves every candidate; ``"mean"`` averages them. Takes the
+    ``[B, k, 8, 2]`` waypoints of :class:`CandidateChain` -> ``[B]``; ``waypoints=W`` scores only the first W (what
+    a receding-horizon deployment executes)."""
+
+    def __init__(self, name: str, problem: IntentProblem, k: int, reduce: str = "worst", waypoints: int | None = None):
+        if reduce not in ("worst", "mean"):
+            raise ValueError(f"reduce must be 'worst' or 'mean', got {reduce!r}")
+        self.inner = IntentObjective(name, replicate(problem, k))
+        self.name, self.k, self.reduce, self.direction = name, int(k), reduce, self.inner.direction
+        self.waypoints = waypoints
+
+    def __call__(self, wp: torch.Tensor) -> torch.Tensor:
+        wp = wp[:, :, : self.waypoints]
+        v = self.inner(wp.reshape(-1, *wp.shape[2:])).reshape(-1, self.k)  # [B, k, 8, 2] -> [B, k]
+        if self.reduce == "mean":
+            return v.mean(1)
+        return v.min(1).values if self.direction == "maximize" else v.max(1).values
+
+
 def swept_points(problem: IntentProblem, wp: torch.Tensor, substeps: int = 8) -> np.ndarray:
     """The straight segments from each map's start through the waypoints ``wp [B, 8, 2]``, sampled ``substeps``
     times each -> ``[B, 8 * substeps + 1, 2]`` (numpy, no gradient)."""
@@ -166,9 +237,13 @@ def swept_points(problem: IntentProblem, wp: torch.Tensor, substeps: int = 8) ->
 
 
 def hard_collision(problem: IntentProblem, wp: torch.Tensor) -> np.ndarray:
-    """Whether the straight segments through the waypoints (from the start) hit an obstacle, per map."""
+    """Whether the straight segments through the waypoints ``[B, 8, 2]`` (from the start) hit an obstacle, per map;
+    for the candidates of a :class:`CandidateChain` (``[B, k, 8, 2]``), whether every candidate does."""
     from steerlab.envs.nav2d import collides
 
+    if wp.dim() == 4:
+        k = wp.shape[1]
+        return hard_collision(replicate(problem, k), wp.flatten(0, 1)).reshape(-1, k).all(1)
     return np.array([collides(m.grid, p).any() for m, p in zip(problem.maps, swept_points(problem, wp))])
 
 
@@ -201,6 +276,10 @@ class IntentArgs:
     lambda_cfg: float | None = None
     """classifier-free guidance weight (default: the policy's)"""
     grad: Literal["full", "checkpoint"] = "full"
+    candidates: int = 1
+    """> 1: attack / steer the re-ranked deployment (steerlab.nav.safety) -- z2 shared by this many candidate draws per
+    map, each with its own noise; the objective is the least favourable candidate's (collision) or their mean
+    (goal, route). Not with --joint-noise (the deployment draws its own noise)"""
     seed: int = 0
     """seed of the initial z2, z0 and the chain's per-step noise"""
     out: str | None = None
@@ -225,13 +304,21 @@ def optimize_intent(a: IntentArgs) -> dict:
     problem = make_problem(policy, seeds, route)
     g = torch.Generator().manual_seed(a.seed)
     z2_init = torch.randn((len(seeds), policy.z2_dim), generator=g)
-    z0 = torch.randn((len(seeds), *policy.chunk_shape), generator=g)
-    chain = IntentChain(policy, problem, z0, joint=a.joint_noise, grad=a.grad, lambda_cfg=a.lambda_cfg, seed=a.seed)
-    objective = IntentObjective(a.objective, problem)
+    k = int(a.candidates)
+    if k < 1 or (k > 1 and a.joint_noise):
+        raise ValueError(f"--candidates must be >= 1 and cannot be combined with --joint-noise, got {a.candidates!r}")
+    z0 = torch.randn((len(seeds) * k, *policy.chunk_shape), generator=g)
+    if k > 1:
+        chain = CandidateChain(policy, problem, z0, k, grad=a.grad, lambda_cfg=a.lambda_cfg, seed=a.seed)
+        objective = CandidateObjective(a.objective, problem, k, reduce="worst" if a.objective == "collision" else "mean")
+    else:
+        chain = IntentChain(policy, problem, z0, joint=a.joint_noise, grad=a.grad, lambda_cfg=a.lambda_cfg, seed=a.seed)
+        objective = IntentObjective(a.objective, problem)
     ocfg = NoiseOptConfig(direction=objective.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps,
                           project_shell=a.project_shell, chi_weight=a.chi_weight)
     print(f"[intent] {ckpt}: {len(seeds)} maps (seeds {seeds[0]}..{seeds[-1]}), objective {a.objective} "
-          f"({objective.direction}), z2 dim {policy.z2_dim}{' + z0' if a.joint_noise else ''}, chain NFE {chain.nfe}")
+          f"({objective.direction}), z2 dim {policy.z2_dim}{' + z0' if a.joint_noise else ''}"
+          f"{f', {k} candidates per map' if k > 1 else ''}, chain NFE {chain.nfe}")
     z_init = chain.pack(z2_init)
     res = optimize_noise(chain.sample_fn, objective, z_init, ocfg, nfe_per_sample=chain.nfe, progress=a.progress)
     with torch.no_grad():
@@ -260,7 +347,8 @@ def optimize_intent(a: IntentArgs) -> dict:
 
 def plot_intents(problem: IntentProblem, before: torch.Tensor, after: torch.Tensor, path: Path, title: str = "",
                  max_maps: int = 8) -> Path:
-    """The chunk's waypoints before (grey) and after (red) optimization on each map, with its routes."""
+    """The chunk's waypoints ``[B, 8, 2]`` (or the candidates ``[B, k, 8, 2]``) before (grey) and after (red)
+    optimization on each map, with its routes."""
     import matplotlib.pyplot as plt
 
     from steerlab.envs.nav2d import plot_map
@@ -271,9 +359,12 @@ def plot_intents(problem: IntentProblem, before: torch.Tensor, after: torch.Tens
         plot_map(ax, problem.maps[i], title=f"seed {problem.seeds[i]} (route {problem.route_id[i]})")
         start = problem.state[i, :2].numpy()
         for wp, style, label in ((before[i], "o-", "before"), (after[i], "s-", "after")):
-            pts = np.concatenate([start[None], wp.detach().numpy()])
-            ax.plot(pts[:, 0], pts[:, 1], style, ms=3, lw=1.2, color="0.3" if label == "before" else "tab:red",
-                    label=label)
+            cands = wp.detach().reshape(-1, *wp.shape[-2:]).numpy()
+            for j, c in enumerate(cands):
+                pts = np.concatenate([start[None], c])
+                ax.plot(pts[:, 0], pts[:, 1], style, ms=3 if len(cands) == 1 else 1.5, lw=1.2 if len(cands) == 1 else 0.6,
+                        color="0.3" if label == "before" else "tab:red", alpha=1.0 if len(cands) == 1 else 0.5,
+                        label=label if j == 0 else None)
         ax.title.set_fontsize(8)
         if i == 0:
             ax.legend(fontsize=6, loc="lower right")

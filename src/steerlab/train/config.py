@@ -38,6 +38,13 @@ class EvalConfig:
     """environments stepped together (one batched policy call per step)"""
     inference_seed: int = 0
     """seed of the policy's sampling generator during evaluation"""
+    nav_rerank: int = 0
+    """nav2d: draw this many chunks per decision and execute the first that keeps the robot radius + nav_safety_margin
+    from the occupied pixels of the robot's egocentric image (steerlab.nav.safety); 0: the single draw"""
+    nav_execute_waypoints: int | None = None
+    """nav2d: execute only the first W of the 8 waypoints per decision (receding horizon); None: all"""
+    nav_safety_margin: float = 0.01
+    """nav2d: clearance beyond the robot radius a re-ranked chunk must keep"""
 
 
 @dataclass(frozen=True)
