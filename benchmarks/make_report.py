@@ -308,21 +308,51 @@ def _nav_block(lines, d, videos: bool):
         lines.append(f"| {r['lambda_cfg']:g} | {_pct(r['success_rate'])} | {_ci(r['success_ci95'])} | "
                      f"{_pct(r['collision_rate'])} | {r['distance_to_route_mean']:.4f} |")
     adv = d["adversarial"]
-    lines += ["", f"**Adversarial z2** ({adv['maps']} maps, budget {adv['budget_nfe']} NFE; backward = "
-              f"{adv['backward_cost']:.2f} forwards): *predicted* = the first chunk's segments hit an obstacle; "
-              "*closed loop* = the episode, with z2 and z0 held fixed, ends in a collision.", "",
+    k = d.get("deployment", {}).get("rerank", 0)
+    if k:
+        w = d["deployment"].get("execute_waypoints") or 8
+        cap = (f"**Adversarial z2 against the re-ranked deployment** ({adv['maps']} maps, budget {adv['budget_nfe']} NFE "
+               f"per candidate, {k} candidates; backward = {adv['backward_cost']:.2f} forwards): one z2 is shared by a "
+               f"map's {k} candidates and must make the least colliding one collide; *predicted* = the re-ranker, given "
+               f"{k} fresh draws with that z2 at the start, executes a chunk whose first {w} waypoints hit an obstacle; "
+               "*closed loop* = the episode (z2 at the first decision, the prior afterwards, re-ranking throughout) "
+               "ends in a collision.")
+    else:
+        cap = (f"**Adversarial z2** ({adv['maps']} maps, budget {adv['budget_nfe']} NFE; backward = "
+               f"{adv['backward_cost']:.2f} forwards): *predicted* = the first chunk's segments hit an obstacle; "
+               "*closed loop* = the episode, with z2 and z0 held fixed, ends in a collision.")
+    lines += ["", cap, "",
               "| search | NFE | predicted collision | 95% CI | closed-loop collision | 95% CI | z inside 99% |", "|---|---|---|---|---|---|---|"]
     for r in adv["rows"]:
+        if r.get("every_decision"):
+            continue
         lines.append(f"| {r['method']} | {r['nfe']:.0f} | {_pct(r['predicted']['rate'])} | {_ci(r['predicted']['ci95'])} | "
                      f"{_pct(r['closed_loop']['rate'])} | {_ci(r['closed_loop']['ci95'])} | {_pct(r['inside_99'])} |")
+    every = [r for r in adv["rows"] if r.get("every_decision")]
+    if every:
+        lines += ["", "**The adversary at every decision** (z2 searched afresh at each state the episode reaches, "
+                  "against the same re-ranked deployment, with the budget above per decision; random z2 = one prior "
+                  "draw per decision, shared by the candidates):", "",
+                  "| search | NFE per decision | closed-loop collision | 95% CI | decisions | z inside 99% |",
+                  "|---|---|---|---|---|---|"]
+        for r in every:
+            lines.append(f"| {r['method']} | {r['nfe_per_decision']:.0f} | {_pct(r['closed_loop']['rate'])} | "
+                         f"{_ci(r['closed_loop']['ci95'])} | {r['decisions']} | {_pct(r['inside_99'])} |")
     rs = d["route_switching"]
     lines += ["", f"**Route switching** ({rs['maps']} two-route maps; switched = the closed-loop path overlaps the other "
               "route more than the original):", "",
               f"- intent of the original route (no switch asked): {_pct(rs['original_route_intent']['rate'])} "
               f"{_ci(rs['original_route_intent']['ci95'])}",
               f"- z1 encoded from the other route: {_pct(rs['z1_from_other_route']['rate'])} {_ci(rs['z1_from_other_route']['ci95'])}",
-              f"- z1 of the original route, z2 optimized toward the other route: {_pct(rs['z2_optimized']['rate'])} "
-              f"{_ci(rs['z2_optimized']['ci95'])} (success {_pct(rs['z2_success']['rate'])})", ""]
+              f"- z1 of the original route, z2 optimized toward the other route"
+              + (" once at the start and held" if "z2_every_decision" in rs else "")
+              + f": {_pct(rs['z2_optimized']['rate'])} {_ci(rs['z2_optimized']['ci95'])} "
+              f"(success {_pct(rs['z2_success']['rate'])})"]
+    if "z2_every_decision" in rs:
+        lines.append(f"- z1 of the original route, z2 optimized toward the other route afresh at every decision "
+                     f"({rs['steps_per_decision']} Adam steps each): {_pct(rs['z2_every_decision']['rate'])} "
+                     f"{_ci(rs['z2_every_decision']['ci95'])} (success {_pct(rs['z2_every_decision_success']['rate'])})")
+    lines.append("")
     if videos:
         lines += ["Rollout videos: ![nominal](benchmarks/results/nav_nominal.gif) "
                   "![route switch](benchmarks/results/nav_route_switch.gif) "
@@ -343,6 +373,45 @@ def section_nav(lines):
                   "Run `nav-dart` of `benchmarks/train_bases.sh` (20,000 episodes, perturbation of std 0.3 on half the "
                   f"executed decisions, clean oracle labels; {step:,} steps when the time budget stopped it).", ""]
         _nav_block(lines, dart, videos=False)
+    rr = _load("nav_bench_dart_rerank")
+    if rr:
+        dep = rr["deployment"]
+        lines += [f"### The same policy, deployed with re-ranking ({dep['rerank']} candidates, "
+                  f"{dep.get('execute_waypoints') or 8} of 8 waypoints executed)", "",
+                  f"At every decision the policy draws {dep['rerank']} chunks and the first whose swept path keeps the "
+                  f"robot radius + {dep['safety_margin']:g} from the occupied pixels of the robot's own egocentric image "
+                  "is executed, else the clearest (`steerlab.nav.safety`; no map, no oracle). Same maps and seeds as "
+                  "above.", ""]
+        if dart:
+            lines += ["| nav-dart | single draw | re-ranked |", "|---|---|---|"]
+            pairs = [("goal-conditioned success", lambda d: d["nominal"]["success_rate"]),
+                     ("goal-conditioned collision", lambda d: d["nominal"]["collision_rate"]),
+                     ("exploration collision", lambda d: d["exploration"]["collision_rate"]),
+                     ("route switching, z1 of the other route", lambda d: d["route_switching"]["z1_from_other_route"]["rate"]),
+                     ("route switching, z2 optimized", lambda d: d["route_switching"]["z2_optimized"]["rate"])]
+            for name, f in pairs:
+                lines.append(f"| {name} | {_pct(f(dart))} | {_pct(f(rr))} |")
+            lines.append("")
+        _nav_block(lines, rr, videos=False)
+        lines += ["Rollout videos of the re-ranked deployment: "
+                  "![nominal](benchmarks/results/nav_bench_dart_rerank_nominal.gif) "
+                  "![route switch](benchmarks/results/nav_bench_dart_rerank_route_switch.gif) "
+                  "![adversarial](benchmarks/results/nav_bench_dart_rerank_adversarial.gif)", ""]
+    sw = _load("nav_rerank_sweep")
+    if sw:
+        lines += ["**Re-ranking sweep** " + _cmd(sw) + f" ({sw['maps']} maps, goal-conditioned; K = 1 is the single "
+                  "draw; W = waypoints executed per decision):", "",
+                  "| K | W | margin | success | 95% CI | collision | time-out | rooms / clutter / corridors | "
+                  "decisions | no safe candidate | draws passed over per decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sw["rows"]:
+            fam = " / ".join(_pct(r["by_family"].get(f, float("nan"))) for f in ("rooms", "clutter", "corridors"))
+            extra = (f"{_pct(r['no_safe_candidate'])} | {r['passed_over_per_decision']:.2f}" if "no_safe_candidate" in r
+                     else "– | –")
+            k = f"{r['k']} (one z2 shared)" if r.get("shared_z2") else f"{r['k']}"
+            lines.append(f"| {k} | {r['execute_waypoints']} | {r['margin']:g} | {_pct(r['success_rate'])} | "
+                         f"{_ci(r['success_ci95'])} | {_pct(r['collision_rate'])} | {_pct(r['timeout_rate'])} | {fam} | "
+                         f"{r['decisions_mean']:.1f} | {extra} |")
+        lines.append("")
 
 
 def section_nav_chunks(lines):
