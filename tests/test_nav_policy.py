@@ -527,6 +527,23 @@ def test_z2_chosen_at_every_decision_by_a_callable(nav_data):
         np.testing.assert_array_equal(ea["path"], eb["path"])
         assert len(ea["z2_chosen"]) == ea["length"]
     assert seen[0] == (2, [0, 1], 2) and all(n == len(r) == m for n, r, m in seen)
+    # with re-ranking, one z2 per candidate: candidate j of an episode gets row j of its block
+    k = 3
+    per = []
+    cand = rollout_nav(p, [0, 1], rerank=k, z2_fn=lambda b, e, r: per.append(torch.randn(len(e) * k, p.z2_dim))
+                       or per[-1], generator=torch.Generator().manual_seed(2), **kw)
+    assert all(c["z2_chosen"][0].shape == (k, p.z2_dim) for c in cand)
+    torch.testing.assert_close(cand[1]["z2_chosen"][0], per[0][k:2 * k])
+    seen_z2 = []
+    orig = p.predict_action_chunk
+    p.predict_action_chunk = lambda *a_, **kw_: seen_z2.append(kw_["z2"]) or orig(*a_, **kw_)
+    per.clear()
+    rollout_nav(p, [0, 1], rerank=k, z2_fn=lambda b, e, r: per.append(torch.randn(len(e) * k, p.z2_dim)) or per[-1],
+                generator=torch.Generator().manual_seed(2), **kw)
+    del p.predict_action_chunk
+    torch.testing.assert_close(seen_z2[0], per[0])  # the candidates are sampled with exactly these intents
+    with pytest.raises(ValueError, match="one per candidate"):
+        rollout_nav(p, [0], rerank=k, z2_fn=lambda b, e, r: torch.zeros(2, p.z2_dim), **kw)
     with pytest.raises(ValueError, match="do not also pass"):
         rollout_nav(p, [0], z2_fn=fn, z2=z2[:1], **kw)
     with pytest.raises(ValueError, match="z2_fn must return"):

@@ -43,7 +43,9 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     demonstrated chunk in training; held for a whole episode it repeats one manoeuvre at every decision).
     ``z2_fn(batch, envs, rows) -> z2 [n, d2]`` chooses z2 afresh at every decision for the ``n`` active episodes,
     given their policy batch, envs and indices into ``seeds`` (e.g. an adversary optimizing it, see
-    ``benchmarks/nav_bench.py``); each episode then has ``z2_chosen``, the list of the z2 it was given."""
+    ``benchmarks/nav_bench.py``); with ``rerank=K`` it may return one z2 per candidate, ``[n * K, d2]`` (row-major:
+    episode 0's K candidates first). Each episode then has ``z2_chosen``, the list of the ``[1 or K, d2]`` z2 it
+    was given."""
     from steerlab.nav.safety import rerank as rerank_chunks, safe_threshold
     from steerlab.sampling import from_seed
 
@@ -88,11 +90,15 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
         z2_now, per_candidate = (None if z2 is None else z2[ti]), False
         if z2_fn is not None:
             z2_now = torch.as_tensor(z2_fn(batch, [envs[i] for i in idx], [int(i) for i in idx])).detach()
-            if z2_now.shape != (len(idx), policy.z2_dim):
-                raise ValueError(f"z2_fn must return z2 [{len(idx)}, {policy.z2_dim}], got {tuple(z2_now.shape)}")
+            per_candidate = bool(K) and z2_now.shape == (len(idx) * K, policy.z2_dim)
+            if z2_now.shape != (len(idx), policy.z2_dim) and not per_candidate:
+                raise ValueError(f"z2_fn must return z2 [{len(idx)}, {policy.z2_dim}]"
+                                 + (f" or one per candidate [{len(idx) * K}, {policy.z2_dim}]" if K else "")
+                                 + f", got {tuple(z2_now.shape)}")
+            per_row = z2_now.reshape(len(idx), -1, policy.z2_dim)
             for j, i in enumerate(idx):
-                eps[i].setdefault("z2_chosen", []).append(z2_now[j].clone())
-        if z2_now is not None and z2_decisions is not None:
+                eps[i].setdefault("z2_chosen", []).append(per_row[j].clone())
+        if z2_now is not None and z2_decisions is not None and not per_candidate:
             held = torch.as_tensor([eps[i]["length"] < int(z2_decisions) for i in idx])
             if not held.all():  # prior draws for the rows past their held decisions (one per candidate)
                 prior = torch.randn((len(idx) * max(K, 1), z2_now.shape[1]), generator=generator).to(z2_now.dtype)
