@@ -115,3 +115,12 @@ def run_searches(chain, objective, z_first: torch.Tensor, budgets, backward_cost
         r = optimize_noise(chain.sample_fn, objective, z_first, ocfg, nfe_per_sample=chain.nfe,
                            backward_cost=backward_cost, progress=False, log=None)
         record("gradient", b, r.z, r.nfe, time.time() - t0)
+
+
+def load_policy_run(a):
+    """The parsed args' ``--threads`` (if set) applied, then ``(cfg, policy, checkpoint)`` of ``--run-dir``."""
+    from steerlab.eval.run import load_run
+
+    if getattr(a, "threads", None):
+        torch.set_num_threads(a.threads)
+    return load_run(a.run_dir)

@@ -397,6 +397,29 @@ def section_nav(lines):
                   "![nominal](benchmarks/results/nav_bench_dart_rerank_nominal.gif) "
                   "![route switch](benchmarks/results/nav_bench_dart_rerank_route_switch.gif) "
                   "![adversarial](benchmarks/results/nav_bench_dart_rerank_adversarial.gif)", ""]
+    av = _load("nav_adversary")
+    if av:
+        lines += ["**An adversary that replaces the deployment's intents** " + _cmd(av) + f" ({av['maps']} maps, "
+                  f"{av['rerank']} candidates per decision, {av['budget_nfe']} NFE per candidate and decision; backward = "
+                  f"{av['backward_cost']:.2f} forwards). At every decision each candidate's prior z2 draw is replaced by "
+                  "one searched to make its executed prefix collide (the candidate's chain noise is not the "
+                  "adversary's: the deployment samples with fresh noise), then the re-ranker chooses as usual. "
+                  "*prior z2* is the nominal re-ranked deployment.", "",
+                  "| W | intents | closed-loop collision | 95% CI | success | decisions | z inside 99% |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in av["rows"]:
+            lines.append(f"| {r['execute_waypoints']} | {r['method']} | {_pct(r['closed_loop']['rate'])} | "
+                         f"{_ci(r['closed_loop']['ci95'])} | {_pct(r['success']['rate'])} | {r['decisions']} | "
+                         f"{_pct(r['inside_99'])} |")
+        lines.append("")
+        for extra in sorted(RES.glob("nav_adversary_*.json")):  # further runs, e.g. another learning rate
+            e = json.loads(extra.read_text())
+            lines += [f"Also {_cmd(e)}:", ""]
+            for r in e["rows"]:
+                lines.append(f"- W = {r['execute_waypoints']}, {r['method']}: closed-loop collision "
+                             f"{_pct(r['closed_loop']['rate'])} {_ci(r['closed_loop']['ci95'])}, {r['decisions']} decisions, "
+                             f"z inside 99% {_pct(r['inside_99'])}")
+            lines.append("")
     sw = _load("nav_rerank_sweep")
     if sw:
         lines += ["**Re-ranking sweep** " + _cmd(sw) + f" ({sw['maps']} maps, goal-conditioned; K = 1 is the single "

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import load_policy_run, save  # noqa: E402
 
-from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.nav.rollout import rollout_nav, summarize  # noqa: E402
 
 CELLS = ([(k, w, 0.01, False) for w in (8, 4, 2) for k in (1, 4, 16)]
@@ -40,9 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_rerank_sweep")
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cfg, policy, ckpt = load_run(a.run_dir)
+    cfg, policy, ckpt = load_policy_run(a)
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     rows = []
     for k, w, margin, shared in CELLS:

@@ -1,0 +1,104 @@
+"""An adversary that replaces the intents of the re-ranked nav deployment (issue 5): at every decision, each of the
+K candidate draws gets a z2 chosen to make its executed prefix collide, and the re-ranker then picks among them as
+usual; closed-loop collision over the episode.
+
+    python benchmarks/nav_adversary.py --run-dir RUN [--maps 50] [--rerank 16] [--execute-waypoints 2 4]
+        [--budget 300] [--lr 0.1] [--methods prior best-of-N gradient] [--threads N] [--name nav_adversary]
+
+The threat model: the deployment draws K intents z2 from the prior N(0, I) and one chain noise per candidate; the
+adversary substitutes plausible intents (kept on the prior's sqrt(d) shell) for the K draws but does not control the
+noise, the re-ranker or the env. With no adversary ("prior z2") this is exactly the nominal re-ranked deployment.
+Against the re-ranker, min over the candidates of their collision costs is the objective, and it separates into
+one maximization per candidate, so each candidate's z2 is searched on its own: best-of-N (``--budget`` NFE per
+candidate) or gradient ascent through the full sampling chain (Adam, ``--lr``, same budget counting the backward
+pass). The search sees the candidate's own initial noise for the chain, the deployment then samples with its own
+fresh noise, so a found z2 has to collide for noises it was not tuned on. The objective scores the first W
+waypoints (what is executed before the next decision). Maps: env seeds 710,000 + i, z1 from the oracle's route
+(nav_bench.py's adversarial maps). Plausibility: the share of chosen z2 whose chi_d CDF of |z| lies in
+[0.005, 0.995].
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import inside_central, load_policy_run, rate, save  # noqa: E402
+
+from steerlab.nav.intent_opt import IntentChain, IntentObjective, make_problem, problem_from_envs, replicate  # noqa: E402
+from steerlab.nav.rollout import rollout_nav  # noqa: E402
+from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
+from steerlab.steer.search import best_of_n  # noqa: E402
+
+METHODS = {"prior": "prior z2", "best-of-N": "best-of-N z2", "gradient": "gradient z2"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--maps", type=int, default=50)
+    ap.add_argument("--seed0", type=int, default=710_000)
+    ap.add_argument("--rerank", type=int, default=16)
+    ap.add_argument("--execute-waypoints", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--budget", type=int, default=300, help="NFE per candidate and decision")
+    ap.add_argument("--lr", type=float, default=0.1, help="Adam learning rate of the gradient search")
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--name", default="nav_adversary")
+    a = ap.parse_args()
+    cfg, policy, ckpt = load_policy_run(a)
+    K = a.rerank
+    seeds = list(range(a.seed0, a.seed0 + a.maps))
+    route = make_problem(policy, seeds).route_id
+    out: dict = {"command": "python benchmarks/nav_adversary.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+                 "maps": a.maps, "rerank": K, "budget_nfe": a.budget, "rows": []}
+    bwd = None
+    for w in a.execute_waypoints:
+        for method in (METHODS[m] for m in a.methods):
+            gen = torch.Generator().manual_seed(6)
+            chosen: list = []
+
+            def adversary(batch, envs, rows, method=method, w=w, chosen=chosen, gen=gen):
+                nonlocal bwd
+                n = len(envs)
+                z = torch.randn((n * K, policy.z2_dim), generator=gen)
+                if method != "prior z2":
+                    rep = replicate(problem_from_envs(batch, envs), K)
+                    chain = IntentChain(policy, rep, torch.randn((n * K, *policy.chunk_shape), generator=gen))
+                    inner = IntentObjective("collision", rep)
+                    obj = lambda wp: inner(wp[:, :w])  # noqa: E731
+                    if bwd is None:
+                        bwd = measure_backward_cost(chain.sample_fn, obj, z, repeats=2)
+                    if method == "best-of-N z2":
+                        z = best_of_n(chain.sample_fn, obj, tuple(z.shape), max(1, a.budget // chain.nfe),
+                                      direction="maximize", nfe_per_sample=chain.nfe, generator=gen, z_first=z).z
+                    else:
+                        z = optimize_noise(chain.sample_fn, obj, z, NoiseOptConfig(
+                            direction="maximize", lr=a.lr, steps=10_000, project_shell=True, budget_nfe=a.budget),
+                            nfe_per_sample=chain.nfe, backward_cost=bwd, progress=False, log=None).z
+                chosen.append(z.detach())
+                return z
+
+            t0 = time.time()
+            eps = rollout_nav(policy, seeds, route=route, z2_fn=adversary, generator=torch.Generator().manual_seed(5),
+                              rerank=K, execute_waypoints=w)
+            real = np.array([e["collision"] for e in eps])
+            cdf = chi_cdf(torch.cat(chosen)).numpy()
+            row = {"execute_waypoints": w, "method": method, "closed_loop": rate(real),
+                   "success": rate([e["success"] for e in eps]), "decisions": int(sum(e["length"] for e in eps)),
+                   "inside_99": float(np.mean(inside_central(cdf))), "seconds": time.time() - t0}
+            out["rows"].append(row)
+            print(f"W={w} {method:13s}: closed-loop collision {real.mean():.0%}, success {row['success']['rate']:.0%}, "
+                  f"{row['decisions']} decisions, z inside 99% {row['inside_99']:.0%}, {row['seconds']:.0f} s", flush=True)
+    out["backward_cost"] = bwd
+    save(a.name, out)
+
+
+if __name__ == "__main__":
+    main()
