@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from steerlab.envs.nav2d import MAX_STEP, OCC_WINDOW, ROBOT_RADIUS
+from steerlab.envs.nav2d import MAX_STEP, OCC_WINDOW, ROBOT_RADIUS, densify
 
 
 def pixel_centres(size: int, window: float = OCC_WINDOW) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +63,7 @@ def chunk_sweep(actions, max_step: float = MAX_STEP, spacing: float = 0.005) -> 
     wp = (a.reshape(a.shape[0], -1, 2) * max_step).cumsum(1)
     pts = torch.cat([torch.zeros_like(wp[:, :1]), wp], 1)  # [B, n + 1, 2]
     sub = max(1, int(torch.ceil(torch.as_tensor(max_step * 2 ** 0.5 / spacing)).item()))
-    t = torch.arange(sub, dtype=pts.dtype) / sub
-    seg = pts[:, :-1, None] + (pts[:, 1:, None] - pts[:, :-1, None]) * t[:, None]  # [B, n, sub, 2]
-    return torch.cat([seg.reshape(a.shape[0], -1, 2), pts[:, -1:]], 1)
+    return densify(pts, sub)
 
 
 def chunk_clearance(occ, actions, window: float = OCC_WINDOW, max_step: float = MAX_STEP) -> torch.Tensor:
