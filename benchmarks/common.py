@@ -124,3 +124,22 @@ def load_policy_run(a):
     if getattr(a, "threads", None):
         torch.set_num_threads(a.threads)
     return load_run(a.run_dir)
+
+
+def search_intent(method: str, sample_fn, objective, z_first: torch.Tensor, budget: int, nfe: int,
+                  backward_cost: float, generator: torch.Generator, lr: float = 0.1):
+    """One maximizing search of the nav benchmarks over ``z_first``'s space at ``budget`` denoiser evaluations
+    (``nfe`` per sample): ``"best-of-N z2"`` (``budget // nfe`` draws, ``z_first`` the first) or ``"gradient z2"``
+    / ``"gradient z2+z0"`` (Adam from ``z_first``, sqrt(d)-shell projection, the backward pass counted at
+    ``backward_cost`` forwards). Returns the search result (``.z``, ``.nfe``)."""
+    from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
+    from steerlab.steer.search import best_of_n
+
+    if method == "best-of-N z2":
+        return best_of_n(sample_fn, objective, tuple(z_first.shape), max(1, budget // nfe), direction="maximize",
+                         nfe_per_sample=nfe, generator=generator, z_first=z_first)
+    if not method.startswith("gradient"):
+        raise ValueError(f"unknown search {method!r}")
+    ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, project_shell=True, budget_nfe=budget)
+    return optimize_noise(sample_fn, objective, z_first, ocfg, nfe_per_sample=nfe, backward_cost=backward_cost,
+                          progress=False, log=None)

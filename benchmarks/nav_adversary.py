@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import inside_central, load_policy_run, rate, save  # noqa: E402
+from common import inside_central, load_policy_run, rate, save, search_intent  # noqa: E402
 
 from steerlab.nav.intent_opt import IntentChain, IntentObjective, make_problem, problem_from_envs, replicate  # noqa: E402
 from steerlab.nav.rollout import rollout_nav  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
-from steerlab.steer.search import best_of_n  # noqa: E402
+from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 
 METHODS = {"prior": "prior z2", "best-of-N": "best-of-N z2", "gradient": "gradient z2"}
 
@@ -62,9 +61,7 @@ def main() -> None:
     for w in a.execute_waypoints:
         for method in (METHODS[m] for m in a.methods):
             gen = torch.Generator().manual_seed(6)
-            chosen: list = []
-
-            def adversary(batch, envs, rows, method=method, w=w, chosen=chosen, gen=gen):
+            def adversary(batch, envs, rows, method=method, w=w, gen=gen):
                 nonlocal bwd
                 n = len(envs)
                 z = torch.randn((n * K, policy.z2_dim), generator=gen)
@@ -75,21 +72,14 @@ def main() -> None:
                     obj = lambda wp: inner(wp[:, :w])  # noqa: E731
                     if bwd is None:
                         bwd = measure_backward_cost(chain.sample_fn, obj, z, repeats=2)
-                    if method == "best-of-N z2":
-                        z = best_of_n(chain.sample_fn, obj, tuple(z.shape), max(1, a.budget // chain.nfe),
-                                      direction="maximize", nfe_per_sample=chain.nfe, generator=gen, z_first=z).z
-                    else:
-                        z = optimize_noise(chain.sample_fn, obj, z, NoiseOptConfig(
-                            direction="maximize", lr=a.lr, steps=10_000, project_shell=True, budget_nfe=a.budget),
-                            nfe_per_sample=chain.nfe, backward_cost=bwd, progress=False, log=None).z
-                chosen.append(z.detach())
+                    z = search_intent(method, chain.sample_fn, obj, z, a.budget, chain.nfe, bwd, gen, lr=a.lr).z
                 return z
 
             t0 = time.time()
             eps = rollout_nav(policy, seeds, route=route, z2_fn=adversary, generator=torch.Generator().manual_seed(5),
                               rerank=K, execute_waypoints=w)
             real = np.array([e["collision"] for e in eps])
-            cdf = chi_cdf(torch.cat(chosen)).numpy()
+            cdf = chi_cdf(torch.cat([z for e in eps for z in e["z2_chosen"]])).numpy()
             row = {"execute_waypoints": w, "method": method, "closed_loop": rate(real),
                    "success": rate([e["success"] for e in eps]), "decisions": int(sum(e["length"] for e in eps)),
                    "inside_99": float(np.mean(inside_central(cdf))), "seconds": time.time() - t0}

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, inside_central, rate, save  # noqa: E402
+from common import RESULTS, inside_central, rate, save, search_intent  # noqa: E402
 
 from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, waypoints_to_world, world_to_action  # noqa: E402
 from steerlab.envs.nav2d_planner import resample_polyline, route_overlap  # noqa: E402
@@ -60,7 +60,6 @@ from steerlab.nav.intent_opt import (  # noqa: E402
 from steerlab.nav.safety import rerank, safe_threshold  # noqa: E402
 from steerlab.nav.rollout import rollout_nav, save_gif, summarize  # noqa: E402
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
-from steerlab.steer.search import best_of_n  # noqa: E402
 
 
 def path_to_route(path: np.ndarray, route: np.ndarray) -> float:
@@ -108,15 +107,10 @@ def adversarial_reranked(policy, problem, seeds, z2r, a, deploy, rows, g, gif) -
     bwd = measure_backward_cost(attack.sample_fn, objective, z2r, repeats=2)
     record("random z2", z2r, attack.nfe, 0.0)
     budget = a.budget * K
-    t0 = time.time()
-    r = best_of_n(attack.sample_fn, objective, tuple(z2r.shape), max(1, budget // attack.nfe), direction="maximize",
-                  nfe_per_sample=attack.nfe, generator=g(3), z_first=z2r)
-    record("best-of-N z2", r.z, r.nfe, time.time() - t0)
-    t0 = time.time()
-    res = optimize_noise(attack.sample_fn, objective, z2r, NoiseOptConfig(
-        direction="maximize", lr=0.1, steps=10_000, project_shell=True, budget_nfe=budget),
-        nfe_per_sample=attack.nfe, backward_cost=bwd, progress=False, log=None)
-    eps = record("gradient z2", res.z, res.nfe, time.time() - t0)
+    for method in ("best-of-N z2", "gradient z2"):
+        t0 = time.time()
+        res = search_intent(method, attack.sample_fn, objective, z2r, budget, attack.nfe, bwd, g(3))
+        eps = record(method, res.z, res.nfe, time.time() - t0)
     k = next((i for i, e in enumerate(eps) if e["collision"]), 0)  # video: the first map whose z2 collides
     (ep,) = rollout_nav(policy, seeds[k: k + 1], route=problem.route_id[k: k + 1], z2=res.z.detach()[k: k + 1],
                         z2_decisions=1, generator=g(5), record=True, **deploy)
@@ -125,7 +119,7 @@ def adversarial_reranked(policy, problem, seeds, z2r, a, deploy, rows, g, gif) -
     # the adversary at every decision: z2 searched afresh at each state the episode reaches, same budget per decision
     gen = g(6)
 
-    def adversary(method, chosen):
+    def adversary(method):
         def fn(batch, envs, rows):
             prob = problem_from_envs(batch, envs)
             n = len(envs)
@@ -133,24 +127,15 @@ def adversarial_reranked(policy, problem, seeds, z2r, a, deploy, rows, g, gif) -
             if method != "random z2":
                 ch = CandidateChain(policy, prob, torch.randn((n * K, *policy.chunk_shape), generator=gen), K, grad="full")
                 obj = CandidateObjective("collision", prob, K, reduce="worst", waypoints=W)
-                if method == "best-of-N z2":
-                    z2 = best_of_n(ch.sample_fn, obj, tuple(z2.shape), max(1, budget // ch.nfe), direction="maximize",
-                                   nfe_per_sample=ch.nfe, generator=gen, z_first=z2).z
-                else:
-                    z2 = optimize_noise(ch.sample_fn, obj, z2, NoiseOptConfig(
-                        direction="maximize", lr=0.1, steps=10_000, project_shell=True, budget_nfe=budget),
-                        nfe_per_sample=ch.nfe, backward_cost=bwd, progress=False, log=None).z
-            chosen.append(z2.detach())
+                z2 = search_intent(method, ch.sample_fn, obj, z2, budget, ch.nfe, bwd, gen).z
             return z2
         return fn
 
     for method in ("random z2", "best-of-N z2", "gradient z2"):
-        chosen: list = []
         t0 = time.time()
-        eps = rollout_nav(policy, seeds, route=problem.route_id, z2_fn=adversary(method, chosen), generator=g(5),
-                          **deploy)
+        eps = rollout_nav(policy, seeds, route=problem.route_id, z2_fn=adversary(method), generator=g(5), **deploy)
         real = np.array([e["collision"] for e in eps])
-        cdf = chi_cdf(torch.cat(chosen)).numpy()
+        cdf = chi_cdf(torch.cat([z for e in eps for z in e["z2_chosen"]])).numpy()
         decisions = sum(e["length"] for e in eps)
         rows.append({"method": method, "every_decision": True, "nfe_per_decision": float(0 if method == "random z2"
                                                                                        else budget),
@@ -243,17 +228,14 @@ def main() -> None:
         bwd = measure_backward_cost(chain.sample_fn, objective, z2r, repeats=2)
         record("random z2", chain, z2r, chain.nfe, 0.0)
         t0 = time.time()
-        r = best_of_n(chain.sample_fn, objective, tuple(z2r.shape),
-                      max(1, a.budget // chain.nfe), direction="maximize", nfe_per_sample=chain.nfe, generator=g(3),
-                      z_first=z2r)
+        r = search_intent("best-of-N z2", chain.sample_fn, objective, z2r, a.budget, chain.nfe, bwd, g(3))
         record("best-of-N z2", chain, r.z, r.nfe, time.time() - t0)
         for joint in (False, True):
             ch = IntentChain(policy, problem, z0, joint=joint, grad="full")
+            method = "gradient z2+z0" if joint else "gradient z2"
             t0 = time.time()
-            res = optimize_noise(ch.sample_fn, objective, ch.pack(z2r), NoiseOptConfig(
-                direction="maximize", lr=0.1, steps=10_000, project_shell=True, budget_nfe=a.budget),
-                nfe_per_sample=ch.nfe, backward_cost=bwd, progress=False, log=None)
-            record("gradient z2+z0" if joint else "gradient z2", ch, res.z, res.nfe, time.time() - t0)
+            res = search_intent(method, ch.sample_fn, objective, ch.pack(z2r), a.budget, ch.nfe, bwd, g(3))
+            record(method, ch, res.z, res.nfe, time.time() - t0)
             if joint:  # video of the first map whose found intent collides in closed loop (else the first map)
                 z2, zz0 = ch.split(res.z.detach())
                 eps = rollout_nav(policy, adv_seeds, route=problem.route_id, z2=z2, z0=zz0, noise_seed=0)
