@@ -238,10 +238,11 @@ def main() -> None:
             record(method, ch, res.z, res.nfe, time.time() - t0)
             if joint:  # video of the first map whose found intent collides in closed loop (else the first map)
                 z2, zz0 = ch.split(res.z.detach())
-                eps = rollout_nav(policy, adv_seeds, route=problem.route_id, z2=z2, z0=zz0, noise_seed=0)
+                eps = rollout_nav(policy, adv_seeds, route=problem.route_id, z2=z2, z0=zz0, noise_seed=0,
+                                  execute_waypoints=W)
                 k = next((i for i, e in enumerate(eps) if e["collision"]), 0)
                 (ep,) = rollout_nav(policy, adv_seeds[k: k + 1], route=problem.route_id[k: k + 1], z2=z2[k: k + 1],
-                                    z0=zz0[k: k + 1], noise_seed=0, record=True)
+                                    z0=zz0[k: k + 1], noise_seed=0, record=True, execute_waypoints=W)
                 save_gif(ep["frames"], gif("adversarial"))
     out["adversarial"] = {"maps": len(adv_seeds), "budget_nfe": a.budget, "backward_cost": bwd, "rows": rows}
 
