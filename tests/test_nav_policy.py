@@ -376,6 +376,16 @@ def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_pa
     assert load_file(str(tmp_path / "cand" / "intent.safetensors"))["z2"].shape == (2, d)
     with pytest.raises(SystemExit, match="joint-noise"):
         main(["intent", "optimize", str(run), "--maps", "2", "--candidates", "3", "--joint-noise", "--no-progress"])
+    # the coarse intent as the variable, toward the other route of two-route maps, z2 held at its prior draws
+    main(["intent", "optimize", str(run), "--maps", "2", "--steps", "3", "--objective", "route", "--variable", "z1",
+          "--candidates", "2", "--lr", "0.2", "--no-progress", "--out", str(tmp_path / "z1")])
+    res = _json.loads((tmp_path / "z1" / "result.json").read_text())
+    assert res["variable"] == "z1" and sum(res["objective_after"]) <= sum(res["objective_before"])
+    z = load_file(str(tmp_path / "z1" / "intent.safetensors"))
+    assert z["z1"].shape == z["z1_init"].shape == (2, z["z1"].shape[1]) and z["z2"].shape == (4, d)
+    torch.testing.assert_close((z["z1"] - z["z1_init"]).norm(dim=1), torch.tensor(res["z1_moved"]))
+    with pytest.raises(SystemExit, match="no prior"):
+        main(["intent", "optimize", str(run), "--maps", "2", "--variable", "z1", "--chi-weight", "1", "--no-progress"])
 
 
 def test_rotate_heading_matches_the_env_and_finds_first_decisions(tmp_path):
@@ -564,3 +574,86 @@ def test_z2_chosen_at_every_decision_by_a_callable(nav_data):
         assert (o_live is None) == (o_ref is None)
         if o_ref is not None:
             np.testing.assert_allclose(o_live, o_ref)
+
+
+def test_z1_returned_by_the_callable_replaces_the_route_encoding(nav_data):
+    from steerlab.nav.rollout import rollout_nav
+
+    p = _policy(nav_data)
+    kw = {"env_kwargs": {"max_steps": 3}}
+    for k in (0, 3):
+        plain = rollout_nav(p, [0, 1], rerank=k, generator=torch.Generator().manual_seed(2), **kw)
+        # z1 = the encoding of the route the rollout gives, z2 left to the prior: exactly the plain rollout
+        same = rollout_nav(p, [0, 1], rerank=k, generator=torch.Generator().manual_seed(2),
+                           z2_fn=lambda b, e, r: (p.encode_z1(b["ref_traj"]), None), **kw)
+        for ea, eb in zip(plain, same):  # (the encodings of 2 rows and of 2 * k rows differ by float rounding)
+            np.testing.assert_allclose(ea["path"], eb["path"], rtol=0, atol=1e-6)
+            assert len(eb["z1_chosen"]) == eb["length"] and "z2_chosen" not in eb
+        # another z1 changes the chunks
+        moved = rollout_nav(p, [0, 1], rerank=k, generator=torch.Generator().manual_seed(2),
+                            z2_fn=lambda b, e, r: (p.encode_z1(b["ref_traj"]) + 3.0, None), **kw)
+        assert not np.array_equal(moved[0]["path"], plain[0]["path"])
+    # one z1 per candidate reaches the sampler as given, next to the z2 returned with it
+    k, seen, per = 3, [], []
+    orig = p.predict_action_chunk
+    p.predict_action_chunk = lambda *a_, **kw_: seen.append((kw_["z1"], kw_["z2"])) or orig(*a_, **kw_)
+    rollout_nav(p, [0, 1], rerank=k, generator=torch.Generator().manual_seed(2), **kw,
+                z2_fn=lambda b, e, r: per.append((torch.randn(len(e) * k, p.z1_dim), torch.randn(len(e) * k, p.z2_dim)))
+                or per[-1])
+    del p.predict_action_chunk
+    torch.testing.assert_close(seen[0][0], per[0][0])
+    torch.testing.assert_close(seen[0][1], per[0][1])
+    with pytest.raises(ValueError, match=r"z1 \[1, 4\]"):
+        rollout_nav(p, [0], z2_fn=lambda b, e, r: (torch.zeros(1, p.z1_dim + 1), None), **kw)
+    with pytest.raises(ValueError, match="pair"):
+        rollout_nav(p, [0], z2_fn=lambda b, e, r: (None, None, None), **kw)
+    with pytest.raises(ValueError, match="one coarse intent per observation"):
+        p.predict_action_chunk({"obs_img": torch.zeros(1, 2, 32, 32), "obs_state": torch.zeros(1, 2, 6),
+                                "goal_rel": torch.zeros(1, 2)}, z1=torch.zeros(2, p.z1_dim))
+
+
+def test_z1_as_the_chain_variable(nav_data):
+    from steerlab.nav.intent_opt import CandidateChain, CandidateObjective, IntentChain, make_problem, two_route_seeds
+
+    p = _policy(nav_data)
+    seeds = two_route_seeds(0, 2)
+    prob = make_problem(p, seeds)
+    g = torch.Generator().manual_seed(0)
+    z0, z2 = torch.randn(2, *p.chunk_shape, generator=g), torch.randn(2, p.z2_dim, generator=g)
+    by_z2 = IntentChain(p, prob, z0)
+    by_z1 = IntentChain(p, prob, z0, variable="z1", z2=z2)
+    # at the route's own encoding, the z1 chain is the z2 chain at that z2
+    torch.testing.assert_close(by_z1.sample_fn(by_z1.z1), by_z2.sample_fn(z2))
+    # the gradient w.r.t. z1 matches central differences (float64 policy, DDIM without clipping)
+    pd = _policy(nav_data, sampler="ddim", clip_sample=None, num_inference_steps=4).double()
+    prob64 = make_problem(pd, seeds)
+    prob64.obs = {k: v.double() for k, v in prob64.obs.items()}
+    prob64.state = prob64.state.double()
+    ch = IntentChain(pd, prob64, z0.double(), variable="z1", z2=z2.double())
+    w = torch.randn(2, 8, 2, generator=g).double()
+    f = lambda z: (ch.sample_fn(z) * w).sum()  # noqa: E731
+    z1 = ch.z1.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(z1), z1)
+    fd, h = torch.zeros_like(z1), 1e-6
+    with torch.no_grad():
+        for i in range(z1.numel()):
+            e = torch.zeros(z1.numel(), dtype=z1.dtype)
+            e[i] = h
+            fd.view(-1)[i] = (f(z1 + e.view_as(z1)) - f(z1 - e.view_as(z1))) / (2 * h)
+    assert grad.abs().max() > 1e-6
+    torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-7)
+    # the candidates share one z1, each with its own z2 and noise
+    k = 3
+    cz0, cz2 = torch.randn(2 * k, *p.chunk_shape, generator=g), torch.randn(2 * k, p.z2_dim, generator=g)
+    cand = CandidateChain(p, prob, cz0, k, variable="z1", z2=cz2)
+    z1v = cand.z1.clone().requires_grad_(True)
+    wp = cand.sample_fn(z1v)
+    assert wp.shape == (2, k, 8, 2)
+    CandidateObjective("route", prob, k, reduce="mean")(wp).sum().backward()
+    assert torch.isfinite(z1v.grad).all() and z1v.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="variable must be"):
+        IntentChain(p, prob, z0, variable="z3")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        IntentChain(p, prob, z0, variable="z1", joint=True)
+    with pytest.raises(ValueError, match="fixed fine intent"):
+        IntentChain(p, prob, z0, z2=z2)

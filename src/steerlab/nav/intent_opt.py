@@ -16,6 +16,9 @@ Objectives on the world waypoints (the robot's start prepended):
 - ``route`` (minimize): mean distance of the waypoints to the *other* route of a two-route map (the one the
   intent z1 does not encode) -- route switching through z2 alone.
 
+``IntentChain(..., variable="z1")`` makes the coarse intent z1 the variable instead (from the encoding of the map's
+route, z2 held), e.g. to switch routes by optimizing z1 (``benchmarks/nav_route_switch.py``).
+
 z2's prior is N(0, I), the same as z0's, so the noise optimizer's plausibility tools apply unchanged:
 ``project_shell`` keeps |z| at sqrt(d) (a typical draw), ``chi_weight`` adds the chi_d negative log-likelihood.
 """
@@ -114,12 +117,24 @@ def problem_from_envs(policy_batch: dict, envs: list, route_id: list[int] | None
 
 class IntentChain:
     """``sample_fn(z)`` -> world waypoints ``[B, 8, 2]``, where ``z`` is z2 ``[B, d2]`` or, with ``joint``, z2 and
-    z0 packed as ``[B, d2 + 16]``; ``z0`` (used when not joint) fixes the chain's initial noise."""
+    z0 packed as ``[B, d2 + 16]``; ``z0`` (used when not joint) fixes the chain's initial noise.
+
+    ``variable="z1"`` makes the coarse intent the variable instead: ``z`` is z1 ``[B, d1]`` (starting, say, from
+    ``chain.z1``, the encoding of the map's route) and z2 is held at ``z2`` (``[B, d2]``; None: level z1, no fine
+    intent). z1 has no prior, so optimize it without ``project_shell``."""
 
     def __init__(self, policy, problem: IntentProblem, z0: torch.Tensor, *, joint: bool = False, grad: str = "full",
-                 lambda_cfg=None, seed: int = 0):
+                 lambda_cfg=None, seed: int = 0, variable: str = "z2", z2: torch.Tensor | None = None):
+        if variable not in ("z2", "z1"):
+            raise ValueError(f"variable must be 'z2' or 'z1', got {variable!r}")
+        if variable == "z1" and joint:
+            raise ValueError("joint (z2 and z0 together) optimizes z2; it cannot be combined with variable='z1'")
+        if z2 is not None and (variable != "z1" or tuple(z2.shape) != (len(problem.seeds), policy.z2_dim)):
+            raise ValueError(f"z2 is the fixed fine intent of variable='z1': [{len(problem.seeds)}, {policy.z2_dim}], "
+                             f"got {tuple(z2.shape)} with variable={variable!r}")
         self.policy, self.p, self.z0, self.joint = policy, problem, z0, joint
         self.grad, self.lambda_cfg, self.seed = grad, lambda_cfg, seed
+        self.variable, self.z2 = variable, z2
         with torch.no_grad():
             self.cond = policy.condition(problem.obs)
             self.z1 = policy.encode_z1(problem.obs["ref_traj"])
@@ -128,6 +143,7 @@ class IntentChain:
         self.nfe = policy.cfg.num_inference_steps * policy.network_calls(lam)
 
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The variable (z2, or z1) and z0 of a packed ``z``."""
         if not self.joint:
             return z, self.z0
         return z[:, : self.d2], z[:, self.d2:].reshape(self.z0.shape)
@@ -136,8 +152,9 @@ class IntentChain:
         return torch.cat([z2, self.z0.flatten(1)], 1) if self.joint else z2
 
     def sample_fn(self, z: torch.Tensor, step_noise=None) -> torch.Tensor:
-        z2, z0 = self.split(z)
-        chunk = self.policy.sample(self.cond, z0, self.z1, z2, noise=from_seed(self.seed), grad=self.grad,
+        v, z0 = self.split(z)
+        z1, z2 = (v, self.z2) if self.variable == "z1" else (self.z1, v)
+        chunk = self.policy.sample(self.cond, z0, z1, z2, noise=from_seed(self.seed), grad=self.grad,
                                    lambda_cfg=self.lambda_cfg)
         action = self.policy.unnormalize_actions(chunk)  # [B, 16], clipped as the env executes it
         return waypoints_to_world(self.p.state, action)
@@ -184,7 +201,9 @@ def replicate(problem: IntentProblem, k: int) -> IntentProblem:
 class CandidateChain:
     """The ``k`` candidate draws a re-ranked deployment (:mod:`steerlab.nav.safety`) chooses from, as one chain:
     ``sample_fn(z2 [B, d2])`` -> world waypoints ``[B, k, 8, 2]``. A map's ``k`` draws share its z2 and differ
-    in their initial noise (``z0 [B * k, 8, 2]``) and per-step noise. ``nfe`` counts all ``k`` draws."""
+    in their initial noise (``z0 [B * k, 8, 2]``) and per-step noise. ``nfe`` counts all ``k`` draws. With
+    ``variable="z1"`` (passed on to :class:`IntentChain`, with the candidates' own fixed ``z2 [B * k, d2]``) the
+    draws share an optimized z1 ``[B, d1]`` instead."""
 
     def __init__(self, policy, problem: IntentProblem, z0: torch.Tensor, k: int, **chain_kw):
         if k < 1 or z0.shape[0] != len(problem.seeds) * k:
@@ -201,9 +220,9 @@ class CandidateChain:
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return z, self.z0
 
-    def sample_fn(self, z2: torch.Tensor, step_noise=None) -> torch.Tensor:
-        wp = self.chain.sample_fn(z2.repeat_interleave(self.k, 0))
-        return wp.reshape(z2.shape[0], self.k, *wp.shape[1:])
+    def sample_fn(self, z: torch.Tensor, step_noise=None) -> torch.Tensor:
+        wp = self.chain.sample_fn(z.repeat_interleave(self.k, 0))
+        return wp.reshape(z.shape[0], self.k, *wp.shape[1:])
 
 
 class CandidateObjective:
@@ -252,7 +271,8 @@ def hard_collision(problem: IntentProblem, wp: torch.Tensor) -> np.ndarray:
 @dataclass(frozen=True)
 class IntentArgs:
     """Optimize the fine intent z2 of a trained nav policy through the full sampling chain (z1 from each map's
-    route held fixed) and save the intents, the trajectories before and after, and a plot of them on the maps."""
+    route held fixed), or with --variable z1 the coarse intent (z2 held at a prior draw), and save the intents, the
+    trajectories before and after, and a plot of them on the maps."""
 
     run_dir: tyro.conf.Positional[str]
     """run directory of a trained nomad-nav2d policy"""
@@ -280,6 +300,9 @@ class IntentArgs:
     """> 1: attack / steer the re-ranked deployment (steerlab.nav.safety) -- z2 shared by this many candidate draws per
     map, each with its own noise; the objective is the least favourable candidate's (collision) or their mean
     (goal, route). Not with --joint-noise (the deployment draws its own noise)"""
+    variable: Literal["z2", "z1"] = "z2"
+    """the intent optimized: z2 (fine, from its prior draw) or z1 (coarse, from the encoding of the map's route, with
+    z2 held at its prior draw; z1 has no prior, so no shell projection or chi weight)"""
     seed: int = 0
     """seed of the initial z2, z0 and the chain's per-step noise"""
     out: str | None = None
@@ -308,26 +331,35 @@ def optimize_intent(a: IntentArgs) -> dict:
     if k < 1 or (k > 1 and a.joint_noise):
         raise ValueError(f"--candidates must be >= 1 and cannot be combined with --joint-noise, got {a.candidates!r}")
     z0 = torch.randn((len(seeds) * k, *policy.chunk_shape), generator=g)
+    by_z1 = a.variable == "z1"
+    if by_z1 and (a.joint_noise or a.chi_weight):
+        raise ValueError("--variable z1 optimizes the coarse intent alone, which has no prior: drop --joint-noise "
+                         "and --chi-weight")
+    kw = {"grad": a.grad, "lambda_cfg": a.lambda_cfg, "seed": a.seed}
+    if by_z1:  # z2 held at prior draws: one per map, or one per candidate
+        kw.update(variable="z1", z2=z2_init if k == 1 else torch.randn((len(seeds) * k, policy.z2_dim), generator=g))
     if k > 1:
-        chain = CandidateChain(policy, problem, z0, k, grad=a.grad, lambda_cfg=a.lambda_cfg, seed=a.seed)
+        chain = CandidateChain(policy, problem, z0, k, **kw)
         objective = CandidateObjective(a.objective, problem, k, reduce="worst" if a.objective == "collision" else "mean")
     else:
-        chain = IntentChain(policy, problem, z0, joint=a.joint_noise, grad=a.grad, lambda_cfg=a.lambda_cfg, seed=a.seed)
+        chain = IntentChain(policy, problem, z0, joint=a.joint_noise, **kw)
         objective = IntentObjective(a.objective, problem)
     ocfg = NoiseOptConfig(direction=objective.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps,
-                          project_shell=a.project_shell, chi_weight=a.chi_weight)
+                          project_shell=a.project_shell and not by_z1, chi_weight=a.chi_weight)
     print(f"[intent] {ckpt}: {len(seeds)} maps (seeds {seeds[0]}..{seeds[-1]}), objective {a.objective} "
-          f"({objective.direction}), z2 dim {policy.z2_dim}{' + z0' if a.joint_noise else ''}"
-          f"{f', {k} candidates per map' if k > 1 else ''}, chain NFE {chain.nfe}")
-    z_init = chain.pack(z2_init)
+          f"({objective.direction}), {'z1 dim ' + str(policy.z1_dim) if by_z1 else 'z2 dim ' + str(policy.z2_dim)}"
+          f"{' + z0' if a.joint_noise else ''}{f', {k} candidates per map' if k > 1 else ''}, chain NFE {chain.nfe}")
+    z_init = chain.z1.clone() if by_z1 else chain.pack(z2_init)
     res = optimize_noise(chain.sample_fn, objective, z_init, ocfg, nfe_per_sample=chain.nfe, progress=a.progress)
     with torch.no_grad():
         before, after = chain.sample_fn(z_init), chain.sample_fn(res.z)
-    z2_after, z0_after = chain.split(res.z)
+    v_after, z0_after = chain.split(res.z)
     out = Path(a.out or Path(a.run_dir) / "intent" / a.objective)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"z2_init": z2_init.contiguous(), "z2": z2_after.detach().contiguous(), "z0": z0_after.detach().contiguous(),
-               "z1": chain.z1.contiguous()}, str(out / "intent.safetensors"))
+    tensors = {"z2_init": z2_init, "z2": v_after.detach(), "z0": z0_after.detach(), "z1": chain.z1}
+    if by_z1:  # z2 is the fixed draw the z1 was optimized with
+        tensors = {"z1_init": chain.z1, "z1": v_after.detach(), "z2": kw["z2"], "z0": z0_after.detach()}
+    save_file({n: t.contiguous() for n, t in tensors.items()}, str(out / "intent.safetensors"))
     save_file({"waypoints_before": before.contiguous(), "waypoints_after": after.contiguous()},
               str(out / "trajectories.safetensors"))
     result = {
@@ -335,10 +367,15 @@ def optimize_intent(a: IntentArgs) -> dict:
         "n_routes": problem.n_routes, "objective_before": objective(before).tolist(),
         "objective_after": objective(after).tolist(),
         "collides_before": hard_collision(problem, before).tolist(), "collides_after": hard_collision(problem, after).tolist(),
-        "z_chi_cdf": chi_cdf(res.z.detach()).tolist(), "nfe": res.nfe,
+        "nfe": res.nfe, "variable": a.variable,
     }
+    if by_z1:  # how far z1 moved, against the typical norm of the route encodings
+        result["z1_moved"] = (v_after.detach() - chain.z1).norm(dim=1).tolist()
+        result["z1_init_norm"] = chain.z1.norm(dim=1).tolist()
+    else:
+        result["z_chi_cdf"] = chi_cdf(res.z.detach()).tolist()
     (out / "result.json").write_text(json.dumps(result, indent=2))
-    plot_intents(problem, before, after, out / "trajectories.png", title=f"z2 optimized for {a.objective}")
+    plot_intents(problem, before, after, out / "trajectories.png", title=f"{a.variable} optimized for {a.objective}")
     print(f"[intent] objective {np.mean(result['objective_before']):.4f} -> {np.mean(result['objective_after']):.4f}; "
           f"collisions {sum(result['collides_before'])} -> {sum(result['collides_after'])} of {len(seeds)}; wrote "
           f"{out}/intent.safetensors, trajectories.safetensors, result.json, trajectories.png")

@@ -251,24 +251,28 @@ class NavPolicy(Policy):
         return loss, {"loss": loss.item(), "dist_mse": dist_mse.item(), "diffusion_mse": diff_mse.item(),
                       "kl": kl.item()}
 
-    def intent_for(self, obs: Mapping[str, torch.Tensor], b: int, generator=None, z2=None, level=None):
-        """``(z1, z2)`` for an observation batch: z1 from ``obs["ref_traj"]`` (None without it); z2 as given, else
-        from the prior N(0, I) (``generator``) at level z1z2, None at the lower levels."""
+    def intent_for(self, obs: Mapping[str, torch.Tensor], b: int, generator=None, z2=None, level=None, z1=None):
+        """``(z1, z2)`` for an observation batch: z1 as given, else encoded from ``obs["ref_traj"]`` (None without
+        either); z2 as given, else from the prior N(0, I) (``generator``) at level z1z2, None at the lower levels."""
         level = level or self.cfg.inference_level
-        if level == "none" or obs.get("ref_traj") is None:
+        if level == "none" or (z1 is None and obs.get("ref_traj") is None):
             return None, None
-        z1 = self.encode_z1(obs["ref_traj"])
+        if z1 is None:
+            z1 = self.encode_z1(obs["ref_traj"])
+        elif tuple(z1.shape) != (b, self.z1_dim):
+            raise ValueError(f"z1 must be [{b}, {self.z1_dim}] (one coarse intent per observation), got {tuple(z1.shape)}")
         if z2 is None and level == "z1z2":
             z2 = torch.randn((b, self.z2_dim), generator=generator).to(z1.dtype)
         return z1, (z2 if level == "z1z2" else None)
 
-    def sample_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None):
+    def sample_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None, z1=None):
         """Normalized chunk ``[B, 8, 2]`` for a raw observation batch (no gradient); draws from ``generator`` in
-        the order z2 (if needed), z0 (if not given), then the sampler's per-step noise."""
+        the order z2 (if needed), z0 (if not given), then the sampler's per-step noise. ``z1`` (``[B, d1]``)
+        replaces the encoding of ``obs["ref_traj"]`` (e.g. an optimized coarse intent)."""
         with torch.no_grad():
             cond = self.condition(obs)
             b = cond.shape[0]
-            z1, z2 = self.intent_for(obs, b, generator, z2, level)
+            z1, z2 = self.intent_for(obs, b, generator, z2, level, z1)
             if z0 is None:
                 z0 = torch.randn((b, *self.chunk_shape), generator=generator).to(cond.dtype)
             if noise is None:
@@ -276,10 +280,11 @@ class NavPolicy(Policy):
             return self.sample(cond, z0, z1, z2, noise=noise, grad="none", lambda_cfg=lambda_cfg)
 
     @torch.no_grad()
-    def predict_action_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None):
+    def predict_action_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None,
+                             z1=None):
         """Env actions ``[B, 1, 16]`` for a raw observation batch (keys of :meth:`condition`, optional
-        ``ref_traj [B, 32, 2]`` for the intent and ``goal_mask [B]``)."""
-        return self.unnormalize_actions(self.sample_chunk(obs, generator, z0, z2, noise, lambda_cfg, level))[:, None]
+        ``ref_traj [B, 32, 2]`` for the intent, or ``z1 [B, d1]`` directly, and ``goal_mask [B]``)."""
+        return self.unnormalize_actions(self.sample_chunk(obs, generator, z0, z2, noise, lambda_cfg, level, z1))[:, None]
 
     def reset(self) -> None:
         super().reset()

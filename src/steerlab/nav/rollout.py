@@ -45,7 +45,9 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     given their policy batch, envs and indices into ``seeds`` (e.g. an adversary optimizing it, see
     ``benchmarks/nav_bench.py``); with ``rerank=K`` it may return one z2 per candidate, ``[n * K, d2]`` (row-major:
     episode 0's K candidates first). Each episode then has ``z2_chosen``, the list of the ``[1 or K, d2]`` z2 it
-    was given."""
+    was given. ``z2_fn`` may also return a pair ``(z1, z2)``: ``z1 [n or n * K, d1]`` then replaces the encoding
+    of the route (e.g. a coarse intent optimized toward another route), ``z2 = None`` draws z2 from the prior, and
+    each episode has ``z1_chosen`` too."""
     from steerlab.nav.safety import rerank as rerank_chunks, safe_threshold
     from steerlab.sampling import from_seed
 
@@ -88,16 +90,24 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
                 [to_robot_frame(obs[i]["state"].astype(np.float64), refs[i]) for i in idx]), dtype=torch.float32)
         ti = torch.as_tensor(idx)
         z2_now, per_candidate = (None if z2 is None else z2[ti]), False
+        z1_now = None
         if z2_fn is not None:
-            z2_now = torch.as_tensor(z2_fn(batch, [envs[i] for i in idx], [int(i) for i in idx])).detach()
-            per_candidate = bool(K) and z2_now.shape == (len(idx) * K, policy.z2_dim)
-            if z2_now.shape != (len(idx), policy.z2_dim) and not per_candidate:
-                raise ValueError(f"z2_fn must return z2 [{len(idx)}, {policy.z2_dim}]"
-                                 + (f" or one per candidate [{len(idx) * K}, {policy.z2_dim}]" if K else "")
-                                 + f", got {tuple(z2_now.shape)}")
-            per_row = z2_now.reshape(len(idx), -1, policy.z2_dim)
-            for j, i in enumerate(idx):
-                eps[i].setdefault("z2_chosen", []).append(per_row[j].clone())
+            got = z2_fn(batch, [envs[i] for i in idx], [int(i) for i in idx])
+            if isinstance(got, tuple):
+                if len(got) != 2:
+                    raise ValueError(f"z2_fn may return z2 or a pair (z1, z2); got a tuple of {len(got)}")
+                z1_now, got = got
+                z1_now = _per_decision(z1_now, len(idx), K, policy.z1_dim, "z1")
+                for j, i in enumerate(idx):
+                    eps[i].setdefault("z1_chosen", []).append(z1_now.reshape(len(idx), -1, policy.z1_dim)[j].clone())
+                if len(z1_now) == len(idx):
+                    z1_now = z1_now.repeat_interleave(max(K, 1), 0)
+            if got is not None:
+                z2_now = _per_decision(got, len(idx), K, policy.z2_dim, "z2")
+                per_candidate = bool(K) and len(z2_now) == len(idx) * K
+                per_row = z2_now.reshape(len(idx), -1, policy.z2_dim)
+                for j, i in enumerate(idx):
+                    eps[i].setdefault("z2_chosen", []).append(per_row[j].clone())
         if z2_now is not None and z2_decisions is not None and not per_candidate:
             held = torch.as_tensor([eps[i]["length"] < int(z2_decisions) for i in idx])
             if not held.all():  # prior draws for the rows past their held decisions (one per candidate)
@@ -109,7 +119,7 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
             if K:
                 rep = {k: v.repeat_interleave(K, 0) for k, v in batch.items()}
                 cand = policy.predict_action_chunk(
-                    rep, generator=generator, lambda_cfg=lambda_cfg, level=level,
+                    rep, generator=generator, lambda_cfg=lambda_cfg, level=level, z1=z1_now,
                     z2=None if z2_now is None else (z2_now if per_candidate else z2_now.repeat_interleave(K, 0)))[:, 0]
                 e0 = envs[idx[0]]
                 thr = safe_threshold(e0.robot_radius, safety_margin)
@@ -119,7 +129,7 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
                     eps[i]["unsafe"] += int(clear[j].max() < thr)
             else:
                 act = policy.predict_action_chunk(
-                    batch, generator=generator, lambda_cfg=lambda_cfg, level=level,
+                    batch, generator=generator, lambda_cfg=lambda_cfg, level=level, z1=z1_now,
                     z2=z2_now, z0=None if z0 is None else z0[ti],
                     noise=None if z0 is None else from_seed(noise_seed))[:, 0]
         if execute_waypoints is not None:
@@ -143,6 +153,16 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
         for e, f in zip(eps, frames):
             e["frames"] = f
     return eps
+
+
+def _per_decision(z, n: int, k: int, dim: int, name: str) -> torch.Tensor:
+    """``z2_fn``'s ``z1`` / ``z2`` for ``n`` active episodes as a tensor: ``[n, dim]``, or with ``rerank=k`` one per
+    candidate ``[n * k, dim]``; anything else raises an error that names the shapes."""
+    z = torch.as_tensor(z).detach()
+    if tuple(z.shape) == (n, dim) or (k and tuple(z.shape) == (n * k, dim)):
+        return z
+    raise ValueError(f"z2_fn must return {name} [{n}, {dim}]" + (f" or one per candidate [{n * k}, {dim}]" if k else "")
+                     + f", got {tuple(z.shape)}")
 
 
 def save_gif(frames: list[np.ndarray], path, fps: float = 4.0, hold_last: int = 4) -> None:
