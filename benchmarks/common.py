@@ -126,20 +126,54 @@ def load_policy_run(a):
     return load_run(a.run_dir)
 
 
+def switched_route(episodes, seeds, route_id) -> np.ndarray:
+    """Per nav episode on a two-route map: whether its closed-loop path overlaps the other route (``1 - route_id``)
+    more than the original one (:func:`~steerlab.envs.nav2d_planner.route_overlap`)."""
+    from steerlab.envs.nav2d import Nav2DEnv
+    from steerlab.envs.nav2d_planner import route_overlap
+
+    flags = []
+    for e, s, orig in zip(episodes, seeds, route_id):
+        env = Nav2DEnv()
+        env.reset(seed=int(s))
+        p = e["path"]
+        flags.append(route_overlap(p, np.asarray(env.routes[1 - orig])) > route_overlap(p, np.asarray(env.routes[orig])))
+        env.close()
+    return np.array(flags)
+
+
 def search_intent(method: str, sample_fn, objective, z_first: torch.Tensor, budget: int, nfe: int,
-                  backward_cost: float, generator: torch.Generator, lr: float = 0.1):
+                  backward_cost: float, generator: torch.Generator, lr: float = 0.1, screen: float = 0.5):
     """One maximizing search of the nav benchmarks over ``z_first``'s space at ``budget`` denoiser evaluations
-    (``nfe`` per sample): ``"best-of-N z2"`` (``budget // nfe`` draws, ``z_first`` the first) or ``"gradient z2"``
+    (``nfe`` per sample): ``"best-of-N z2"`` (``budget // nfe`` draws, ``z_first`` the first), ``"gradient z2"``
     / ``"gradient z2+z0"`` (Adam from ``z_first``, sqrt(d)-shell projection, the backward pass counted at
-    ``backward_cost`` forwards). Returns the search result (``.z``, ``.nfe``)."""
+    ``backward_cost`` forwards), or ``"screen+gradient z2"``: the best of ``screen * budget // nfe`` draws, then
+    Adam from it with the rest of the budget (the best iterate kept, so it never ends below its screen). Returns
+    the search result (``.z``, ``.nfe``, the evaluations spent)."""
     from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
     from steerlab.steer.search import best_of_n
 
-    if method == "best-of-N z2":
-        return best_of_n(sample_fn, objective, tuple(z_first.shape), max(1, budget // nfe), direction="maximize",
+    def draws(n):
+        return best_of_n(sample_fn, objective, tuple(z_first.shape), max(1, n), direction="maximize",
                          nfe_per_sample=nfe, generator=generator, z_first=z_first)
+
+    def gradient(z, b):
+        ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, project_shell=True, budget_nfe=b)
+        return optimize_noise(sample_fn, objective, z, ocfg, nfe_per_sample=nfe, backward_cost=backward_cost,
+                              progress=False, log=None)
+
+    if method == "best-of-N z2":
+        return draws(budget // nfe)
+    if method == "screen+gradient z2":
+        if not 0.0 < screen < 1.0:
+            raise ValueError(f"screen is the share of the budget spent on draws, in (0, 1); got {screen!r}")
+        first = draws(int(screen * budget) // nfe)
+        rest = budget - first.nfe
+        if rest < nfe * (2 + backward_cost):  # not enough left for one gradient step after re-scoring the start
+            return first
+        r = gradient(first.z, rest)
+        r.nfe += first.nfe
+        return r
     if not method.startswith("gradient"):
         raise ValueError(f"unknown search {method!r}")
-    ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, project_shell=True, budget_nfe=budget)
-    return optimize_noise(sample_fn, objective, z_first, ocfg, nfe_per_sample=nfe, backward_cost=backward_cost,
-                          progress=False, log=None)
+    return gradient(z_first, budget)

@@ -414,12 +414,30 @@ def section_nav(lines):
         lines.append("")
         for extra in sorted(RES.glob("nav_adversary_*.json")):  # further runs, e.g. another learning rate
             e = json.loads(extra.read_text())
-            lines += [f"Also {_cmd(e)}:", ""]
+            lines += [f"Also {_cmd(e)} ({e['budget_nfe']} NFE per candidate and decision):", ""]
             for r in e["rows"]:
                 lines.append(f"- W = {r['execute_waypoints']}, {r['method']}: closed-loop collision "
                              f"{_pct(r['closed_loop']['rate'])} {_ci(r['closed_loop']['ci95'])}, {r['decisions']} decisions, "
                              f"z inside 99% {_pct(r['inside_99'])}")
             lines.append("")
+    ri = _load("nav_route_intent")
+    if ri:
+        dep = ri["deployment"]
+        lines += ["**Route switching by an optimized intent, in the re-ranked deployment** " + _cmd(ri)
+                  + f" ({ri['maps']} two-route maps, K = {dep['rerank']}, W = {dep['execute_waypoints']}; "
+                  f"{ri['steps_per_decision']} Adam steps per decision through the full chain, toward the other route). "
+                  "*z2 optimized*: every candidate's z2 (lr " f"{ri['lr_z2']:g}, on the prior's shell) with z1 of the "
+                  f"original route; *z1 optimized*: z1 (lr {ri['lr_z1']:g}) from the original route's encoding, shared "
+                  "by the candidates, which keep prior z2 draws. z1 moved = |z1 − z1(original)| / |z1(other) − "
+                  "z1(original)| at the same state.", "",
+                  "| intent | switched | 95% CI | success | switched and reached the goal | decisions | z1 moved (median / p90) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in ri["rows"]:
+            mv = r.get("z1_moved_fraction")
+            lines.append(f"| {r['method']} | {_pct(r['switched']['rate'])} | {_ci(r['switched']['ci95'])} | "
+                         f"{_pct(r['success']['rate'])} | {_pct(r['switched_and_success']['rate'])} | {r['decisions']} | "
+                         + (f"{mv['median']:.2f} / {mv['p90']:.2f}" if mv else "–") + " |")
+        lines.append("")
     sw = _load("nav_rerank_sweep")
     if sw:
         lines += ["**Re-ranking sweep** " + _cmd(sw) + f" ({sw['maps']} maps, goal-conditioned; K = 1 is the single "

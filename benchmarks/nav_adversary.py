@@ -3,15 +3,16 @@ K candidate draws gets a z2 chosen to make its executed prefix collide, and the 
 usual; closed-loop collision over the episode.
 
     python benchmarks/nav_adversary.py --run-dir RUN [--maps 50] [--rerank 16] [--execute-waypoints 2 4]
-        [--budget 300] [--lr 0.1] [--methods prior best-of-N gradient] [--threads N] [--name nav_adversary]
+        [--budget 300] [--lr 0.1] [--methods prior best-of-N gradient [screen+gradient]] [--screen 0.5]
+        [--threads N] [--name nav_adversary]
 
 The threat model: the deployment draws K intents z2 from the prior N(0, I) and one chain noise per candidate; the
 adversary substitutes plausible intents (kept on the prior's sqrt(d) shell) for the K draws but does not control the
 noise, the re-ranker or the env. With no adversary ("prior z2") this is exactly the nominal re-ranked deployment.
 Against the re-ranker, min over the candidates of their collision costs is the objective, and it separates into
 one maximization per candidate, so each candidate's z2 is searched on its own: best-of-N (``--budget`` NFE per
-candidate) or gradient ascent through the full sampling chain (Adam, ``--lr``, same budget counting the backward
-pass). The search sees the candidate's own initial noise for the chain, the deployment then samples with its own
+candidate), gradient ascent through the full sampling chain (Adam, ``--lr``, same budget counting the backward
+pass), or screen+gradient (the best of ``--screen`` of the budget in prior draws, then Adam from it with the rest). The search sees the candidate's own initial noise for the chain, the deployment then samples with its own
 fresh noise, so a found z2 has to collide for noises it was not tuned on. The objective scores the first W
 waypoints (what is executed before the next decision). Maps: env seeds 710,000 + i, z1 from the oracle's route
 (nav_bench.py's adversarial maps). Plausibility: the share of chosen z2 whose chi_d CDF of |z| lies in
@@ -35,7 +36,9 @@ from steerlab.nav.intent_opt import IntentChain, IntentObjective, make_problem, 
 from steerlab.nav.rollout import rollout_nav  # noqa: E402
 from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 
-METHODS = {"prior": "prior z2", "best-of-N": "best-of-N z2", "gradient": "gradient z2"}
+METHODS = {"prior": "prior z2", "best-of-N": "best-of-N z2", "gradient": "gradient z2",
+           "screen+gradient": "screen+gradient z2"}
+DEFAULT_METHODS = ["prior", "best-of-N", "gradient"]
 
 
 def main() -> None:
@@ -47,7 +50,9 @@ def main() -> None:
     ap.add_argument("--execute-waypoints", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--budget", type=int, default=300, help="NFE per candidate and decision")
     ap.add_argument("--lr", type=float, default=0.1, help="Adam learning rate of the gradient search")
-    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    ap.add_argument("--screen", type=float, default=0.5,
+                    help="screen+gradient: share of the budget spent on prior draws before the gradient steps")
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_adversary")
     a = ap.parse_args()
@@ -72,7 +77,8 @@ def main() -> None:
                     obj = lambda wp: inner(wp[:, :w])  # noqa: E731
                     if bwd is None:
                         bwd = measure_backward_cost(chain.sample_fn, obj, z, repeats=2)
-                    z = search_intent(method, chain.sample_fn, obj, z, a.budget, chain.nfe, bwd, gen, lr=a.lr).z
+                    z = search_intent(method, chain.sample_fn, obj, z, a.budget, chain.nfe, bwd, gen, lr=a.lr,
+                                      screen=a.screen).z
                 return z
 
             t0 = time.time()

@@ -48,10 +48,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, inside_central, rate, save, search_intent  # noqa: E402
+from common import RESULTS, inside_central, rate, save, search_intent, switched_route  # noqa: E402
 
-from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, waypoints_to_world, world_to_action  # noqa: E402
-from steerlab.envs.nav2d_planner import resample_polyline, route_overlap  # noqa: E402
+from steerlab.envs.nav2d import ROBOT_RADIUS, waypoints_to_world, world_to_action  # noqa: E402
+from steerlab.envs.nav2d_planner import resample_polyline  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.nav.intent_opt import (  # noqa: E402
     CandidateChain, CandidateObjective, IntentChain, IntentObjective, hard_collision, make_problem, problem_from_envs,
@@ -252,13 +252,7 @@ def main() -> None:
     other_id = [1 - r for r in problem.route_id]
 
     def switched(eps):
-        flags = []
-        for e, s, orig in zip(eps, rs, problem.route_id):
-            env = Nav2DEnv()
-            env.reset(seed=s)
-            p = e["path"]
-            flags.append(route_overlap(p, np.asarray(env.routes[1 - orig])) > route_overlap(p, np.asarray(env.routes[orig])))
-        return np.array(flags)
+        return switched_route(eps, rs, problem.route_id)
 
     eps = rollout_nav(policy, rs, route=problem.route_id, generator=g(), **deploy)
     base_sw = switched(eps)
