@@ -150,30 +150,19 @@ def search_intent(method: str, sample_fn, objective, z_first: torch.Tensor, budg
     ``backward_cost`` forwards), or ``"screen+gradient z2"``: the best of ``screen * budget // nfe`` draws, then
     Adam from it with the rest of the budget (the best iterate kept, so it never ends below its screen). Returns
     the search result (``.z``, ``.nfe``, the evaluations spent)."""
-    from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
+    from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise, screened_optimize
     from steerlab.steer.search import best_of_n
 
-    def draws(n):
-        return best_of_n(sample_fn, objective, tuple(z_first.shape), max(1, n), direction="maximize",
-                         nfe_per_sample=nfe, generator=generator, z_first=z_first)
-
-    def gradient(z, b):
-        ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, project_shell=True, budget_nfe=b)
-        return optimize_noise(sample_fn, objective, z, ocfg, nfe_per_sample=nfe, backward_cost=backward_cost,
-                              progress=False, log=None)
-
+    ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, project_shell=True, budget_nfe=budget)
     if method == "best-of-N z2":
-        return draws(budget // nfe)
+        return best_of_n(sample_fn, objective, tuple(z_first.shape), max(1, budget // nfe), direction="maximize",
+                         nfe_per_sample=nfe, generator=generator, z_first=z_first)
     if method == "screen+gradient z2":
         if not 0.0 < screen < 1.0:
             raise ValueError(f"screen is the share of the budget spent on draws, in (0, 1); got {screen!r}")
-        first = draws(int(screen * budget) // nfe)
-        rest = budget - first.nfe
-        if rest < nfe * (2 + backward_cost):  # not enough left for one gradient step after re-scoring the start
-            return first
-        r = gradient(first.z, rest)
-        r.nfe += first.nfe
-        return r
+        return screened_optimize(sample_fn, objective, z_first, ocfg, screen_draws=max(1, int(screen * budget) // nfe),
+                                 nfe_per_sample=nfe, backward_cost=backward_cost, generator=generator)
     if not method.startswith("gradient"):
         raise ValueError(f"unknown search {method!r}")
-    return gradient(z_first, budget)
+    return optimize_noise(sample_fn, objective, z_first, ocfg, nfe_per_sample=nfe, backward_cost=backward_cost,
+                          progress=False, log=None)

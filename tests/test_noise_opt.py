@@ -10,7 +10,7 @@ import torch
 
 from steerlab.sampling import alphas_cumprod, explicit, sample_ddpm, sample_euler, squaredcos_cap_v2
 from steerlab.steer.noise_opt import (
-    NoiseGradientError, NoiseOptConfig, chi_cdf, chi_nll, optimize_noise,
+    NoiseGradientError, NoiseOptConfig, chi_cdf, chi_nll, optimize_noise, screened_optimize,
 )
 from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation
 from steerlab.steer.search import best_of_n, cem, zo_search
@@ -148,6 +148,43 @@ def test_zero_order_baselines_count_evaluations_and_improve():
     assert torch.allclose(obj(chain(ce.z, grad="none")), ce.loss, atol=1e-6)
     up = cem(chain, obj, first.shape, iterations=4, population=8, direction="maximize", generator=g)
     assert (up.loss > ce.loss).all()
+
+
+def test_screened_optimize_starts_from_the_best_draw_and_keeps_the_budget():
+    obj = EndDistance(torch.tensor([0.8, 0.2]))
+    cfg = NoiseOptConfig(lr=0.05, steps=1000, budget_nfe=8 * 16 + 8 * 3 * 6 + 8)
+    kw = dict(screen_draws=16, nfe_per_sample=8, backward_cost=2.0)
+    r = screened_optimize(chain, obj, z0(), cfg, generator=torch.Generator().manual_seed(1), **kw)
+    screen = best_of_n(chain, obj, z0().shape, 16, nfe_per_sample=8, generator=torch.Generator().manual_seed(1),
+                       z_first=z0())
+    assert (r.loss < screen.loss).all()  # gradient steps from the best draw improve every row
+    assert torch.allclose(r.initial_loss, screen.loss, atol=1e-6)  # and start exactly there
+    assert r.steps == 6 and r.nfe == cfg.budget_nfe and r.stopped == "budget"
+    again = screened_optimize(chain, obj, z0(), cfg, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(again.z, r.z) and torch.equal(again.loss, r.loss)
+    with pytest.raises(ValueError, match="set cfg.budget_nfe"):
+        screened_optimize(chain, obj, z0(), NoiseOptConfig(), **kw)
+    with pytest.raises(ValueError, match="less than one gradient step"):
+        screened_optimize(chain, obj, z0(), NoiseOptConfig(budget_nfe=8 * 16 + 8), **kw)
+
+
+def test_screening_finds_the_basin_a_single_gradient_start_misses():
+    """A wide local maximum at 0 around the start and a higher, narrow one at 2: gradient ascent from the start
+    stays at the local one, the screen of prior draws lands most rows in the global one's basin."""
+    def f(z):  # [B, 1] -> [B]
+        return torch.exp(-z[:, 0] ** 2 / 0.5) + 2 * torch.exp(-(z[:, 0] - 2) ** 2 / 0.1)
+
+    def ident(z, step_noise=None):
+        return z
+
+    start = torch.full((8, 1), 0.1)
+    cfg = NoiseOptConfig(direction="maximize", lr=0.05, steps=1000, budget_nfe=64 + 2 * 30 + 1)
+    alone = optimize_noise(ident, f, start, cfg, backward_cost=1.0, progress=False, log=None)
+    assert (alone.loss < 1.01).all() and (alone.z.abs() < 0.2).all()  # climbed the local maximum only
+    r = screened_optimize(ident, f, start, cfg, screen_draws=64, backward_cost=1.0,
+                          generator=torch.Generator().manual_seed(0))
+    # (rows left in the local basin get fewer steps there: equal up to convergence)
+    assert (r.loss >= alone.loss - 1e-4).all() and int((r.loss > 1.9).sum()) >= 6
 
 
 def test_noise_modes_of_a_policy_chain():

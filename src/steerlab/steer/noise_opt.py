@@ -13,6 +13,8 @@ and a trust region ``|z - z_init| <= trust_radius``. The plausibility reported i
 The budget is counted in denoiser evaluations per restart: one forward chain costs ``nfe_per_sample``, and a
 gradient step costs ``nfe_per_sample * (1 + backward_cost)`` with ``backward_cost`` the measured time of the
 backward pass in units of the forward (:func:`measure_backward_cost`).
+
+:func:`screened_optimize` spends part of a budget on prior draws and starts the gradient search from the best.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -265,3 +267,36 @@ def optimize_noise(sample_fn: SampleFn, objective, z_init: torch.Tensor, cfg: No
         f"best {best['loss'].mean():.5g}; chi CDF of the best z0 {chi_cdf(best['z']).mean():.3f}")
     return NoiseOptResult(best["z"], best["xi"], best["loss"], best["sample"], initial_loss, initial_sample,
                           grad_report, history, nfe, step, stopped)
+
+
+def screened_optimize(sample_fn: SampleFn, objective, z_first: torch.Tensor, cfg: NoiseOptConfig, *,
+                      screen_draws: int, nfe_per_sample: float = 1.0, backward_cost: float | None = None,
+                      generator: torch.Generator | None = None, progress: bool = False,
+                      log: Callable[[str], None] | None = None) -> NoiseOptResult:
+    """Screen, then descend: the best of ``screen_draws`` prior draws per row (``z_first`` the first, the rest from
+    ``generator``; :func:`~steerlab.steer.search.best_of_n`), then :func:`optimize_noise` from it with what is left
+    of ``cfg.budget_nfe``. Random draws find the basin, gradient steps climb it; where the objective has several
+    local optima (e.g. a low-dimensional intent), a gradient run from one random start stays in its own.
+
+    The result is :func:`optimize_noise`'s (its best iterate is at least as good as the screen's, which it starts
+    from) with ``nfe`` counting the screen too. Needs ``cfg.budget_nfe``, large enough for one gradient step after
+    the screen (``nfe_per_sample * (2 + backward_cost)``)."""
+    from steerlab.steer.search import best_of_n
+
+    if cfg.budget_nfe is None:
+        raise ValueError("screened_optimize splits a budget between draws and gradient steps: set cfg.budget_nfe")
+    if screen_draws < 1:
+        raise ValueError(f"screen_draws must be >= 1, got {screen_draws!r}")
+    if backward_cost is None:
+        backward_cost = measure_backward_cost(sample_fn, objective, z_first, repeats=1)
+    first = best_of_n(sample_fn, objective, tuple(z_first.shape), int(screen_draws), direction=cfg.direction,
+                      nfe_per_sample=nfe_per_sample, generator=generator, z_first=z_first)
+    rest = cfg.budget_nfe - first.nfe
+    if rest < nfe_per_sample * (2 + backward_cost):
+        raise ValueError(f"a budget of {cfg.budget_nfe:g} NFE leaves {rest:g} after {screen_draws} draws of "
+                         f"{nfe_per_sample:g}, less than one gradient step ({nfe_per_sample * (2 + backward_cost):g}): "
+                         "raise the budget or screen fewer draws")
+    r = optimize_noise(sample_fn, objective, first.z, replace(cfg, budget_nfe=rest), nfe_per_sample=nfe_per_sample,
+                       backward_cost=backward_cost, progress=progress, log=log)
+    r.nfe += first.nfe
+    return r
