@@ -414,14 +414,15 @@ def section_nav(lines):
         lines.append("")
         for extra in sorted(RES.glob("nav_adversary_*.json")):  # further runs, e.g. another learning rate
             e = json.loads(extra.read_text())
-            lines += [f"Also {_cmd(e)} ({e['budget_nfe']} NFE per candidate and decision):", ""]
+            lines += [f"Also {_cmd(e)}, {e['budget_nfe']} NFE per candidate and decision:", ""]
             for r in e["rows"]:
                 lines.append(f"- W = {r['execute_waypoints']}, {r['method']}: closed-loop collision "
                              f"{_pct(r['closed_loop']['rate'])} {_ci(r['closed_loop']['ci95'])}, {r['decisions']} decisions, "
                              f"z inside 99% {_pct(r['inside_99'])}")
             lines.append("")
-    ri = _load("nav_route_intent")
-    if ri:
+    for ri in [_load("nav_route_intent")] + [json.loads(f.read_text()) for f in sorted(RES.glob("nav_route_intent_*.json"))]:
+        if not ri:
+            continue
         dep = ri["deployment"]
         lines += ["**Route switching by an optimized intent, in the re-ranked deployment** " + _cmd(ri)
                   + f" ({ri['maps']} two-route maps, K = {dep['rerank']}, W = {dep['execute_waypoints']}; "
