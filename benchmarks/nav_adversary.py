@@ -4,7 +4,7 @@ usual; closed-loop collision over the episode.
 
     python benchmarks/nav_adversary.py --run-dir RUN [--maps 50] [--rerank 16] [--execute-waypoints 2 4]
         [--budget 300] [--lr 0.1] [--methods prior best-of-N gradient [screen+gradient]] [--screen 0.5]
-        [--threads N] [--name nav_adversary]
+        [--backward-cost C] [--threads N] [--name nav_adversary]
 
 The threat model: the deployment draws K intents z2 from the prior N(0, I) and one chain noise per candidate; the
 adversary substitutes plausible intents (kept on the prior's sqrt(d) shell) for the K draws but does not control the
@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--screen", type=float, default=0.5,
                     help="screen+gradient: share of the budget spent on prior draws before the gradient steps")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS)
+    ap.add_argument("--backward-cost", type=float, default=None,
+                    help="cost of a backward pass in forward passes, for the gradient budget (default: timed once; "
+                         "the timing varies with machine load and with it the number of gradient steps)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_adversary")
     a = ap.parse_args()
@@ -62,7 +65,7 @@ def main() -> None:
     route = make_problem(policy, seeds).route_id
     out: dict = {"command": "python benchmarks/nav_adversary.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
                  "maps": a.maps, "rerank": K, "budget_nfe": a.budget, "rows": []}
-    bwd = None
+    bwd = a.backward_cost
     for w in a.execute_waypoints:
         for method in (METHODS[m] for m in a.methods):
             gen = torch.Generator().manual_seed(6)

@@ -278,8 +278,9 @@ def screened_optimize(sample_fn: SampleFn, objective, z_first: torch.Tensor, cfg
     of ``cfg.budget_nfe``. Random draws find the basin, gradient steps climb it; where the objective has several
     local optima (e.g. a low-dimensional intent), a gradient run from one random start stays in its own.
 
-    The result is :func:`optimize_noise`'s (its best iterate is at least as good as the screen's, which it starts
-    from) with ``nfe`` counting the screen too. Needs ``cfg.budget_nfe``, large enough for one gradient step after
+    The result is :func:`optimize_noise`'s, started at the screen's best (with ``cfg.project_shell``, at its
+    projection onto the shell, so the result is only guaranteed to match or beat that projection), with ``nfe``
+    counting the screen too. Needs ``cfg.budget_nfe``, large enough for one gradient step after
     the screen (``nfe_per_sample * (2 + backward_cost)``)."""
     from steerlab.steer.search import best_of_n
 
