@@ -420,6 +420,23 @@ def section_nav(lines):
                              f"{_pct(r['closed_loop']['rate'])} {_ci(r['closed_loop']['ci95'])}, {r['decisions']} decisions, "
                              f"z inside 99% {_pct(r['inside_99'])}")
             lines.append("")
+    la = _load("nav_intent_landscape")
+    if la:
+        gc, ls = la["gradient_check"]["by_step"], la["landscape"]
+        lines += ["**Why gradient search loses to draws over the 4-D z2** " + _cmd(la) + f" ({la['maps']} of the "
+                  f"adversarial maps at their start states, {la['rerank']} candidate chains each, collision objective "
+                  f"of the first {la['execute_waypoints']} waypoints). Central difference / |gradient| along the "
+                  "gradient, median: " + ", ".join(f"{v['median']:.3f} at step {h}" for h, v in gc.items())
+                  + f". Local maxima along {ls['circles']} random great circles of the shell: {ls['local_maxima_mean']:.2f} "
+                  f"per circle, {_pct(ls['share_with_several_maxima'])} with two or more. Searches at "
+                  f"{la['budget_nfe']} NFE per candidate (gradient lr {la['lr']:g}):", "",
+                  "| intents | candidates colliding, search noise | candidates colliding, fresh noise | "
+                  "maps with every candidate colliding | spread of a map's intents |", "|---|---|---|---|---|"]
+        for r in la["searches"]:
+            lines.append(f"| {r['method']} | {_pct(r['candidate_collides_own_noise'])} | "
+                         f"{_pct(r['candidate_collides_fresh_noise'])} | "
+                         f"{_pct(r['maps_all_candidates_collide_fresh_noise'])} | {r['spread_mean']:.2f} |")
+        lines.append("")
     for ri in [_load("nav_route_intent")] + [json.loads(f.read_text()) for f in sorted(RES.glob("nav_route_intent_*.json"))]:
         if not ri:
             continue
