@@ -148,7 +148,7 @@ def search_intent(method: str, sample_fn, objective, z_first: torch.Tensor, budg
     (``nfe`` per sample): ``"best-of-N z2"`` (``budget // nfe`` draws, ``z_first`` the first), ``"gradient z2"``
     / ``"gradient z2+z0"`` (Adam from ``z_first``, sqrt(d)-shell projection, the backward pass counted at
     ``backward_cost`` forwards), or ``"screen+gradient z2"``: the best of ``screen * budget // nfe`` draws, then
-    Adam from it with the rest of the budget (the best iterate kept, so it never ends below its screen). Returns
+    Adam from it (projected onto the shell) with the rest of the budget (``screened_optimize``). Returns
     the search result (``.z``, ``.nfe``, the evaluations spent)."""
     from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise, screened_optimize
     from steerlab.steer.search import best_of_n

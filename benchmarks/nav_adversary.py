@@ -12,9 +12,10 @@ noise, the re-ranker or the env. With no adversary ("prior z2") this is exactly 
 Against the re-ranker, min over the candidates of their collision costs is the objective, and it separates into
 one maximization per candidate, so each candidate's z2 is searched on its own: best-of-N (``--budget`` NFE per
 candidate), gradient ascent through the full sampling chain (Adam, ``--lr``, same budget counting the backward
-pass), or screen+gradient (the best of ``--screen`` of the budget in prior draws, then Adam from it with the rest). The search sees the candidate's own initial noise for the chain, the deployment then samples with its own
-fresh noise, so a found z2 has to collide for noises it was not tuned on. The objective scores the first W
-waypoints (what is executed before the next decision). Maps: env seeds 710,000 + i, z1 from the oracle's route
+pass at ``--backward-cost`` forwards, timed if not given), or screen+gradient (the best of ``--screen`` of the
+budget in prior draws, then Adam from it with the rest). The search sees the candidate's own initial noise for
+the chain, the deployment then samples with its own fresh noise, so a found z2 has to collide for noises it was
+not tuned on. The objective scores the first W waypoints (what is executed before the next decision). Maps: env seeds 710,000 + i, z1 from the oracle's route
 (nav_bench.py's adversarial maps). Plausibility: the share of chosen z2 whose chi_d CDF of |z| lies in
 [0.005, 0.995].
 """
