@@ -356,9 +356,10 @@ def optimize_intent(a: IntentArgs) -> dict:
     v_after, z0_after = chain.split(res.z)
     out = Path(a.out or Path(a.run_dir) / "intent" / a.objective)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {"z2_init": z2_init, "z2": v_after.detach(), "z0": z0_after.detach(), "z1": chain.z1}
     if by_z1:  # z2 is the fixed draw the z1 was optimized with
         tensors = {"z1_init": chain.z1, "z1": v_after.detach(), "z2": kw["z2"], "z0": z0_after.detach()}
+    else:
+        tensors = {"z2_init": z2_init, "z2": v_after.detach(), "z0": z0_after.detach(), "z1": chain.z1}
     save_file({n: t.contiguous() for n, t in tensors.items()}, str(out / "intent.safetensors"))
     save_file({"waypoints_before": before.contiguous(), "waypoints_after": after.contiguous()},
               str(out / "trajectories.safetensors"))

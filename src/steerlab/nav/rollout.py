@@ -97,17 +97,12 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
                 if len(got) != 2:
                     raise ValueError(f"z2_fn may return z2 or a pair (z1, z2); got a tuple of {len(got)}")
                 z1_now, got = got
-                z1_now = _per_decision(z1_now, len(idx), K, policy.z1_dim, "z1")
-                for j, i in enumerate(idx):
-                    eps[i].setdefault("z1_chosen", []).append(z1_now.reshape(len(idx), -1, policy.z1_dim)[j].clone())
+                z1_now = _per_decision(z1_now, eps, idx, K, policy.z1_dim, "z1")
                 if len(z1_now) == len(idx):
                     z1_now = z1_now.repeat_interleave(max(K, 1), 0)
             if got is not None:
-                z2_now = _per_decision(got, len(idx), K, policy.z2_dim, "z2")
+                z2_now = _per_decision(got, eps, idx, K, policy.z2_dim, "z2")
                 per_candidate = bool(K) and len(z2_now) == len(idx) * K
-                per_row = z2_now.reshape(len(idx), -1, policy.z2_dim)
-                for j, i in enumerate(idx):
-                    eps[i].setdefault("z2_chosen", []).append(per_row[j].clone())
         if z2_now is not None and z2_decisions is not None and not per_candidate:
             held = torch.as_tensor([eps[i]["length"] < int(z2_decisions) for i in idx])
             if not held.all():  # prior draws for the rows past their held decisions (one per candidate)
@@ -155,14 +150,18 @@ def rollout_nav(policy, seeds, *, family: str = "mixed", env_kwargs: dict | None
     return eps
 
 
-def _per_decision(z, n: int, k: int, dim: int, name: str) -> torch.Tensor:
-    """``z2_fn``'s ``z1`` / ``z2`` for ``n`` active episodes as a tensor: ``[n, dim]``, or with ``rerank=k`` one per
-    candidate ``[n * k, dim]``; anything else raises an error that names the shapes."""
+def _per_decision(z, eps: list[dict], idx, k: int, dim: int, name: str) -> torch.Tensor:
+    """``z2_fn``'s ``z1`` / ``z2`` for the active episodes ``idx`` as a tensor -- ``[n, dim]``, or with ``rerank=k``
+    one per candidate ``[n * k, dim]``; anything else raises an error that names the shapes -- each episode's rows
+    appended to its ``<name>_chosen``."""
+    n = len(idx)
     z = torch.as_tensor(z).detach()
-    if tuple(z.shape) == (n, dim) or (k and tuple(z.shape) == (n * k, dim)):
-        return z
-    raise ValueError(f"z2_fn must return {name} [{n}, {dim}]" + (f" or one per candidate [{n * k}, {dim}]" if k else "")
-                     + f", got {tuple(z.shape)}")
+    if tuple(z.shape) != (n, dim) and not (k and tuple(z.shape) == (n * k, dim)):
+        raise ValueError(f"z2_fn must return {name} [{n}, {dim}]" + (f" or one per candidate [{n * k}, {dim}]" if k else "")
+                         + f", got {tuple(z.shape)}")
+    for rows, i in zip(z.reshape(n, -1, dim), idx):
+        eps[i].setdefault(f"{name}_chosen", []).append(rows.clone())
+    return z
 
 
 def save_gif(frames: list[np.ndarray], path, fps: float = 4.0, hold_last: int = 4) -> None:
