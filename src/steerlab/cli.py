@@ -98,27 +98,33 @@ def cmd_train(args: list[str]) -> None:
         import torch.distributed as dist
 
         if not (dist.is_initialized() and dist.get_rank() != 0):
-            _eval(run_dir, None)
+            _eval(run_dir, None, archive=True)
 
 
-def _eval(run_dir: Path, episodes: int | None, **overrides) -> dict:
+def _eval(run_dir: Path, episodes: int | None, out: str | None = None, overwrite: bool = False,
+          archive: bool = False, **overrides) -> dict:
+    """Evaluate and print the result; ``archive``: the run's own (end-of-training) evaluation, which moves earlier
+    top-level results into evals/ before writing its own."""
     from steerlab.eval.run import evaluate_run
 
-    res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None)
+    res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None, out=out, overwrite=overwrite,
+                       archive=archive)
     lo, hi = res["success_ci95"]
     print(f"[steerlab] {run_dir}: success {res['success_rate']:.1%} (95% CI [{lo:.1%}, {hi:.1%}]) "
-          f"over {res['episodes']} episodes; report {Path(run_dir) / 'report.md'}")
+          f"over {res['episodes']} episodes; report {Path(res['out_dir']) / 'report.md'}")
     return res
 
 
 @dataclass(frozen=True)
 class EvalArgs:
-    """Evaluate a trained run: rollouts on fixed seeds, metrics.json, plots/ and report.md in the run dir."""
+    """Evaluate a trained run: rollouts on fixed seeds, metrics.json, plots/ and report.md. The run's first evaluation
+    writes them into the run directory; later ones into a new <run-dir>/evals/<NNN>-step<S>-<E>ep/ (nothing is
+    replaced unless --overwrite)."""
 
     run_dir: tyro.conf.Positional[str]
     """run directory written by `steerlab train`"""
     episodes: int | None = None
-    """episodes (default: the run's eval.episodes)"""
+    """episodes, a positive integer (default: the run's eval.episodes)"""
     seed0: int | None = None
     """first env seed (default: the run's eval.seed0)"""
     batch: int | None = None
@@ -132,20 +138,31 @@ class EvalArgs:
     """nav runs with --rerank: execute only the first W of the 8 waypoints per decision"""
     guide: float | None = None
     """energy-critic runs: also evaluate energy guidance during sampling with this weight"""
+    out: str | None = None
+    """write the results into this directory instead (refused if it already holds results, unless --overwrite)"""
+    overwrite: bool = False
+    """replace the run's top-level results (or those in --out) instead of writing a new evals/ directory"""
 
 
 def cmd_eval(args: list[str]) -> None:
+    from steerlab.eval.run import check_episodes
+
     a = tyro.cli(EvalArgs, args=args, prog="steerlab eval")
+    check_episodes(a.episodes)
+    for name in ("batch", "rerank", "execute_waypoints"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
     over = {k: v for k, v in (("seed0", a.seed0), ("batch", a.batch)) if v is not None}
     if a.correct or a.rerank or a.guide:
         from steerlab.eval.run import evaluate_test_time
 
         evaluate_test_time(Path(a.run_dir), a.correct, a.rerank, a.guide, a.episodes, overrides=over or None,
-                           execute_waypoints=a.execute_waypoints)
+                           execute_waypoints=a.execute_waypoints, out=a.out, overwrite=a.overwrite)
         return
     if a.execute_waypoints is not None:
         raise ValueError("--execute-waypoints needs --rerank K (nav runs)")
-    _eval(Path(a.run_dir), a.episodes, **over)
+    _eval(Path(a.run_dir), a.episodes, out=a.out, overwrite=a.overwrite, **over)
 
 
 @dataclass(frozen=True)
@@ -224,7 +241,7 @@ def cmd_demo(args: list[str]) -> None:
                               run_name=a.run_name, eval=dataclasses.replace(cfg.eval, episodes=a.episodes))
     t0 = time.time()
     run_dir = train(cfg, resume=True)
-    _eval(run_dir, a.episodes)
+    _eval(run_dir, a.episodes, archive=True)
     print(f"[steerlab] demo finished in {time.time() - t0:.0f} s: see {run_dir}/report.md and {run_dir}/plots/")
 
 
@@ -261,11 +278,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
     from steerlab.data.zarr_io import DatasetError
     from steerlab.train.checkpoint import CheckpointError
-    from steerlab.train.loop import TrainingError
+    from steerlab.train.loop import TrainingError, TrainingInterrupted
+    from steerlab.train.rundir import RunLockedError
 
-    user_errors = (DatasetError, CheckpointError, TrainingError, KeyError, ValueError, FileNotFoundError, FileExistsError)
+    user_errors = (DatasetError, CheckpointError, TrainingError, RunLockedError, KeyError, ValueError,
+                   FileNotFoundError, FileExistsError)
     try:
         COMMANDS[cmd](rest)
+    except TrainingInterrupted as e:
+        print(f"steerlab {cmd}: {e}", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+    except KeyboardInterrupt:
+        print(f"steerlab {cmd}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except user_errors as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise SystemExit(f"steerlab {cmd}: error: {msg}") from None

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from steerlab import tasks
 from steerlab.envs.particle import flatten_obs
 from steerlab.eval.metrics import wilson_interval
+from steerlab.train.rundir import atomic_write_text
 
 
 def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Generator | None = None,
@@ -128,4 +129,4 @@ def evaluate_policy(policy, cfg, episodes: int | None = None, progress: bool = T
 
 
 def write_metrics(path: Path, res: dict) -> None:
-    Path(path).write_text(json.dumps(res, indent=2))
+    atomic_write_text(path, json.dumps(res, indent=2))

@@ -1,9 +1,16 @@
-"""Load a trained run and evaluate it: ``metrics.json``, plots and ``report.md`` in the run directory."""
+"""Load a trained run and evaluate it: ``metrics.json``, plots and ``report.md``.
+
+Results are never replaced silently. The run's own results (the evaluation at the end of training, or the
+first evaluation of a run trained with ``--no-eval``) live at the top of the run directory; every later
+evaluation writes a new ``evals/<NNN>-step<S>-<E>ep/`` directory. When training resumes and evaluates again,
+the previous top-level results are moved into such a directory first.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -13,6 +20,9 @@ from steerlab.eval.rollout import evaluate_policy, write_metrics
 from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_meta, load_weights
 from steerlab.train.config import TrainConfig, from_dict
 from steerlab.train.loop import build_policy
+from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
+
+RESULT_FILES = ("metrics.json", "report.md", "plots")
 
 
 def load_run(run_dir: str | Path, ema: bool | None = None):
@@ -33,11 +43,53 @@ def load_run(run_dir: str | Path, ema: bool | None = None):
     return cfg, policy, ckpt
 
 
+def check_episodes(episodes) -> None:
+    if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
+        raise ValueError(f"--episodes must be a positive integer, got {episodes!r}")
+
+
+def _step_of(ckpt: Path) -> int:
+    return int(Path(ckpt).name.split("_")[-1])
+
+
+def results_dir(run_dir: Path, marker: str, label: str, out: str | Path | None = None, overwrite: bool = False,
+                archive: bool = False) -> Path:
+    """Where an evaluation writes: ``out`` if given (refused if it already holds ``marker`` unless ``overwrite``);
+    else the run directory itself while it has no ``marker`` yet (or with ``overwrite``; or with ``archive``,
+    after moving its earlier results into ``evals/``); else a new ``evals/<NNN>-<label>/``."""
+    if out is not None:
+        out = Path(out)
+        if (out / marker).exists() and not overwrite:
+            raise FileExistsError(f"{out} already holds {marker}; pass --overwrite to replace it, or another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    if not (run_dir / marker).exists() or overwrite:
+        return run_dir
+    if archive:
+        old = json.loads((run_dir / marker).read_text()).get("checkpoint", "")
+        dest = new_eval_dir(run_dir, f"step{_step_of(old)}" if old else "earlier")
+        for name in RESULT_FILES:
+            if (run_dir / name).exists():
+                os.replace(run_dir / name, dest / name)
+        print(f"[steerlab] earlier results of {run_dir} moved to {dest}")
+        return run_dir
+    return new_eval_dir(run_dir, label)
+
+
 def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: bool | None = None,
-                 overrides: dict | None = None) -> dict:
-    """Evaluate the latest checkpoint of a run; ``progress=None`` follows the run's ``progress`` setting."""
+                 overrides: dict | None = None, out: str | Path | None = None, overwrite: bool = False,
+                 archive: bool = False) -> dict:
+    """Evaluate the latest checkpoint of a run; ``progress=None`` follows the run's ``progress`` setting.
+    Writes ``metrics.json``, ``plots/`` and ``report.md`` into :func:`results_dir`; the directory is in
+    ``res["out_dir"]``. The run directory is locked while this runs."""
+    check_episodes(episodes)
     run_dir = Path(run_dir)
     cfg, policy, ckpt = load_run(run_dir)
+    with RunLock(run_dir, f"steerlab eval {run_dir}"):
+        return _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out, overwrite, archive)
+
+
+def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out, overwrite, archive) -> dict:
     progress = cfg.progress if progress is None else progress
     if overrides:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
@@ -48,8 +100,10 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: boo
     summary = run_dir / "train_summary.json"
     if summary.exists():
         res["train"] = json.loads(summary.read_text())
-    write_metrics(run_dir / "metrics.json", res)
-    plots = run_dir / "plots"
+    dest = results_dir(run_dir, "metrics.json", f"step{_step_of(ckpt)}-{res['episodes']}ep", out, overwrite, archive)
+    res["out_dir"] = str(dest)
+    write_metrics(dest / "metrics.json", res)
+    plots = dest / "plots"
     plots.mkdir(exist_ok=True)
     if cfg.env == "nav2d":
         from steerlab.eval.plots import plot_nav_rollouts
@@ -64,7 +118,7 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: boo
         hist = obs0[None].repeat(policy.n_obs_steps, 1)
         made.append(plot_energy_landscape(policy, hist, plots / "energy.png", generator=torch.Generator().manual_seed(0),
                                           title=f"E(o, a) at the first step of seed {eps[0]['seed']}"))
-    write_report(run_dir, cfg, res, [p for p in made if p])
+    write_report(dest, cfg, res, [p for p in made if p])
     return res
 
 
@@ -86,21 +140,33 @@ def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) 
         "",
     ]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(run_dir) / "report.md", "\n".join(lines) + "\n")
 
 
 def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: int | None = None,
                        guidance: float | None = None, episodes: int | None = None, progress: bool | None = None,
-                       overrides: dict | None = None, execute_waypoints: int | None = None) -> dict:
+                       overrides: dict | None = None, execute_waypoints: int | None = None,
+                       out: str | Path | None = None, overwrite: bool = False) -> dict:
     """Success of an energy-critic run with and without its test-time uses, side by side on the same seeds
     (and the same inference generator seed): base, re-rank, correct, re-rank + correct, guidance — those asked
     for. Writes ``metrics_test_time.json`` and a table in ``report_test_time.md``.
 
     A nav run (``env == "nav2d"``) has one test-time use: ``rerank`` chunks per decision scored by the clearance
     they keep in the robot's egocentric image (:mod:`steerlab.nav.safety`), optionally executing only the first
-    ``execute_waypoints`` waypoints; rows: the single draw, and the re-ranked deployment."""
+    ``execute_waypoints`` waypoints; rows: the single draw, and the re-ranked deployment.
+
+    The files go where :func:`results_dir` says (``metrics_test_time.json`` as the marker); the directory is in
+    the result's ``out_dir``."""
+    check_episodes(episodes)
     run_dir = Path(run_dir)
     cfg, policy, ckpt = load_run(run_dir)
+    with RunLock(run_dir, f"steerlab eval {run_dir}"):
+        return _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, episodes, progress,
+                                   overrides, execute_waypoints, (out, overwrite))
+
+
+def _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, episodes, progress, overrides,
+                        execute_waypoints, dest) -> dict:
     progress = cfg.progress if progress is None else progress
     if overrides:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
@@ -110,7 +176,7 @@ def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: 
                              "[--execute-waypoints W] (chunks re-ranked by their clearance in the egocentric image)")
         if not rerank or rerank < 2:
             raise ValueError(f"--rerank must be >= 2 candidate chunks for a nav run, got {rerank!r}")
-        return _nav_test_time(run_dir, cfg, policy, ckpt, int(rerank), execute_waypoints, episodes, progress)
+        return _nav_test_time(run_dir, cfg, policy, ckpt, int(rerank), execute_waypoints, episodes, progress, dest)
     if execute_waypoints is not None:
         raise ValueError("--execute-waypoints applies to nav runs only")
     from steerlab.steer.critic_policy import TestTime, set_test_time
@@ -132,24 +198,28 @@ def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: 
         lo, hi = res["success_ci95"]
         print(f"[steerlab] {tt.label():28s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}] "
               f"({res['episodes_per_s']:.2f} episodes/s)")
-    return _write_test_time(run_dir, ckpt, rows, f"test-time use of the energy critic — {cfg.preset} {cfg.n_dim}-D")
+    return _write_test_time(run_dir, ckpt, rows, f"test-time use of the energy critic — {cfg.preset} {cfg.n_dim}-D",
+                            dest=dest)
 
 
-def _write_test_time(run_dir: Path, ckpt, rows: dict, title: str, rates=()) -> dict:
+def _write_test_time(run_dir: Path, ckpt, rows: dict, title: str, rates=(), dest=(None, False)) -> dict:
     """``metrics_test_time.json`` and the ``report_test_time.md`` table (success, the extra ``rates``, speed)."""
-    out = {"checkpoint": str(ckpt), "variants": rows}
-    write_metrics(run_dir / "metrics_test_time.json", out)
+    n = next(iter(rows.values()))["episodes"]
+    d = results_dir(run_dir, "metrics_test_time.json", f"step{_step_of(ckpt)}-{n}ep-test-time", *dest)
+    out = {"checkpoint": str(ckpt), "out_dir": str(d), "variants": rows}
+    write_metrics(d / "metrics_test_time.json", out)
     extra = "".join(f" {k.replace('_', ' ')} |" for k in rates)
     lines = [f"# {title}", "", f"| variant | success | 95% CI |{extra} episodes/s |", "|---|---|---|" + "---|" * (len(rates) + 1)]
     for k, r in rows.items():
         cells = "".join(f" {r[f'{c}_rate']:.1%} |" for c in rates)
         lines.append(f"| {k} | {r['success_rate']:.1%} | [{r['success_ci95'][0]:.1%}, {r['success_ci95'][1]:.1%}] |{cells} "
                      f"{r['episodes_per_s']:.2f} |")
-    (run_dir / "report_test_time.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(d / "report_test_time.md", "\n".join(lines) + "\n")
+    print(f"[steerlab] wrote {d / 'metrics_test_time.json'} and {d / 'report_test_time.md'}")
     return out
 
 
-def _nav_test_time(run_dir, cfg, policy, ckpt, k: int, execute_waypoints, episodes, progress) -> dict:
+def _nav_test_time(run_dir, cfg, policy, ckpt, k: int, execute_waypoints, episodes, progress, dest) -> dict:
     ec = cfg.eval
     w = f", execute {execute_waypoints} of 8 waypoints" if execute_waypoints else ""
     variants = {"single draw": dataclasses.replace(ec, nav_rerank=0, nav_execute_waypoints=None),
@@ -163,4 +233,4 @@ def _nav_test_time(run_dir, cfg, policy, ckpt, k: int, execute_waypoints, episod
         print(f"[steerlab] {label:44s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}], collision "
               f"{res['collision_rate']:.1%} ({res['episodes_per_s']:.2f} episodes/s)")
     return _write_test_time(run_dir, ckpt, rows, f"re-ranked deployment of the nav policy — {cfg.preset}",
-                            rates=("collision", "timeout"))
+                            rates=("collision", "timeout"), dest=dest)

@@ -41,6 +41,7 @@ from steerlab.envs.nav2d import (
 from steerlab.data.collect_nav2d import seeded_oracle
 from steerlab.envs.nav2d_planner import resample_polyline
 from steerlab.sampling import from_seed
+from steerlab.train.rundir import staged_output
 
 OBJECTIVES = ("collision", "goal", "route")
 
@@ -310,6 +311,19 @@ class IntentArgs:
     progress: bool = True
 
 
+def check_intent_args(a: IntentArgs) -> None:
+    """The arguments' ranges, checked before any map is built or any chain runs."""
+    for name in ("maps", "steps", "candidates"):
+        if getattr(a, name) < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {getattr(a, name)}")
+    if not a.lr > 0 or a.chi_weight < 0:
+        raise ValueError(f"--lr must be positive and --chi-weight >= 0, got {a.lr} and {a.chi_weight}")
+    if a.route != "random" and not (a.route.isdigit()):
+        raise ValueError(f"--route must be 'random' or a route index (0, 1, ...), got {a.route!r}")
+    if a.lambda_cfg is not None and a.lambda_cfg < 0:
+        raise ValueError(f"--lambda-cfg must be >= 0, got {a.lambda_cfg}")
+
+
 def optimize_intent(a: IntentArgs) -> dict:
     from safetensors.torch import save_file
 
@@ -320,6 +334,7 @@ def optimize_intent(a: IntentArgs) -> dict:
     if cfg.policy.kind != "nav":
         raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind!r} policy; intent optimization needs a nav policy "
                          "(steerlab train nomad-nav2d)")
+    check_intent_args(a)
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     if a.objective == "route":  # keep two-route maps, scanning further seeds as needed
         seeds = two_route_seeds(a.seed0, a.maps, max_tries=50 * a.maps)
@@ -355,14 +370,10 @@ def optimize_intent(a: IntentArgs) -> dict:
         before, after = chain.sample_fn(z_init), chain.sample_fn(res.z)
     v_after, z0_after = chain.split(res.z)
     out = Path(a.out or Path(a.run_dir) / "intent" / a.objective)
-    out.mkdir(parents=True, exist_ok=True)
     if by_z1:  # z2 is the fixed draw the z1 was optimized with
         tensors = {"z1_init": chain.z1, "z1": v_after.detach(), "z2": kw["z2"], "z0": z0_after.detach()}
     else:
         tensors = {"z2_init": z2_init, "z2": v_after.detach(), "z0": z0_after.detach(), "z1": chain.z1}
-    save_file({n: t.contiguous() for n, t in tensors.items()}, str(out / "intent.safetensors"))
-    save_file({"waypoints_before": before.contiguous(), "waypoints_after": after.contiguous()},
-              str(out / "trajectories.safetensors"))
     result = {
         "args": dataclasses.asdict(a), "checkpoint": str(ckpt), "seeds": seeds, "route_id": problem.route_id,
         "n_routes": problem.n_routes, "objective_before": objective(before).tolist(),
@@ -375,8 +386,12 @@ def optimize_intent(a: IntentArgs) -> dict:
         result["z1_init_norm"] = chain.z1.norm(dim=1).tolist()
     else:
         result["z_chi_cdf"] = chi_cdf(res.z.detach()).tolist()
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    plot_intents(problem, before, after, out / "trajectories.png", title=f"{a.variable} optimized for {a.objective}")
+    with staged_output(out) as tmp:
+        save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp / "intent.safetensors"))
+        save_file({"waypoints_before": before.contiguous(), "waypoints_after": after.contiguous()},
+                  str(tmp / "trajectories.safetensors"))
+        (tmp / "result.json").write_text(json.dumps(result, indent=2))
+        plot_intents(problem, before, after, tmp / "trajectories.png", title=f"{a.variable} optimized for {a.objective}")
     print(f"[intent] objective {np.mean(result['objective_before']):.4f} -> {np.mean(result['objective_after']):.4f}; "
           f"collisions {sum(result['collides_before'])} -> {sum(result['collides_after'])} of {len(seeds)}; wrote "
           f"{out}/intent.safetensors, trajectories.safetensors, result.json, trajectories.png")

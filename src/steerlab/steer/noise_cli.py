@@ -17,6 +17,7 @@ import tyro
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
 from steerlab.steer.policy_chain import policy_sampler
+from steerlab.train.rundir import staged_output
 
 # the seed project's parameter-file keys -> ours
 SEED_KEYS = {"noise_steps": "steps", "noise_lr": "lr"}
@@ -108,6 +109,31 @@ def initial_observations(cfg, policy, seeds: list[int]):
     return flat[:, None].repeat(1, policy.n_obs_steps, 1), obs
 
 
+def check_noise_args(a: NoiseArgs, cfg, policy) -> None:
+    """Everything about the arguments that can be checked against the policy before any optimization runs."""
+    act_dim = policy.chunk_shape[-1]
+    for name in ("target", "center"):
+        text = getattr(a, name)
+        if text is not None and len(parse_vector(text)) != act_dim:
+            raise ValueError(f"--{name} {text} has {len(parse_vector(text))} numbers; the policy's actions have "
+                             f"{act_dim} dimensions (--{name} " + ",".join(["0.5"] * act_dim) + ")")
+    if a.objective == "goal-distance" and cfg.env != "particle":
+        raise ValueError(f"--objective goal-distance reads the particle task's first goal; {a.run_dir} is a {cfg.env} "
+                         "run: use end-distance, obstacle or reference")
+    positive = {"episodes": a.episodes, "radius": a.radius, "lr": a.lr, "num_steps": a.num_steps,
+                "grad_clip": a.grad_clip, "trust_radius": a.trust_radius, "budget_nfe": a.budget_nfe,
+                "patience": a.patience}
+    for name, v in positive.items():
+        if v is not None and not v > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if a.steps < 0 or a.chi_weight < 0:
+        raise ValueError(f"--steps and --chi-weight must be >= 0, got {a.steps} and {a.chi_weight}")
+    samplers = ("euler", "heun", "res") if cfg.policy.kind == "flow" else ("ddpm", "ddim", "res")
+    if a.sampler is not None and a.sampler not in samplers:
+        raise ValueError(f"--sampler {a.sampler} does not apply to a {cfg.policy.kind} policy; use one of "
+                         f"{', '.join(samplers)}")
+
+
 def make_objective(a: NoiseArgs, obs_dicts, horizon: int):
     if a.objective == "goal-distance":
         return EndDistance(torch.as_tensor(np.stack([o["pos_first_goal"] for o in obs_dicts]), dtype=torch.float32))
@@ -135,6 +161,7 @@ def run_noise(a: NoiseArgs) -> Path:
     cfg, policy, ckpt = load_run(a.run_dir)
     if not hasattr(policy, "sample"):
         raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind} policy; noise optimization needs a diffusion or flow policy")
+    check_noise_args(a, cfg, policy)
     seeds = [a.seed0 + i for i in range(a.episodes)]
     obs, obs_dicts = initial_observations(cfg, policy, seeds)
     chain = policy_sampler(policy, obs, noise_mode=a.noise_mode, grad=a.grad, sampler=a.sampler,
@@ -144,7 +171,6 @@ def run_noise(a: NoiseArgs) -> Path:
     z_init = torch.randn(chain.shape, generator=g)
     xi_init = torch.randn((chain.n_noise_steps, *chain.shape), generator=g) if a.noise_mode == "explicit" else None
     out = Path(a.out or Path(a.run_dir) / "noise" / f"{a.objective}-{a.direction}")
-    out.mkdir(parents=True, exist_ok=True)
     ocfg = NoiseOptConfig(direction=a.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps, grad_clip=a.grad_clip,
                           chi_weight=a.chi_weight, project_shell=a.project_shell, trust_radius=a.trust_radius,
                           optimize_step_noise=a.noise_mode == "explicit", budget_nfe=a.budget_nfe, patience=a.patience)
@@ -168,11 +194,12 @@ def run_noise(a: NoiseArgs) -> Path:
     tensors = {"z_init": z_init, "z_opt": z_best.detach().contiguous()}
     if xi_best is not None:
         tensors.update(step_noise_init=xi_init, step_noise_opt=xi_best.detach().contiguous())
-    save_file(tensors, str(out / "noise.safetensors"))
-    save_file({"before": before.contiguous(), "after": after.detach().contiguous(), "obs": obs.contiguous()},
-              str(out / "samples.safetensors"))
     summary.update(args=dataclasses.asdict(a), checkpoint=str(ckpt), seeds=seeds, seconds=time.time() - t0)
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
-    plot_noise_result(summary, obs_dicts, before, after.detach(), out, a)
+    with staged_output(out) as tmp:
+        save_file(tensors, str(tmp / "noise.safetensors"))
+        save_file({"before": before.contiguous(), "after": after.detach().contiguous(), "obs": obs.contiguous()},
+                  str(tmp / "samples.safetensors"))
+        (tmp / "result.json").write_text(json.dumps(summary, indent=2))
+        plot_noise_result(summary, obs_dicts, before, after.detach(), tmp, a)
     print(f"[noise] wrote {out}/noise.safetensors, samples.safetensors, result.json, loss.png, chunks.png")
     return out

@@ -1,7 +1,9 @@
 """Atomic checkpoints: ``checkpoints/step_<N>/`` with ``model.safetensors`` (policy weights and
 normalizers), optional ``ema.safetensors``, ``trainer.pt`` (optimizer, schedule and RNG states for an exact
 resume) and ``meta.json``. A checkpoint is written into a temporary directory and renamed into place, so
-a killed run never leaves a half-written ``step_<N>``.
+a killed run never leaves a half-written ``step_<N>``; old checkpoints are renamed away before they are deleted,
+so a kill during clean-up never leaves a partly deleted one. ``meta.json`` records the SHA-256 of every file,
+verified on load, so a corrupt file is named as such instead of surfacing later as NaN actions.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from steerlab.train.rundir import atomic_write_json, sha256_file
 
 
 class CheckpointError(RuntimeError):
@@ -30,24 +34,41 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict, trainer_state: 
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
+    for left in ckpt_root.glob(".*-step_*"):  # left by a writer that was killed
+        shutil.rmtree(left, ignore_errors=True)
     tmp = ckpt_root / f".tmp-step_{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(_tensors(model_state), str(tmp / "model.safetensors"))
     if ema_state is not None:
         save_file(_tensors(ema_state), str(tmp / "ema.safetensors"))
     torch.save(trainer_state, tmp / "trainer.pt")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "time": time.time()}, indent=2))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+    files = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size} for f in sorted(tmp.iterdir())}
+    atomic_write_json(tmp / "meta.json", {**meta, "step": step, "time": time.time(), "files": files})
     if final.exists():
-        shutil.rmtree(final)
+        _discard(final)
     os.replace(tmp, final)
+    _fsync_dir(ckpt_root)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
+
+
+def _discard(ckpt: Path) -> None:
+    """Delete a checkpoint directory: first renamed out of ``step_*`` (atomic), then removed."""
+    trash = ckpt.with_name(f".trash-{ckpt.name}-{os.getpid()}")
+    os.replace(ckpt, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -65,10 +86,27 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
-def load_weights(ckpt: Path, ema: bool = False) -> dict[str, torch.Tensor]:
-    f = Path(ckpt) / ("ema.safetensors" if ema else "model.safetensors")
+def verify_file(ckpt: Path, name: str) -> None:
+    """Check ``<ckpt>/<name>`` against the SHA-256 recorded in the checkpoint's ``meta.json`` (checkpoints written
+    before checksums were recorded are not checked)."""
+    f = Path(ckpt) / name
     if not f.exists():
         raise CheckpointError(f"{f} is missing: the checkpoint {ckpt} is incomplete; delete it to fall back to an earlier one")
+    rec = load_meta(ckpt).get("files", {}).get(name)
+    if rec is None:
+        return
+    digest = sha256_file(f)
+    if digest != rec["sha256"]:
+        raise CheckpointError(
+            f"{f} is corrupt: its SHA-256 {digest[:12]}... differs from the {rec['sha256'][:12]}... recorded when it was "
+            f"written ({f.stat().st_size} bytes now, {rec['bytes']} then). The file was damaged on disk or in a copy; "
+            f"delete {ckpt} to fall back to an earlier checkpoint, or restore the file"
+        )
+
+
+def load_weights(ckpt: Path, ema: bool = False) -> dict[str, torch.Tensor]:
+    f = Path(ckpt) / ("ema.safetensors" if ema else "model.safetensors")
+    verify_file(ckpt, f.name)
     try:
         return load_file(str(f))
     except (SafetensorError, OSError, ValueError) as e:
@@ -79,8 +117,7 @@ def load_weights(ckpt: Path, ema: bool = False) -> dict[str, torch.Tensor]:
 
 def load_trainer_state(ckpt: Path) -> dict:
     f = Path(ckpt) / "trainer.pt"
-    if not f.exists():
-        raise CheckpointError(f"{f} is missing: cannot resume from {ckpt}; delete it to fall back to an earlier one")
+    verify_file(ckpt, f.name)
     try:
         return torch.load(f, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for a damaged pickle/zip
@@ -88,4 +125,8 @@ def load_trainer_state(ckpt: Path) -> dict:
 
 
 def load_meta(ckpt: Path) -> dict:
-    return json.loads((Path(ckpt) / "meta.json").read_text())
+    f = Path(ckpt) / "meta.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{f} is unreadable ({e}); delete {ckpt} to fall back to an earlier checkpoint") from e

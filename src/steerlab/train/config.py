@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -133,32 +134,112 @@ def config_to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+class ConfigError(ValueError):
+    """A configuration value of the wrong type or out of range; the message names the key, what it expects and
+    what it got."""
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _bad(where: str, tp, value) -> ConfigError:
+    return ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _number(value, where: str, tp):
+    """``value`` as a float: numbers, and strings that spell one ("1e-3", which YAML 1.1 reads as a string)."""
+    if isinstance(value, bool):
+        raise _bad(where, tp, value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise _bad(where, tp, value)
+
+
 def _convert(tp, value, where: str):
-    """Build a value of type ``tp`` from JSON data (dataclasses recursively, unions by ``kind``)."""
+    """Build a value of declared type ``tp`` from JSON/YAML data (dataclasses recursively, policy unions by
+    ``kind``), or raise :class:`ConfigError` naming the key, the expected type and the value."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
-            return None
+            if len(args) < len(typing.get_args(tp)):
+                return None
+            raise _bad(where, tp, value)
         dcs = [a for a in args if dataclasses.is_dataclass(a)]
-        if dcs and isinstance(value, dict):
+        if dcs:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping with a 'kind' key, got {value!r}")
             kind = value.get("kind")
             for a in dcs:
                 if kind is None or a.__dataclass_fields__["kind"].default == kind:
                     return _convert(a, value, where)
-            raise ValueError(f"{where}: unknown kind {kind!r}; known: {sorted(POLICY_CONFIGS)}")
-        return _convert(args[0], value, where) if len(args) == 1 else value
+            known = sorted(a.__dataclass_fields__["kind"].default for a in dcs)
+            raise ConfigError(f"{where}: unknown kind {kind!r}; known: {known}")
+        for a in args:
+            try:
+                return _convert(a, value, where)
+            except ConfigError:
+                pass
+        raise _bad(where, tp, value)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and not isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in choices:
+            return str(value)  # YAML reads `norm: 2` as a number
+        raise _bad(where, tp, value)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
-    if tp is float and isinstance(value, int):
-        return float(value)
-    if origin is tuple and isinstance(value, (list, tuple)):  # JSON has no tuples
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise _bad(where, tp, value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        x = _number(value, where, tp)
+        if math.isfinite(x) and x == int(x):
+            return int(x)
+        raise _bad(where, tp, value)
+    if tp is float:
+        return _number(value, where, tp)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _bad(where, tp, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _bad(where, tp, value)
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _bad(where, tp, value)
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     return value
 
 
@@ -168,7 +249,7 @@ def from_dict(cls, data: dict, where: str = "config"):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}")
     return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
 
 
@@ -178,7 +259,7 @@ def merge(cfg, overrides: dict, where: str = "config"):
     names = {f.name for f in dataclasses.fields(cfg)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} for {type(cfg).__name__}; valid keys: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {type(cfg).__name__}; valid keys: {sorted(names)}")
     changes = {}
     for k, v in overrides.items():
         cur = getattr(cfg, k)
@@ -197,18 +278,111 @@ def load_config_file(path: str | Path) -> dict:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"config file {p} does not exist")
-    text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not UTF-8 text: {e}") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError
+        raise ConfigError(f"{p} is not valid JSON: {e}") from None
+    except Exception as e:  # yaml.YAMLError and its subclasses
+        raise ConfigError(f"{p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+        raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    if any(not isinstance(k, str) for k in _all_keys(data)):
+        raise ConfigError(f"{p}: every key must be a string, got {[k for k in _all_keys(data) if not isinstance(k, str)]}")
     return data
+
+
+def _all_keys(data: dict):
+    for k, v in data.items():
+        yield k
+        if isinstance(v, dict):
+            yield from _all_keys(v)
 
 
 def config_from_dict_policy(data: dict):
     """A policy config from its JSON form (``kind`` picks the class)."""
     return _convert(PolicyConfig, data, "policy")
+
+
+# (field path, lowest allowed, highest allowed, lowest included); None as a value is always allowed where the
+# type admits it
+_RANGES = [
+    ("n_dim", 1, None, True), ("episodes", 1, None, True), ("demo_noise", 0, None, True),
+    ("steps", 0, None, True), ("batch_size", 1, None, True), ("lr", 0, None, False),
+    ("lr_decay_rate", 0, 1, False), ("lr_decay_steps", 1, None, True), ("warmup_steps", 0, None, True),
+    ("weight_decay", 0, None, True), ("ema_decay", 0, 1, False), ("max_minutes", 0, None, False),
+    ("log_interval", 1, None, True), ("ckpt_interval", 1, None, True), ("keep_checkpoints", 0, None, True),
+    ("eval_interval", 0, None, True), ("monitor_batch", 0, None, True), ("val_episodes", 0, None, True),
+    ("threads", 1, None, True), ("eval.episodes", 1, None, True), ("eval.batch", 1, None, True),
+    ("eval.nav_rerank", 0, None, True), ("eval.nav_execute_waypoints", 1, None, True),
+    ("eval.nav_safety_margin", 0, None, True),
+]
+
+
+def validate_config(cfg: "TrainConfig") -> "TrainConfig":
+    """Check every value of a resolved config against its declared type (recursively, policy included) and the
+    ranges above; raise :class:`ConfigError` naming the first offending key. Returns ``cfg``."""
+    _check_types(cfg, "config")
+    for name, lo, hi, lo_in in _RANGES:
+        v = cfg
+        for part in name.split("."):
+            v = getattr(v, part)
+        if v is None:
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config.{name}: expected a finite number, got {v!r}")
+        if (v < lo if lo_in else v <= lo) or (hi is not None and v >= hi):
+            rng = f"{'>=' if lo_in else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
+            raise ConfigError(f"config.{name}: expected a value {rng}, got {v!r}")
+    for i, b in enumerate(cfg.betas):
+        if not 0 <= b < 1:
+            raise ConfigError(f"config.betas[{i}]: expected a value in [0, 1), got {b!r}")
+    return cfg
+
+
+def _check_types(obj, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v, tp = getattr(obj, f.name), hints[f.name]
+        key = f"{where}.{f.name}"
+        if dataclasses.is_dataclass(v):
+            _check_types(v, key)
+            continue
+        converted = _convert(tp, v, key)
+        if isinstance(v, str) and not isinstance(converted, str):
+            raise _bad(key, tp, v)  # the string "1e-3" converts to a float, but a float field holding it is wrong
+
+
+# what a resume may change: how long to train, logging, checkpointing and evaluation
+RESUMABLE_FIELDS = ("preset", "steps", "max_minutes", "log_interval", "ckpt_interval", "keep_checkpoints",
+                    "eval_interval", "monitor_batch", "eval", "threads", "out_dir", "run_name", "progress")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """``{field.path: (old, new)}`` for every value that differs between two ``config_to_dict`` forms."""
+    a, b = _flatten(old), _flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def split_resume_changes(changes: dict[str, tuple]) -> tuple[dict, dict]:
+    """``(allowed, forbidden)``: changes a resume may make, and those that change what is being trained."""
+    allowed = {k: v for k, v in changes.items() if k.split(".")[0] in RESUMABLE_FIELDS}
+    return allowed, {k: v for k, v in changes.items() if k not in allowed}

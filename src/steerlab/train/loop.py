@@ -11,11 +11,16 @@ uninterrupted run's (``tests/test_train.py``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
 import math
 import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,13 +31,23 @@ from tqdm.auto import tqdm
 
 from steerlab import tasks
 from steerlab.train.checkpoint import (
+    CheckpointError,
     latest_checkpoint,
     list_checkpoints,
     load_trainer_state,
     load_weights,
     save_checkpoint,
 )
-from steerlab.train.config import POLICY_CLASSES, TrainConfig, config_to_dict
+from steerlab.train.config import (
+    POLICY_CLASSES,
+    RESUMABLE_FIELDS,
+    TrainConfig,
+    config_changes,
+    config_to_dict,
+    split_resume_changes,
+    validate_config,
+)
+from steerlab.train.rundir import RunLock, atomic_write_json, describe_holder
 from steerlab.train.schedule import lr_multiplier
 
 
@@ -109,20 +124,109 @@ def _trainer_state(optimizer, sched, gens, step, train_seconds) -> dict:
     }
 
 
+class TrainingInterrupted(TrainingError):
+    """SIGINT/SIGTERM stopped training; a checkpoint at the current step was written first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopRequest:
+    """Signal handler: once the step loop has started (``armed``), the first SIGINT/SIGTERM asks it to checkpoint
+    and stop after the current step; a second one, or one before the loop, aborts at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.armed = False
+
+    def __call__(self, signum, frame):
+        if self.signum is not None or not self.armed:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n[steerlab] {signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
+              f"(press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread
+        return
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _check_resume(run_dir: Path, cfg: TrainConfig) -> dict:
+    """The changes a resume makes to the run's stored config; an error naming the fields if any of them would
+    change what is being trained (architecture, dims, data, optimizer, seed...)."""
+    f = run_dir / "config.json"
+    if not f.exists():
+        raise TrainingError(f"{run_dir} has checkpoints but no config.json; it was not written by `steerlab train`")
+    try:
+        stored = json.loads(f.read_text())
+    except ValueError as e:
+        raise TrainingError(f"{f} is not valid JSON ({e}); restore it before resuming") from None
+    allowed, forbidden = split_resume_changes(config_changes(stored, config_to_dict(cfg)))
+    if forbidden:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in forbidden.items() for a, b in [b_a])
+        raise TrainingError(
+            f"cannot resume {run_dir}: the config differs from the run's config.json in fields a resume may not change "
+            f"({listed}). Drop these overrides to continue the run, or pass another --run-name to start a new one "
+            f"(a resume may change only: {', '.join(RESUMABLE_FIELDS)})"
+        )
+    return allowed
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train (or resume) the run described by ``cfg``; returns the run directory."""
+    """Train (or resume) the run described by ``cfg``; returns the run directory.
+
+    Nothing is written before the config is validated; the run directory is locked for the whole run (a second
+    writer gets an error naming this one); on ``resume`` the config must match the run's except in
+    :data:`RESUMABLE_FIELDS`, and ``config.json`` is replaced only once the checkpoint has loaded. SIGINT/SIGTERM
+    checkpoints the current step and raises :class:`TrainingInterrupted`."""
+    validate_config(cfg)
     _maybe_init_dist()
     rank, world = _dist_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = cfg.run_dir()
+    lock = None
     if rank == 0:
-        if run_dir.exists() and list_checkpoints(run_dir) and not resume:
+        created = not run_dir.exists()
+        lock = RunLock(run_dir, f"steerlab train {cfg.preset} (run {run_dir})").acquire()
+        if lock.stale:
+            print(f"[steerlab] {run_dir}: took over the stale lock of {describe_holder(lock.stale)}, which is no "
+                  f"longer running")
+    try:
+        with _stop_on_signals() as stop:
+            return _train_locked(cfg, resume, run_dir, rank, world, stop)
+    except BaseException:
+        if rank == 0 and created and not list_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never reached a checkpoint leaves nothing
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, world: int, stop) -> Path:
+    resuming = resume and bool(list_checkpoints(run_dir))
+    resume_changes = {}
+    if rank == 0:
+        if list_checkpoints(run_dir) and not resume:
             raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose another --run-name")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+        if resuming:
+            resume_changes = _check_resume(run_dir, cfg)
+        else:
+            atomic_write_json(run_dir / "config.json", config_to_dict(cfg))
 
     # ---- data and policy
     obs_dim, act_dim, _, _ = tasks.dims(cfg.env, cfg.n_dim)
@@ -140,7 +244,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds),
             **getattr(policy, "runtime_info", {})}
     if rank == 0:
-        (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+        atomic_write_json(run_dir / "meta.json", meta)
 
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = sched = None
@@ -161,9 +265,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     # ---- resume
     step, seconds_before = 0, 0.0
-    if resume and list_checkpoints(run_dir):
+    acc: dict[str, float] = {}
+    n_acc = 0
+    if resuming:
         ckpt = latest_checkpoint(run_dir)
-        policy.load_state_dict(load_weights(ckpt))
+        try:
+            policy.load_state_dict(load_weights(ckpt))
+        except RuntimeError as e:  # shapes that disagree with the config
+            raise CheckpointError(f"{ckpt}: the weights do not fit the policy built from {run_dir}/config.json: {e}") from None
         state = load_trainer_state(ckpt)
         if ema is not None:
             ema.load_state_dict(load_weights(ckpt, ema=True))
@@ -176,16 +285,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         np.random.set_state(state["numpy_rng"])
         step = state["step"]
         seconds_before = state.get("train_seconds", 0.0)  # the time budget counts the earlier parts too
+        acc, n_acc = dict(state.get("log_acc", {})), state.get("log_n", 0)  # a log interval cut by the stop
         if rank == 0:
-            print(f"[steerlab] resumed {run_dir} from {ckpt.name} (step {step})")
-    log = MetricsLog(run_dir, step if resume else None) if rank == 0 else None
+            atomic_write_json(run_dir / "config.json", config_to_dict(cfg))
+            if resume_changes:
+                with open(run_dir / "resume_history.jsonl", "a") as f:
+                    f.write(json.dumps({"time": time.time(), "step": step, "checkpoint": ckpt.name,
+                                        "changes": {k: list(v) for k, v in resume_changes.items()}}) + "\n")
+            print(f"[steerlab] resumed {run_dir} from {ckpt.name} (step {step})"
+                  + (f"; changed: {', '.join(resume_changes)}" if resume_changes else ""))
+    log = MetricsLog(run_dir, step if resuming else None) if rank == 0 else None
 
     def checkpoint(at_step: int) -> Path | None:
         if rank != 0:
             return None
         return save_checkpoint(
             run_dir, at_step, policy.state_dict(),
-            _trainer_state(optimizer, sched, gens, at_step, elapsed()),
+            {**_trainer_state(optimizer, sched, gens, at_step, elapsed()), "log_acc": dict(acc), "log_n": n_acc},
             {**meta, "preset": cfg.preset}, ema.state_dict() if ema is not None else None, cfg.keep_checkpoints,
         )
 
@@ -201,8 +317,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         steps = min(steps, step)  # a resumed run whose budget is spent trains no further
     budget = f" (time budget {cfg.max_minutes:g} min)" if cfg.max_minutes is not None else ""
     bar = tqdm(total=steps, initial=step, desc=f"train {cfg.preset}{budget}", disable=not cfg.progress or rank != 0, dynamic_ncols=True)
-    acc: dict[str, float] = {}
-    n_acc, t_log, step_log = 0, time.time(), step
+    t_log, step_log = time.time(), step
+    stop.armed = True
     policy.train()
     while step < steps:
         idx = torch.randint(len(ds), (cfg.batch_size,), generator=gens["data"])[rank::world]
@@ -259,10 +375,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 bar.set_postfix({k: f"{vals[k]:.3g}" for k in ("loss", "e_pos", "e_neg") if k in vals})
             acc, n_acc, t_log, step_log = {}, 0, time.time(), step
         budget_hit = cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes
+        interrupted = stop.signum is not None
         if world > 1:  # every process stops at the same step
-            flag = torch.tensor([float(budget_hit)])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            budget_hit = bool(flag.item())
+            flags = torch.tensor([float(budget_hit), float(interrupted)])
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            budget_hit, interrupted = bool(flags[0].item()), bool(flags[1].item())
+        if interrupted:
+            bar.close()
+            where = checkpoint(step)
+            if rank == 0:
+                _write_summary(run_dir, step, elapsed(), stopped_by_budget, interrupted=True)
+                log.close()
+            name = signal.Signals(stop.signum or signal.SIGTERM).name
+            raise TrainingInterrupted(
+                f"{name}: training stopped at step {step}; the checkpoint {where} holds it. Continue the run exactly "
+                f"with the same command plus --resume", stop.signum or signal.SIGTERM)
         if step % cfg.ckpt_interval == 0 or step == steps or budget_hit:
             checkpoint(step)
         if cfg.eval_interval and step % cfg.eval_interval == 0 and step < steps and rank == 0:
@@ -278,12 +405,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if rank == 0:
         if not list_checkpoints(run_dir) or list_checkpoints(run_dir)[-1].name != f"step_{step:08d}":
             checkpoint(step)
-        info = {"steps": step, "train_seconds": train_seconds, "stopped_by_budget": stopped_by_budget}
-        (run_dir / "train_summary.json").write_text(json.dumps(info, indent=2))
+        _write_summary(run_dir, step, train_seconds, stopped_by_budget)
         log.close()
     if world > 1:
         dist.barrier()
     return run_dir
+
+
+def _write_summary(run_dir: Path, step: int, train_seconds: float, stopped_by_budget: bool,
+                   interrupted: bool = False) -> None:
+    info = {"steps": step, "train_seconds": train_seconds, "stopped_by_budget": stopped_by_budget}
+    if interrupted:
+        info["interrupted"] = True
+    atomic_write_json(run_dir / "train_summary.json", info)
 
 
 def _evaluate_and_log(cfg, policy, step, log, train_seconds: float):
