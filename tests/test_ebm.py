@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
-from steerlab.ebm.dfo import autoregressive_dfo, dfo
+from steerlab.ebm.dfo import autoregressive_dfo, dfo, resample
 from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
 from steerlab.ebm.losses import gradient_penalty, info_nce
 from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig
@@ -135,11 +135,64 @@ def test_dfo_resampling_picks_dominant_sample_and_noise_schedule():
     logits_fn = lambda x: torch.where((x[..., 0] - 0.7).abs() < 1e-6, 100.0, 0.0)
     out, f = dfo(logits_fn, a, torch.tensor([-1.0]), torch.tensor([1.0]), iterations=1, noise_std=0.0)
     assert torch.allclose(out, torch.full_like(out, 0.7)) and f.shape == (1, 3)
-    # spread after 3 iterations of noise 0.33, 0.165, 0.0825 around one point: sqrt(0.33^2 + 0.165^2 + 0.0825^2)
+    # spread after 3 iterations around one point: noise 0.33 and 0.165 between the three resamplings, none after
+    # the last: sqrt(0.33^2 + 0.165^2)
     a = torch.zeros(1, 20000, 1)
     g = torch.Generator().manual_seed(0)
     out, _ = dfo(lambda x: torch.zeros(x.shape[:2]), a, torch.tensor([-50.0]), torch.tensor([50.0]), generator=g)
-    assert out.std().item() == pytest.approx(0.37806, rel=0.05)
+    assert out.std().item() == pytest.approx(0.36895, rel=0.02)
+
+
+def test_dfo_iterations_golden():
+    """IBC's iterative_dfo by hand: f(a) = 4a on a0 = (-0.5, 0, 0.5), bounds [-1, 1], given draws.
+
+    Resampling inverts the CDF of softmax(f) at the sorted uniforms (indices ascending, as IBC's bincount+repeat).
+    1. f = (-2, 0, 2), p = (0.015876, 0.117310, 0.866813), cdf = (0.015876, 0.133187, 1);
+       u = (0.9, 0.1, 0.5) -> sorted (0.1, 0.5, 0.9) -> indices (1, 2, 2) -> a = (0, 0.5, 0.5).
+    2. + 0.33 * (1, -2, 4) = (0.33, -0.16, 1.82) -> clip (0.33, -0.16, 1); f = (1.32, -0.64, 4);
+       cdf = (0.063589, 0.072546, 1); u = (0.05, 0.07, 0.99) -> indices (0, 1, 2) -> a unchanged.
+    3. + 0.165 * (2, 0, -1) = (0.66, -0.16, 0.835); f = (2.64, -0.64, 3.34); cdf = (0.327720, 0.340052, 1);
+       u = (0.5, 0.2, 0.8) -> sorted (0.2, 0.5, 0.8) -> indices (0, 2, 2) -> a = (0.66, 0.835, 0.835),
+       f = (2.64, 3.34, 3.34): no noise after the last resampling, the action is 0.835.
+    """
+    calls = []
+
+    def logits_fn(x):
+        calls.append(x.clone())
+        return 4.0 * x[..., 0]
+
+    col = lambda *v: torch.tensor(v, dtype=torch.float64)[None, :, None]  # noqa: E731
+    row = lambda *v: torch.tensor(v, dtype=torch.float64)[None]  # noqa: E731
+    a0 = col(-0.5, 0.0, 0.5)
+    lo, hi = torch.tensor([-1.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    us = [row(0.9, 0.1, 0.5), row(0.05, 0.07, 0.99), row(0.5, 0.2, 0.8)]
+    xis = [col(1.0, -2.0, 4.0), col(2.0, 0.0, -1.0)]
+    expected = [(col(0.0, 0.5, 0.5), row(0.0, 2.0, 2.0)),
+                (col(0.33, -0.16, 1.0), row(1.32, -0.64, 4.0)),
+                (col(0.66, 0.835, 0.835), row(2.64, 3.34, 3.34))]
+    for k, (a_k, f_k) in enumerate(expected, start=1):
+        calls.clear()
+        a, f = dfo(logits_fn, a0, lo, hi, iterations=k, uniforms=us[:k], noise=xis[: k - 1])
+        assert len(calls) == k  # one evaluation per iteration, none after the last resampling
+        assert torch.allclose(a, a_k, atol=1e-12) and torch.allclose(f, f_k, atol=1e-12)
+    assert torch.allclose(calls[1], col(0.33, -0.16, 1.0), atol=1e-12)  # clipped before the evaluation
+    assert torch.allclose(calls[2], col(0.66, -0.16, 0.835), atol=1e-12)
+    assert a[0, f[0].argmax(), 0].item() == pytest.approx(0.835)
+    with pytest.raises(ValueError, match="noise"):
+        dfo(logits_fn, a0, lo, hi, iterations=3, uniforms=us, noise=xis[:1])
+
+
+def test_resample_inverts_the_cdf_and_matches_softmax_frequencies():
+    logits = torch.log(torch.tensor([[0.2, 0.0, 0.5, 0.3]]))
+    a = torch.arange(4.0)[None, :, None]
+    _, idx = resample(a, logits, 1.0, None, uniforms=torch.tensor([[0.95, 0.0, 0.19, 0.25]]))
+    # cdf (0.2, 0.2, 0.7, 1); sorted uniforms (0, 0.19, 0.25, 0.95); the zero-mass index 1 is never drawn
+    assert idx.tolist() == [[0, 0, 2, 3]]
+    g = torch.Generator().manual_seed(0)
+    _, idx = resample(torch.arange(40000.0)[None, :, None], logits.repeat_interleave(10000, 1), 2.0, g)
+    freq = torch.bincount(idx[0] // 10000, minlength=4).double() / 40000
+    p = torch.softmax(logits[0] / 2.0, 0).double()  # temperature 2: p^(1/2), renormalized
+    assert torch.allclose(freq, p, atol=0.01)
 
 
 def test_autoregressive_dfo_finds_prefix_dependent_optimum():
