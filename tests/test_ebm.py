@@ -12,7 +12,7 @@ from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
 from steerlab.ebm.dfo import autoregressive_dfo, dfo, resample
 from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
 from steerlab.ebm.losses import gradient_penalty, info_nce
-from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig
+from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig, counter_example_split
 from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.train.schedule import tf_exponential_decay
 
@@ -333,3 +333,21 @@ def test_uniform_warmup_uses_uniform_counter_examples_then_langevin():
         assert lw.item() == l_langevin.item() and m["uniform_warmup"] == 0.0
     with pytest.raises(ValueError, match="uniform_warmup_steps"):
         IBCPolicy(IBCConfig(uniform_warmup_steps=-1), 3, 2)
+
+
+@pytest.mark.parametrize("n,frac,n_lang", [(8, 0.7, 5), (8, 1.0, 8), (8, 0.0, 0), (8, 0.5, 4), (3, 0.5, 1),
+                                           (64, 0.99, 63), (10, 0.29, 2), (100, 0.29, 28), (7, 0.15, 1)])
+def test_counter_example_split_truncates_as_ibc(n, frac, n_lang):
+    """IBC: langevin = int(fraction * n) (Python float product, so 0.29 * 100 = 28.999999999999996 -> 28), the
+    remainder uniform."""
+    assert counter_example_split(n, frac) == (n - n_lang, n_lang)
+
+
+def test_counter_examples_are_uniform_first_then_langevin():
+    """n = 8, fraction 0.7: the first 3 counter-examples are the uniform draws, the last 5 Langevin-refined."""
+    pol = IBCPolicy(IBCConfig(width=16, fraction_langevin_samples=0.7, langevin=LangevinConfig(num_steps=3)), 2, 2)
+    o = torch.randn(4, 4)
+    neg = pol.counter_examples(o, 8, torch.Generator().manual_seed(3))
+    uni = pol._uniform((4, 8), torch.Generator().manual_seed(3), o.device)
+    assert torch.equal(neg[:, :3], uni[:, :3])
+    assert not torch.isclose(neg[:, 3:], uni[:, 3:]).all(-1).any()

@@ -24,6 +24,14 @@ from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.policy import Policy
 
 
+def counter_example_split(n: int, fraction_langevin: float) -> tuple[int, int]:
+    """``(uniform, langevin)`` counts of ``n`` counter-examples, as IBC's agent splits them: the Langevin count
+    is truncated, ``int(fraction * n)``, and what truncation leaves over goes to the uniform samples
+    (n = 8, fraction 0.7: 3 uniform, 5 Langevin)."""
+    n_lang = int(fraction_langevin * n)
+    return n - n_lang, n_lang
+
+
 @dataclass(frozen=True)
 class LangevinConfig:
     """IBC's Langevin chain (``agents/mcmc.py`` defaults, with the particle configs' 100 steps)."""
@@ -69,7 +77,8 @@ class IBCConfig:
     num_counter_examples: int = 8
     """counter-examples per positive"""
     fraction_langevin_samples: float = 1.0
-    """fraction of the counter-examples refined by a Langevin chain (the rest stay uniform)"""
+    """fraction of the counter-examples refined by a Langevin chain: int(fraction·n) of them, the rest stay uniform
+    (IBC's split, see counter_example_split)"""
     uniform_warmup_steps: int = 0
     """train the first this-many steps with uniform counter-examples only (as the DFO config), then with
     ``fraction_langevin_samples``; not in IBC (0 = off): uniform steps cost a few per cent of a Langevin step"""
@@ -209,17 +218,19 @@ class IBCPolicy(Policy):
     # ------------------------------------------------------------------ training
     def counter_examples(self, o: torch.Tensor, n: int, generator: torch.Generator | None,
                          fraction_langevin: float | None = None) -> torch.Tensor:
-        """Detached counter-examples ``[B, n, A]``: uniform, the first ``fraction_langevin`` of them (default: the
-        config's ``fraction_langevin_samples``) Langevin-refined."""
+        """Detached counter-examples ``[B, n, A]`` drawn uniformly over the sampling bounds, the last
+        :func:`counter_example_split` ``(n, fraction_langevin)[1]`` of them (default fraction: the config's
+        ``fraction_langevin_samples``) refined by a Langevin chain, as IBC's ``_make_counter_example_actions``
+        lays them out (uniform first, Langevin last)."""
         neg = self._uniform((o.shape[0], n), generator, o.device)
         frac = self.cfg.fraction_langevin_samples if fraction_langevin is None else fraction_langevin
-        n_lang = int(round(frac * n))
+        n_uni, n_lang = counter_example_split(n, frac)
         if n_lang > 0 and self.cfg.energy == "joint":
             lc = self.cfg.langevin
             with torch.no_grad():
                 refined = langevin(
                     self._grad_energy_fn(o),
-                    neg[:, :n_lang],
+                    neg[:, n_uni:],
                     self.lo,
                     self.hi,
                     num_steps=lc.num_steps,
@@ -232,7 +243,7 @@ class IBCPolicy(Policy):
                     form=lc.form,
                     generator=generator,
                 )
-            neg = torch.cat([refined, neg[:, n_lang:]], dim=1)
+            neg = torch.cat([neg[:, :n_uni], refined], dim=1)
         return neg.detach()
 
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
