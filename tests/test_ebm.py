@@ -129,6 +129,27 @@ def test_normalizers_golden_and_inverse():
     assert np.allclose(lo, [0.06, 0.0]) and np.allclose(hi, [0.94, 1.0])  # ±5% of the range, clipped to env
 
 
+def test_minmax_golden_with_a_constant_dimension():
+    """IBC's MinMaxNormalizationLayer: (x - mid) / max(half_range, float32 eps); a constant dimension maps to 0."""
+    mm = MinMax.fit(np.array([[0.0, 2.0, 3.0], [1.0, 6.0, 3.0], [0.5, 3.0, 3.0]]))
+    # mid = (0.5, 4, 3), half_range = (0.5, 2, max(0, 1.1920929e-07))
+    assert torch.equal(mm.mid, torch.tensor([0.5, 4.0, 3.0]))
+    assert torch.equal(mm.half_range, torch.tensor([0.5, 2.0, 1.1920929e-07]))
+    y = mm.normalize(torch.tensor([[0.25, 5.0, 3.0], [0.0, 2.0, 3.0], [1.0, 6.0, 3.0]]))
+    assert torch.allclose(y, torch.tensor([[-0.5, 0.5, 0.0], [-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]))
+    assert mm.normalize(torch.tensor([0.5, 4.0, 3.0 + 2.0**-20]))[2].item() == pytest.approx(2.0**-20 / 1.1920929e-07)
+    # inverse: y * half_range + mid; the constant dimension comes back as the constant
+    x = mm.unnormalize(torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.25, 0.7]]))
+    assert torch.allclose(x, torch.tensor([[1.0, 2.0, 3.0], [0.5, 4.5, 3.0]]))
+    # the IBC policy's sampling bounds on a constant action dimension collapse to its normalized value 0
+    pol = IBCPolicy(IBCConfig(width=8, stats_samples=None), 2, 2)
+    act = np.stack([np.linspace(0.2, 0.8, 16), np.full(16, 0.4)], 1).astype(np.float32)
+    pol.fit_normalizers(np.random.default_rng(0).random((16, 2)), act, np.zeros(2), np.ones(2))
+    assert pol.lo[1].item() == 0.0 and pol.hi[1].item() == 0.0
+    assert pol.lo[0].item() == pytest.approx(-1.1) and pol.hi[0].item() == pytest.approx(1.1)
+    assert pol.act_norm.unnormalize(pol.lo)[1].item() == pytest.approx(0.4)
+
+
 # ---------------------------------------------------------------- DFO
 def test_dfo_resampling_picks_dominant_sample_and_noise_schedule():
     a = torch.tensor([[[0.1], [0.7], [0.3]]])
