@@ -13,7 +13,7 @@ from steerlab.ebm.dfo import autoregressive_dfo, dfo, resample
 from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
 from steerlab.ebm.losses import gradient_penalty, info_nce
 from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig, counter_example_split
-from steerlab.nets.mlp import MLPPlain, MLPResNet
+from steerlab.nets.mlp import MLPPlain, MLPResNet, SpectralNormDense
 from steerlab.train.schedule import tf_exponential_decay
 
 
@@ -284,11 +284,99 @@ def test_input_grad_matches_autograd_and_finite_differences(cls, depth, sn):
 def test_input_grad_does_not_advance_spectral_norm_in_training_mode():
     net = MLPResNet(4, 1, 16, 2, spectral_norm=True)
     net.train()
-    u = net.proj.parametrizations.weight[0]._u.clone()
+    u = net.proj.u.clone()
     net.input_grad(torch.randn(2, 2), torch.randn(2, 3, 2))
-    assert torch.equal(u, net.proj.parametrizations.weight[0]._u)
-    net.forward_split(torch.randn(2, 2), torch.randn(2, 3, 2))  # a training forward does one iteration
-    assert not torch.equal(u, net.proj.parametrizations.weight[0]._u)
+    assert torch.equal(u, net.proj.u) and net.proj.training  # read as an eval-mode call, the mode restored
+    net.forward_split(torch.randn(2, 2), torch.randn(2, 3, 2))  # a training forward stores one iteration
+    assert not torch.equal(u, net.proj.u)
+
+
+def _sn_numpy(w, u, eps=1e-12):
+    """IBC's DenseSN power iteration in numpy, kernel k = w.T [in, out]: v = l2n(u k^T), u' = l2n(v k),
+    sigma = (v k) u'^T; returns (w / sigma, u')."""
+    l2n = lambda x: x / (np.sqrt((x**2).sum()) + eps)  # noqa: E731
+    k = w.T
+    v = l2n(u @ k.T)
+    u_new = l2n(v @ k)
+    return w / ((v @ k) @ u_new), u_new
+
+
+def test_spectral_norm_dense_golden_by_hand():
+    """W = [[3, 0], [0, 1]], u0 = (1, 1).
+    Call 1: v = (3, 1)/sqrt(10), W v = (9, 1)/sqrt(10), u1 = (9, 1)/sqrt(82), sigma1 = sqrt(82/10) = 2.8635642.
+    Call 2 (from u1): v = (27, 1)/sqrt(730), W v = (81, 1)/sqrt(730), u2 = (81, 1)/sqrt(6562),
+    sigma2 = sqrt(6562/730) = 2.9981729. Training stores u1 then u2; eval recomputes sigma1 and keeps u0."""
+    w = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    layer = SpectralNormDense(2, 2).double()
+    for training, sigmas, us in [(True, (2.8635642, 2.9981729), ((9, 1), (81, 1))),
+                                 (False, (2.8635642, 2.8635642), ((1, 1), (1, 1)))]:
+        with torch.no_grad():
+            layer.weight_orig.copy_(w)
+            layer.u.copy_(torch.tensor([1.0, 1.0]))
+        layer.train(training)
+        for sigma, u in zip(sigmas, us):
+            w_bar = layer.weight.detach()
+            assert torch.allclose(w_bar, w / sigma, atol=1e-7)
+            u = torch.tensor(u, dtype=torch.float64)
+            assert torch.allclose(layer.u, u / u.norm() if training else u, atol=1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_spectral_norm_dense_matches_numpy_two_calls(training):
+    rng = np.random.default_rng(1)
+    w, u0, b, x = rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=3), rng.normal(size=(5, 4))
+    layer = SpectralNormDense(4, 3).double().train(training)
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.as_tensor(w))
+        layer.u.copy_(torch.as_tensor(u0))
+        layer.bias.copy_(torch.as_tensor(b))
+    w1, u1 = _sn_numpy(w, u0)
+    w2, u2 = _sn_numpy(w, u1) if training else (w1, u1)
+    y1 = layer(torch.as_tensor(x)).detach().numpy()
+    assert np.allclose(y1, x @ w1.T + b, atol=1e-12)
+    assert np.allclose(layer.u.numpy(), u1 if training else u0, atol=1e-12)
+    y2 = layer(torch.as_tensor(x)).detach().numpy()
+    assert np.allclose(y2, x @ w2.T + b, atol=1e-12)
+    assert np.allclose(layer.u.numpy(), u2 if training else u0, atol=1e-12)
+
+
+def test_spectral_norm_dense_gradient_flows_through_the_power_iteration():
+    """No stop-gradient (as IBC): d(sum W_bar)/dW includes the path through v, u' and sigma (finite differences)."""
+    rng = np.random.default_rng(2)
+    w, u0 = rng.normal(size=(3, 2)), rng.normal(size=3)
+    layer = SpectralNormDense(2, 3).double().eval()
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.as_tensor(w))
+        layer.u.copy_(torch.as_tensor(u0))
+    (g,) = torch.autograd.grad(layer.weight.sum(), layer.weight_orig)
+    h, fd = 1e-6, np.zeros_like(w)
+    for i in range(3):
+        for j in range(2):
+            wp, wm = w.copy(), w.copy()
+            wp[i, j] += h
+            wm[i, j] -= h
+            fd[i, j] = (_sn_numpy(wp, u0)[0].sum() - _sn_numpy(wm, u0)[0].sum()) / (2 * h)
+    assert np.allclose(g.numpy(), fd, atol=1e-7)
+    sigma = w[0, 0] / _sn_numpy(w, u0)[0][0, 0]
+    assert not np.allclose(fd, np.full_like(w, 1.0 / sigma), atol=1e-3)  # the gradient with sigma held constant
+
+
+@pytest.mark.parametrize("grad_penalty,moves", [(True, 2), (False, 1)])
+def test_spectral_norm_u_moves_once_per_training_forward(grad_penalty, moves):
+    """IBC's training step calls the network in training mode for the InfoNCE logits and again for the gradient
+    penalty: u takes two power iterations per step with the penalty, one without; the chains (training=False)
+    move it not at all."""
+    cfg = IBCConfig(width=8, spectral_norm=True, grad_penalty=grad_penalty, langevin=LangevinConfig(num_steps=2),
+                    num_counter_examples=4)
+    torch.manual_seed(0)
+    pol = IBCPolicy(cfg, 2, 2).double().train()
+    batch = {"obs": torch.randn(3, 2, 2, dtype=torch.float64), "action": torch.rand(3, 1, 2, dtype=torch.float64)}
+    w = pol.net.proj.weight_orig.detach().numpy()
+    u = pol.net.proj.u.numpy().copy()
+    for _ in range(moves):
+        u = _sn_numpy(w, u)[1]
+    pol.compute_loss(batch, torch.Generator().manual_seed(0))
+    assert np.allclose(pol.net.proj.u.numpy(), u, atol=1e-12)
 
 
 def test_mlp_layout_matches_ibc():

@@ -69,7 +69,8 @@ class IBCConfig:
     dropout: float = 0.0
     """dropout rate after each activation of the energy network"""
     spectral_norm: bool = False
-    """spectral normalization on every dense layer"""
+    """spectral normalization on every dense layer (IBC's DenseSN: one power iteration per call, u stored in
+    training mode, so twice per training step with the gradient penalty)"""
     n_obs_steps: int = 2
     """observation history length (IBC sequence_length)"""
     energy: Literal["joint", "autoregressive"] = "joint"
@@ -262,7 +263,14 @@ class IBCPolicy(Policy):
         loss = nce.mean()
         metrics = {"info_nce": nce.mean().item()}
         if cfg.grad_penalty:
-            (g,) = torch.autograd.grad(f.sum(), acts, create_graph=True)
+            f_gp = f
+            if cfg.spectral_norm or cfg.dropout > 0:
+                # IBC computes the penalty in a second training-mode forward pass: it runs the spectral-norm power
+                # iteration (and stores u) once more and draws new dropout masks. Without either, that pass equals
+                # the first, whose graph is reused.
+                acts = acts.detach().requires_grad_(True)
+                f_gp = self.logits(o, acts)
+            (g,) = torch.autograd.grad(f_gp.sum(), acts, create_graph=True)
             gp = gradient_penalty(g, cfg.grad_margin, cfg.grad_norm, cfg.grad_penalty_square).mean()
             loss = loss + cfg.grad_penalty_weight * gp
             metrics["grad_penalty"] = gp.item()
