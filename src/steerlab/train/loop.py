@@ -33,6 +33,7 @@ from steerlab.train.checkpoint import (
     save_checkpoint,
 )
 from steerlab.train.config import POLICY_CLASSES, TrainConfig, config_to_dict
+from steerlab.train.optim import KerasAdam
 from steerlab.train.schedule import lr_multiplier
 
 
@@ -145,7 +146,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = sched = None
     if policy.trainable and cfg.steps > 0:
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        opt_cls = {"adam": torch.optim.Adam, "adam_keras": KerasAdam, "adamw": torch.optim.AdamW}[cfg.optimizer]
         optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda t: lr_multiplier(cfg.lr_schedule, t, decay_rate=cfg.lr_decay_rate,
