@@ -460,3 +460,26 @@ def test_counter_examples_are_uniform_first_then_langevin():
     uni = pol._uniform((4, 8), torch.Generator().manual_seed(3), o.device)
     assert torch.equal(neg[:, :3], uni[:, :3])
     assert not torch.isclose(neg[:, 3:], uni[:, 3:]).all(-1).any()
+
+
+@pytest.mark.parametrize("inference,energy", [("dfo", "joint"), ("autoregressive_dfo", "autoregressive")])
+def test_dfo_inference_temperature_is_its_own_field(monkeypatch, inference, energy):
+    """IBC's policy resamples at temperature 1.0 whatever the InfoNCE temperature; dfo_temperature sets it."""
+    import steerlab.ebm.policy as pol_mod
+
+    seen = []
+
+    def spy(fn):
+        def wrapped(*args, **kw):
+            seen.append(kw["temperature"])
+            return fn(*args, **kw)
+        return wrapped
+
+    monkeypatch.setattr(pol_mod, "dfo", spy(pol_mod.dfo))
+    monkeypatch.setattr(pol_mod, "autoregressive_dfo", spy(pol_mod.autoregressive_dfo))
+    o = torch.randn(2, 4)
+    for kw, expect in [({}, 1.0), ({"dfo_temperature": 0.25}, 0.25)]:
+        cfg = IBCConfig(width=8, inference=inference, energy=energy, temperature=0.1, inference_samples=8, **kw)
+        IBCPolicy(cfg, 2, 2).infer_normalized(o, torch.Generator().manual_seed(0))
+        assert seen[-1] == expect
+    assert IBCConfig().dfo_temperature == 1.0

@@ -106,6 +106,9 @@ class IBCConfig:
     dfo_iterations: int = 3
     dfo_noise_std: float = 0.33
     dfo_noise_shrink: float = 0.5
+    dfo_temperature: float = 1.0
+    """softmax temperature of the DFO / autoregressive-DFO resampling at inference (IBC's policy calls
+    iterative_dfo with its default 1.0, whatever the InfoNCE ``temperature``)"""
     chain_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """compute dtype of the Langevin chains' matrix products (bfloat16: 1.4-2x faster on CPUs with
     native bf16 units, many times slower on CPUs without; 'auto': bfloat16 only where the CPU has native
@@ -328,11 +331,11 @@ class IBCPolicy(Policy):
         elif cfg.inference == "dfo":
             a, f = dfo(lambda x: self.logits(o, x), init, self.lo, self.hi, iterations=cfg.dfo_iterations,
                        noise_std=cfg.dfo_noise_std, noise_shrink=cfg.dfo_noise_shrink,
-                       temperature=cfg.temperature, generator=generator)
+                       temperature=cfg.dfo_temperature, generator=generator)
         else:
             a, f = autoregressive_dfo(lambda x, j: self.ar_logits(o, x, j), init, self.lo, self.hi,
                                       iterations=cfg.dfo_iterations, noise_std=cfg.dfo_noise_std,
-                                      noise_shrink=cfg.dfo_noise_shrink, temperature=cfg.temperature,
+                                      noise_shrink=cfg.dfo_noise_shrink, temperature=cfg.dfo_temperature,
                                       generator=generator)
         best = torch.gather(a, 1, f.argmax(1)[:, None, None].expand(-1, 1, self.act_dim))[:, 0]
         return {"action": best, "samples": a, "logits": f, "init": init}
