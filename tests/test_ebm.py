@@ -483,3 +483,23 @@ def test_dfo_inference_temperature_is_its_own_field(monkeypatch, inference, ener
         IBCPolicy(cfg, 2, 2).infer_normalized(o, torch.Generator().manual_seed(0))
         assert seen[-1] == expect
     assert IBCConfig().dfo_temperature == 1.0
+
+
+@pytest.mark.parametrize("mode", ["all", "random"])
+def test_autoregressive_loss_trains_every_head_on_every_row(monkeypatch, mode):
+    """The paper trains one model per action dimension on every sample: with ar_train_heads='all' each row of the
+    batch gives one InfoNCE term per head j (rows r*A + j); 'random' draws one head per row."""
+    cfg = IBCConfig(width=8, energy="autoregressive", inference="autoregressive_dfo", num_counter_examples=4,
+                    fraction_langevin_samples=0.0, grad_penalty=False, n_obs_steps=1, ar_train_heads=mode)
+    pol = IBCPolicy(cfg, 2, 3)
+    heads = []
+    real = pol.ar_logits
+    monkeypatch.setattr(pol, "ar_logits", lambda o, a, j: heads.append(j.clone()) or real(o, a, j))
+    batch = {"obs": torch.randn(5, 1, 2), "action": torch.rand(5, 1, 3) * 2 - 1}
+    loss, _ = pol.compute_loss(batch, torch.Generator().manual_seed(0))
+    (j,) = heads
+    if mode == "all":
+        assert j.tolist() == [0, 1, 2] * 5
+    else:
+        assert j.shape == (5,) and bool(((j >= 0) & (j < 3)).all())
+    assert torch.isfinite(loss)

@@ -40,8 +40,9 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         ),
     ),
     "ibc-particle-ardfo": (
-        "IBC with one energy head per action dimension (paper Algorithm 2): 256x2, batch 512, 16 uniform "
-        "counter-examples (half vary dimension j, half the prefix 0..j), autoregressive DFO over 512 samples "
+        "IBC with one energy head per action dimension (paper Algorithm 2): 256x2, batch 512, every head trained on "
+        "every row with 16 uniform counter-examples (half vary dimension j, half the prefix 0..j), autoregressive "
+        "DFO over 512 samples "
         "(the paper's 1,024 halved for CPU evaluation: --policy.inference-samples 1024 restores it), Keras' Adam",
         TrainConfig(
             policy=IBCConfig(energy="autoregressive", num_counter_examples=16, fraction_langevin_samples=0.0,

@@ -93,6 +93,9 @@ class IBCConfig:
     grad_norm: Literal["inf", "1", "2"] = "inf"
     grad_penalty_square: bool = True
     grad_penalty_weight: float = 1.0
+    ar_train_heads: Literal["all", "random"] = "all"
+    """autoregressive energy: train every head j on every row each step, as the paper's one model per dimension
+    ('all', cost x action dims), or one random head per row ('random', each head sees 1/A of the rows)"""
     inference: Literal["langevin", "dfo", "autoregressive_dfo"] = "langevin"
     """action inference; 'autoregressive_dfo' requires energy='autoregressive'"""
     inference_samples: int = 512
@@ -284,14 +287,20 @@ class IBCPolicy(Policy):
         return loss, metrics
 
     def _ar_loss(self, o, pos, generator):
-        """Per row a random head j. Half the counter-examples replace dimension j of the positive by uniform
+        """Per row every head j (or one random head j, ``ar_train_heads``). Half the counter-examples replace dimension j of the positive by uniform
         values (head j learns the conditional of a_j given the demonstrated prefix); the other half replace the
         whole prefix a_0..j (head j also ranks prefixes). Autoregressive DFO resamples whole samples by head j,
         prefixes included, and picks the final action by the last head, so a head that never saw a wrong prefix
         extrapolates there and selects off-data prefixes (seen on the test task: rmse 0.4 on 2 of 5 seeds)."""
         cfg = self.cfg
+        if cfg.ar_train_heads == "all":  # row r of the batch becomes rows r*A .. r*A + A-1, one per head
+            j = torch.arange(self.act_dim, device=pos.device).repeat(pos.shape[0])
+            o, pos = o.repeat_interleave(self.act_dim, 0), pos.repeat_interleave(self.act_dim, 0)
+        elif cfg.ar_train_heads == "random":
+            j = torch.randint(self.act_dim, (pos.shape[0],), generator=generator, device=pos.device)
+        else:
+            raise ValueError(f"ar_train_heads must be 'all' or 'random', got {cfg.ar_train_heads!r}")
         b, n = pos.shape[0], cfg.num_counter_examples
-        j = torch.randint(self.act_dim, (b,), generator=generator, device=pos.device)
         neg = pos[:, None, :].repeat(1, n, 1)
         u = self._uniform((b, n), generator, pos.device)
         dims = torch.arange(self.act_dim, device=pos.device)
