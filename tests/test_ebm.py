@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
-from steerlab.ebm.dfo import autoregressive_dfo, dfo
+from steerlab.ebm.dfo import autoregressive_dfo, dfo, resample
 from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
 from steerlab.ebm.losses import gradient_penalty, info_nce
-from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig
-from steerlab.nets.mlp import MLPPlain, MLPResNet
+from steerlab.ebm.policy import IBCConfig, IBCPolicy, LangevinConfig, counter_example_split
+from steerlab.nets.mlp import MLPPlain, MLPResNet, SpectralNormDense
 from steerlab.train.schedule import tf_exponential_decay
 
 
@@ -129,17 +129,91 @@ def test_normalizers_golden_and_inverse():
     assert np.allclose(lo, [0.06, 0.0]) and np.allclose(hi, [0.94, 1.0])  # ±5% of the range, clipped to env
 
 
+def test_minmax_golden_with_a_constant_dimension():
+    """IBC's MinMaxNormalizationLayer: (x - mid) / max(half_range, float32 eps); a constant dimension maps to 0."""
+    mm = MinMax.fit(np.array([[0.0, 2.0, 3.0], [1.0, 6.0, 3.0], [0.5, 3.0, 3.0]]))
+    # mid = (0.5, 4, 3), half_range = (0.5, 2, max(0, 1.1920929e-07))
+    assert torch.equal(mm.mid, torch.tensor([0.5, 4.0, 3.0]))
+    assert torch.equal(mm.half_range, torch.tensor([0.5, 2.0, 1.1920929e-07]))
+    y = mm.normalize(torch.tensor([[0.25, 5.0, 3.0], [0.0, 2.0, 3.0], [1.0, 6.0, 3.0]]))
+    assert torch.allclose(y, torch.tensor([[-0.5, 0.5, 0.0], [-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]))
+    assert mm.normalize(torch.tensor([0.5, 4.0, 3.0 + 2.0**-20]))[2].item() == pytest.approx(2.0**-20 / 1.1920929e-07)
+    # inverse: y * half_range + mid; the constant dimension comes back as the constant
+    x = mm.unnormalize(torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.25, 0.7]]))
+    assert torch.allclose(x, torch.tensor([[1.0, 2.0, 3.0], [0.5, 4.5, 3.0]]))
+    # the IBC policy's sampling bounds on a constant action dimension collapse to its normalized value 0
+    pol = IBCPolicy(IBCConfig(width=8, stats_samples=None), 2, 2)
+    act = np.stack([np.linspace(0.2, 0.8, 16), np.full(16, 0.4)], 1).astype(np.float32)
+    pol.fit_normalizers(np.random.default_rng(0).random((16, 2)), act, np.zeros(2), np.ones(2))
+    assert pol.lo[1].item() == 0.0 and pol.hi[1].item() == 0.0
+    assert pol.lo[0].item() == pytest.approx(-1.1) and pol.hi[0].item() == pytest.approx(1.1)
+    assert pol.act_norm.unnormalize(pol.lo)[1].item() == pytest.approx(0.4)
+
+
 # ---------------------------------------------------------------- DFO
 def test_dfo_resampling_picks_dominant_sample_and_noise_schedule():
     a = torch.tensor([[[0.1], [0.7], [0.3]]])
     logits_fn = lambda x: torch.where((x[..., 0] - 0.7).abs() < 1e-6, 100.0, 0.0)
     out, f = dfo(logits_fn, a, torch.tensor([-1.0]), torch.tensor([1.0]), iterations=1, noise_std=0.0)
     assert torch.allclose(out, torch.full_like(out, 0.7)) and f.shape == (1, 3)
-    # spread after 3 iterations of noise 0.33, 0.165, 0.0825 around one point: sqrt(0.33^2 + 0.165^2 + 0.0825^2)
+    # spread after 3 iterations around one point: noise 0.33 and 0.165 between the three resamplings, none after
+    # the last: sqrt(0.33^2 + 0.165^2)
     a = torch.zeros(1, 20000, 1)
     g = torch.Generator().manual_seed(0)
     out, _ = dfo(lambda x: torch.zeros(x.shape[:2]), a, torch.tensor([-50.0]), torch.tensor([50.0]), generator=g)
-    assert out.std().item() == pytest.approx(0.37806, rel=0.05)
+    assert out.std().item() == pytest.approx(0.36895, rel=0.02)
+
+
+def test_dfo_iterations_golden():
+    """IBC's iterative_dfo by hand: f(a) = 4a on a0 = (-0.5, 0, 0.5), bounds [-1, 1], given draws.
+
+    Resampling inverts the CDF of softmax(f) at the sorted uniforms (indices ascending, as IBC's bincount+repeat).
+    1. f = (-2, 0, 2), p = (0.015876, 0.117310, 0.866813), cdf = (0.015876, 0.133187, 1);
+       u = (0.9, 0.1, 0.5) -> sorted (0.1, 0.5, 0.9) -> indices (1, 2, 2) -> a = (0, 0.5, 0.5).
+    2. + 0.33 * (1, -2, 4) = (0.33, -0.16, 1.82) -> clip (0.33, -0.16, 1); f = (1.32, -0.64, 4);
+       cdf = (0.063589, 0.072546, 1); u = (0.05, 0.07, 0.99) -> indices (0, 1, 2) -> a unchanged.
+    3. + 0.165 * (2, 0, -1) = (0.66, -0.16, 0.835); f = (2.64, -0.64, 3.34); cdf = (0.327720, 0.340052, 1);
+       u = (0.5, 0.2, 0.8) -> sorted (0.2, 0.5, 0.8) -> indices (0, 2, 2) -> a = (0.66, 0.835, 0.835),
+       f = (2.64, 3.34, 3.34): no noise after the last resampling, the action is 0.835.
+    """
+    calls = []
+
+    def logits_fn(x):
+        calls.append(x.clone())
+        return 4.0 * x[..., 0]
+
+    col = lambda *v: torch.tensor(v, dtype=torch.float64)[None, :, None]  # noqa: E731
+    row = lambda *v: torch.tensor(v, dtype=torch.float64)[None]  # noqa: E731
+    a0 = col(-0.5, 0.0, 0.5)
+    lo, hi = torch.tensor([-1.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    us = [row(0.9, 0.1, 0.5), row(0.05, 0.07, 0.99), row(0.5, 0.2, 0.8)]
+    xis = [col(1.0, -2.0, 4.0), col(2.0, 0.0, -1.0)]
+    expected = [(col(0.0, 0.5, 0.5), row(0.0, 2.0, 2.0)),
+                (col(0.33, -0.16, 1.0), row(1.32, -0.64, 4.0)),
+                (col(0.66, 0.835, 0.835), row(2.64, 3.34, 3.34))]
+    for k, (a_k, f_k) in enumerate(expected, start=1):
+        calls.clear()
+        a, f = dfo(logits_fn, a0, lo, hi, iterations=k, uniforms=us[:k], noise=xis[: k - 1])
+        assert len(calls) == k  # one evaluation per iteration, none after the last resampling
+        assert torch.allclose(a, a_k, atol=1e-12) and torch.allclose(f, f_k, atol=1e-12)
+    assert torch.allclose(calls[1], col(0.33, -0.16, 1.0), atol=1e-12)  # clipped before the evaluation
+    assert torch.allclose(calls[2], col(0.66, -0.16, 0.835), atol=1e-12)
+    assert a[0, f[0].argmax(), 0].item() == pytest.approx(0.835)
+    with pytest.raises(ValueError, match="noise"):
+        dfo(logits_fn, a0, lo, hi, iterations=3, uniforms=us, noise=xis[:1])
+
+
+def test_resample_inverts_the_cdf_and_matches_softmax_frequencies():
+    logits = torch.log(torch.tensor([[0.2, 0.0, 0.5, 0.3]]))
+    a = torch.arange(4.0)[None, :, None]
+    _, idx = resample(a, logits, 1.0, None, uniforms=torch.tensor([[0.95, 0.0, 0.19, 0.25]]))
+    # cdf (0.2, 0.2, 0.7, 1); sorted uniforms (0, 0.19, 0.25, 0.95); the zero-mass index 1 is never drawn
+    assert idx.tolist() == [[0, 0, 2, 3]]
+    g = torch.Generator().manual_seed(0)
+    _, idx = resample(torch.arange(40000.0)[None, :, None], logits.repeat_interleave(10000, 1), 2.0, g)
+    freq = torch.bincount(idx[0] // 10000, minlength=4).double() / 40000
+    p = torch.softmax(logits[0] / 2.0, 0).double()  # temperature 2: p^(1/2), renormalized
+    assert torch.allclose(freq, p, atol=0.01)
 
 
 def test_autoregressive_dfo_finds_prefix_dependent_optimum():
@@ -210,11 +284,99 @@ def test_input_grad_matches_autograd_and_finite_differences(cls, depth, sn):
 def test_input_grad_does_not_advance_spectral_norm_in_training_mode():
     net = MLPResNet(4, 1, 16, 2, spectral_norm=True)
     net.train()
-    u = net.proj.parametrizations.weight[0]._u.clone()
+    u = net.proj.u.clone()
     net.input_grad(torch.randn(2, 2), torch.randn(2, 3, 2))
-    assert torch.equal(u, net.proj.parametrizations.weight[0]._u)
-    net.forward_split(torch.randn(2, 2), torch.randn(2, 3, 2))  # a training forward does one iteration
-    assert not torch.equal(u, net.proj.parametrizations.weight[0]._u)
+    assert torch.equal(u, net.proj.u) and net.proj.training  # read as an eval-mode call, the mode restored
+    net.forward_split(torch.randn(2, 2), torch.randn(2, 3, 2))  # a training forward stores one iteration
+    assert not torch.equal(u, net.proj.u)
+
+
+def _sn_numpy(w, u, eps=1e-12):
+    """IBC's DenseSN power iteration in numpy, kernel k = w.T [in, out]: v = l2n(u k^T), u' = l2n(v k),
+    sigma = (v k) u'^T; returns (w / sigma, u')."""
+    l2n = lambda x: x / (np.sqrt((x**2).sum()) + eps)  # noqa: E731
+    k = w.T
+    v = l2n(u @ k.T)
+    u_new = l2n(v @ k)
+    return w / ((v @ k) @ u_new), u_new
+
+
+def test_spectral_norm_dense_golden_by_hand():
+    """W = [[3, 0], [0, 1]], u0 = (1, 1).
+    Call 1: v = (3, 1)/sqrt(10), W v = (9, 1)/sqrt(10), u1 = (9, 1)/sqrt(82), sigma1 = sqrt(82/10) = 2.8635642.
+    Call 2 (from u1): v = (27, 1)/sqrt(730), W v = (81, 1)/sqrt(730), u2 = (81, 1)/sqrt(6562),
+    sigma2 = sqrt(6562/730) = 2.9981729. Training stores u1 then u2; eval recomputes sigma1 and keeps u0."""
+    w = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    layer = SpectralNormDense(2, 2).double()
+    for training, sigmas, us in [(True, (2.8635642, 2.9981729), ((9, 1), (81, 1))),
+                                 (False, (2.8635642, 2.8635642), ((1, 1), (1, 1)))]:
+        with torch.no_grad():
+            layer.weight_orig.copy_(w)
+            layer.u.copy_(torch.tensor([1.0, 1.0]))
+        layer.train(training)
+        for sigma, u in zip(sigmas, us):
+            w_bar = layer.weight.detach()
+            assert torch.allclose(w_bar, w / sigma, atol=1e-7)
+            u = torch.tensor(u, dtype=torch.float64)
+            assert torch.allclose(layer.u, u / u.norm() if training else u, atol=1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_spectral_norm_dense_matches_numpy_two_calls(training):
+    rng = np.random.default_rng(1)
+    w, u0, b, x = rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=3), rng.normal(size=(5, 4))
+    layer = SpectralNormDense(4, 3).double().train(training)
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.as_tensor(w))
+        layer.u.copy_(torch.as_tensor(u0))
+        layer.bias.copy_(torch.as_tensor(b))
+    w1, u1 = _sn_numpy(w, u0)
+    w2, u2 = _sn_numpy(w, u1) if training else (w1, u1)
+    y1 = layer(torch.as_tensor(x)).detach().numpy()
+    assert np.allclose(y1, x @ w1.T + b, atol=1e-12)
+    assert np.allclose(layer.u.numpy(), u1 if training else u0, atol=1e-12)
+    y2 = layer(torch.as_tensor(x)).detach().numpy()
+    assert np.allclose(y2, x @ w2.T + b, atol=1e-12)
+    assert np.allclose(layer.u.numpy(), u2 if training else u0, atol=1e-12)
+
+
+def test_spectral_norm_dense_gradient_flows_through_the_power_iteration():
+    """No stop-gradient (as IBC): d(sum W_bar)/dW includes the path through v, u' and sigma (finite differences)."""
+    rng = np.random.default_rng(2)
+    w, u0 = rng.normal(size=(3, 2)), rng.normal(size=3)
+    layer = SpectralNormDense(2, 3).double().eval()
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.as_tensor(w))
+        layer.u.copy_(torch.as_tensor(u0))
+    (g,) = torch.autograd.grad(layer.weight.sum(), layer.weight_orig)
+    h, fd = 1e-6, np.zeros_like(w)
+    for i in range(3):
+        for j in range(2):
+            wp, wm = w.copy(), w.copy()
+            wp[i, j] += h
+            wm[i, j] -= h
+            fd[i, j] = (_sn_numpy(wp, u0)[0].sum() - _sn_numpy(wm, u0)[0].sum()) / (2 * h)
+    assert np.allclose(g.numpy(), fd, atol=1e-7)
+    sigma = w[0, 0] / _sn_numpy(w, u0)[0][0, 0]
+    assert not np.allclose(fd, np.full_like(w, 1.0 / sigma), atol=1e-3)  # the gradient with sigma held constant
+
+
+@pytest.mark.parametrize("grad_penalty,moves", [(True, 2), (False, 1)])
+def test_spectral_norm_u_moves_once_per_training_forward(grad_penalty, moves):
+    """IBC's training step calls the network in training mode for the InfoNCE logits and again for the gradient
+    penalty: u takes two power iterations per step with the penalty, one without; the chains (training=False)
+    move it not at all."""
+    cfg = IBCConfig(width=8, spectral_norm=True, grad_penalty=grad_penalty, langevin=LangevinConfig(num_steps=2),
+                    num_counter_examples=4)
+    torch.manual_seed(0)
+    pol = IBCPolicy(cfg, 2, 2).double().train()
+    batch = {"obs": torch.randn(3, 2, 2, dtype=torch.float64), "action": torch.rand(3, 1, 2, dtype=torch.float64)}
+    w = pol.net.proj.weight_orig.detach().numpy()
+    u = pol.net.proj.u.numpy().copy()
+    for _ in range(moves):
+        u = _sn_numpy(w, u)[1]
+    pol.compute_loss(batch, torch.Generator().manual_seed(0))
+    assert np.allclose(pol.net.proj.u.numpy(), u, atol=1e-12)
 
 
 def test_mlp_layout_matches_ibc():
@@ -280,3 +442,64 @@ def test_uniform_warmup_uses_uniform_counter_examples_then_langevin():
         assert lw.item() == l_langevin.item() and m["uniform_warmup"] == 0.0
     with pytest.raises(ValueError, match="uniform_warmup_steps"):
         IBCPolicy(IBCConfig(uniform_warmup_steps=-1), 3, 2)
+
+
+@pytest.mark.parametrize("n,frac,n_lang", [(8, 0.7, 5), (8, 1.0, 8), (8, 0.0, 0), (8, 0.5, 4), (3, 0.5, 1),
+                                           (64, 0.99, 63), (10, 0.29, 2), (100, 0.29, 28), (7, 0.15, 1)])
+def test_counter_example_split_truncates_as_ibc(n, frac, n_lang):
+    """IBC: langevin = int(fraction * n) (Python float product, so 0.29 * 100 = 28.999999999999996 -> 28), the
+    remainder uniform."""
+    assert counter_example_split(n, frac) == (n - n_lang, n_lang)
+
+
+def test_counter_examples_are_uniform_first_then_langevin():
+    """n = 8, fraction 0.7: the first 3 counter-examples are the uniform draws, the last 5 Langevin-refined."""
+    pol = IBCPolicy(IBCConfig(width=16, fraction_langevin_samples=0.7, langevin=LangevinConfig(num_steps=3)), 2, 2)
+    o = torch.randn(4, 4)
+    neg = pol.counter_examples(o, 8, torch.Generator().manual_seed(3))
+    uni = pol._uniform((4, 8), torch.Generator().manual_seed(3), o.device)
+    assert torch.equal(neg[:, :3], uni[:, :3])
+    assert not torch.isclose(neg[:, 3:], uni[:, 3:]).all(-1).any()
+
+
+@pytest.mark.parametrize("inference,energy", [("dfo", "joint"), ("autoregressive_dfo", "autoregressive")])
+def test_dfo_inference_temperature_is_its_own_field(monkeypatch, inference, energy):
+    """IBC's policy resamples at temperature 1.0 whatever the InfoNCE temperature; dfo_temperature sets it."""
+    import steerlab.ebm.policy as pol_mod
+
+    seen = []
+
+    def spy(fn):
+        def wrapped(*args, **kw):
+            seen.append(kw["temperature"])
+            return fn(*args, **kw)
+        return wrapped
+
+    monkeypatch.setattr(pol_mod, "dfo", spy(pol_mod.dfo))
+    monkeypatch.setattr(pol_mod, "autoregressive_dfo", spy(pol_mod.autoregressive_dfo))
+    o = torch.randn(2, 4)
+    for kw, expect in [({}, 1.0), ({"dfo_temperature": 0.25}, 0.25)]:
+        cfg = IBCConfig(width=8, inference=inference, energy=energy, temperature=0.1, inference_samples=8, **kw)
+        IBCPolicy(cfg, 2, 2).infer_normalized(o, torch.Generator().manual_seed(0))
+        assert seen[-1] == expect
+    assert IBCConfig().dfo_temperature == 1.0
+
+
+@pytest.mark.parametrize("mode", ["all", "random"])
+def test_autoregressive_loss_trains_every_head_on_every_row(monkeypatch, mode):
+    """The paper trains one model per action dimension on every sample: with ar_train_heads='all' each row of the
+    batch gives one InfoNCE term per head j (rows r*A + j); 'random' draws one head per row."""
+    cfg = IBCConfig(width=8, energy="autoregressive", inference="autoregressive_dfo", num_counter_examples=4,
+                    fraction_langevin_samples=0.0, grad_penalty=False, n_obs_steps=1, ar_train_heads=mode)
+    pol = IBCPolicy(cfg, 2, 3)
+    heads = []
+    real = pol.ar_logits
+    monkeypatch.setattr(pol, "ar_logits", lambda o, a, j: heads.append(j.clone()) or real(o, a, j))
+    batch = {"obs": torch.randn(5, 1, 2), "action": torch.rand(5, 1, 3) * 2 - 1}
+    loss, _ = pol.compute_loss(batch, torch.Generator().manual_seed(0))
+    (j,) = heads
+    if mode == "all":
+        assert j.tolist() == [0, 1, 2] * 5
+    else:
+        assert j.shape == (5,) and bool(((j >= 0) & (j < 3)).all())
+    assert torch.isfinite(loss)

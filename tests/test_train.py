@@ -16,7 +16,7 @@ from steerlab.baselines.mse import MSEConfig
 from steerlab.data.zarr_io import DatasetError, load_episodes, write_episodes
 from steerlab.ebm.policy import IBCConfig, LangevinConfig
 from steerlab.eval.run import evaluate_run, load_run
-from steerlab.train.checkpoint import CheckpointError, list_checkpoints, load_weights
+from steerlab.train.checkpoint import CheckpointError, list_checkpoints, load_trainer_state, load_weights
 from steerlab.train.config import EvalConfig, TrainConfig
 from steerlab.train.loop import TrainingError, train
 
@@ -37,10 +37,11 @@ def _losses(run_dir):
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
-def test_resume_continues_exactly(tmp_path, particle2d):
-    full = train(_cfg(tmp_path, particle2d, run_name="full"))
+@pytest.mark.parametrize("optimizer", ["adam", "adam_keras"])
+def test_resume_continues_exactly(tmp_path, particle2d, optimizer):
+    full = train(_cfg(tmp_path, particle2d, run_name="full", optimizer=optimizer))
     # "killed" after the checkpoint at step 6, then resumed to 12
-    part = _cfg(tmp_path, particle2d, run_name="part", steps=6)
+    part = _cfg(tmp_path, particle2d, run_name="part", steps=6, optimizer=optimizer)
     train(part)
     resumed = train(dataclasses.replace(part, steps=12), resume=True)
     a, b = _losses(full), _losses(resumed)
@@ -49,6 +50,9 @@ def test_resume_continues_exactly(tmp_path, particle2d):
     wa = load_weights(list_checkpoints(full)[-1])
     wb = load_weights(list_checkpoints(resumed)[-1])
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    group = load_trainer_state(list_checkpoints(resumed)[-1])["optimizer"]["param_groups"][0]
+    if optimizer == "adam_keras":  # KerasAdam's global step count, carried across the resume
+        assert group["step"] == 12 and group["eps"] == 1e-7
 
 
 def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, particle2d):

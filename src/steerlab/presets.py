@@ -13,52 +13,55 @@ from steerlab.steer.critic_policy import EnergyPolicyConfig
 from steerlab.train.config import TrainConfig
 
 _LANG = IBCConfig()  # the repo's particle/mlp_ebm_langevin.gin
+_IBC_OPT = dict(optimizer="adam_keras")  # IBC's get_agent: tf.keras.optimizers.Adam with its defaults (eps 1e-7)
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "ibc-particle-langevin": (
         "IBC repo particle config: 256x2 MLP, batch 512, 8 Langevin counter-examples (K=100), "
-        "gradient penalty, 512-chain Langevin inference, 100k steps",
-        TrainConfig(policy=_LANG, steps=100_000, batch_size=512),
+        "gradient penalty, 512-chain Langevin inference, Keras' Adam, 100k steps",
+        TrainConfig(policy=_LANG, steps=100_000, batch_size=512, **_IBC_OPT),
     ),
     "ibc-particle-langevin-paper": (
         "IBC paper App. D.3 particle EBM: 128x16 spectral-norm MLP, batch 128, 64 Langevin counter-examples "
-        "(K=50), 50k steps",
+        "(K=50), Keras' Adam (the repo's optimizer), 50k steps",
         TrainConfig(
             policy=IBCConfig(width=128, depth=16, spectral_norm=True, num_counter_examples=64,
                              langevin=LangevinConfig(num_steps=50)),
-            steps=50_000, batch_size=128,
+            steps=50_000, batch_size=128, **_IBC_OPT,
         ),
     ),
     "ibc-particle-dfo": (
         "IBC repo particle/mlp_ebm_dfo.gin: plain 256x2 MLP (MLPDropout layers), batch 512, 8 uniform "
-        "counter-examples, no gradient penalty, iterative DFO inference over 512 samples, 100k steps",
+        "counter-examples, no gradient penalty, iterative DFO inference over 512 samples, Keras' Adam, 100k steps",
         TrainConfig(
             policy=IBCConfig(layers="mlp", num_counter_examples=8, fraction_langevin_samples=0.0,
                              grad_penalty=False, inference="dfo", inference_samples=512),
-            steps=100_000, batch_size=512,
+            steps=100_000, batch_size=512, **_IBC_OPT,
         ),
     ),
     "ibc-particle-ardfo": (
-        "IBC with one energy head per action dimension (paper Algorithm 2): 256x2, batch 512, 16 uniform "
-        "counter-examples (half vary dimension j, half the prefix 0..j), autoregressive DFO over 512 samples "
-        "(the paper's 1,024 halved for CPU evaluation: --policy.inference-samples 1024 restores it)",
+        "IBC with one energy head per action dimension (paper Algorithm 2): 256x2, batch 512, every head trained on "
+        "every row with 16 uniform counter-examples (half vary dimension j, half the prefix 0..j), autoregressive "
+        "DFO over 512 samples "
+        "(the paper's 1,024 halved for CPU evaluation: --policy.inference-samples 1024 restores it), Keras' Adam",
         TrainConfig(
             policy=IBCConfig(energy="autoregressive", num_counter_examples=16, fraction_langevin_samples=0.0,
                              grad_penalty=False, inference="autoregressive_dfo", inference_samples=512),
-            steps=100_000, batch_size=512,
+            steps=100_000, batch_size=512, **_IBC_OPT,
         ),
     ),
     "ibc-particle-langevin-budget": (
         "IBC-Langevin sized for a 20-minute CPU budget: the repo config (8 counter-examples, K=100 chains, "
         "512-chain inference) with batch 128 (4x the steps per second) and bfloat16 chain arithmetic where the CPU "
         "has native bf16 (chain_dtype auto)",
-        TrainConfig(policy=IBCConfig(chain_dtype="auto"), steps=100_000, batch_size=128),
+        TrainConfig(policy=IBCConfig(chain_dtype="auto"), steps=100_000, batch_size=128, **_IBC_OPT),
     ),
     "ibc-particle-langevin-warmup": (
         "The budget IBC-Langevin preset with a uniform warm-up (not in IBC): the first 5,000 steps train with "
         "uniform counter-examples only (the DFO config's, a few per cent of a Langevin step's cost), then Langevin "
         "counter-examples as in the repo config. Measured worse than the budget preset on 2-D (BENCHMARKS section 3)",
-        TrainConfig(policy=IBCConfig(chain_dtype="auto", uniform_warmup_steps=5000), steps=100_000, batch_size=128),
+        TrainConfig(policy=IBCConfig(chain_dtype="auto", uniform_warmup_steps=5000), steps=100_000, batch_size=128,
+                    **_IBC_OPT),
     ),
     "diffusion-particle": (
         "Diffusion policy (epsilon-prediction, squared-cosine DDPM, 100 train steps, DDIM-10 inference) with an "
@@ -102,8 +105,9 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
                     warmup_steps=500, val_episodes=100, monitor_batch=64),
     ),
     "mse-particle": (
-        "Explicit MSE behavioural cloning (IBC's mlp_mse): 256x2, dropout 0.1, z-scored actions, batch 512, 50k steps",
-        TrainConfig(policy=MSEConfig(), steps=50_000, batch_size=512),
+        "Explicit MSE behavioural cloning (IBC's mlp_mse): 256x2, dropout 0.1, z-scored actions, batch 512, Keras' "
+        "Adam, 50k steps",
+        TrainConfig(policy=MSEConfig(), steps=50_000, batch_size=512, **_IBC_OPT),
     ),
     "nearest-particle": (
         "Nearest-neighbour baseline: the demonstrated action of the closest z-scored observation history",
@@ -124,7 +128,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "presets: a quarter of the evaluation time)",
         TrainConfig(
             policy=IBCConfig(chain_dtype="auto", inference_samples=128),
-            steps=100_000, batch_size=128, log_interval=100, ckpt_interval=500,
+            steps=100_000, batch_size=128, log_interval=100, ckpt_interval=500, **_IBC_OPT,
             eval=dataclasses.replace(TrainConfig().eval, episodes=50, batch=50),
         ),
     ),

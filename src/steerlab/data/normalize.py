@@ -1,8 +1,9 @@
 """Normalizers that live inside a policy (as buffers), so they are saved with its checkpoint.
 
 - :class:`ZScore`: ``(x - mean) / std`` with ``std`` floored at float32 epsilon (IBC ``train/stats.py``).
-- :class:`MinMax`: ``2 (x - lo) / (hi - lo) - 1`` maps the data range to ``[-1, 1]`` (IBC's EBM actions);
-  a zero range is floored at float32 epsilon.
+- :class:`MinMax`: ``(x - mid) / max(half_range, eps)`` with ``mid = (lo + hi) / 2`` and ``half_range =
+  (hi - lo) / 2`` maps the data range to ``[-1, 1]`` (IBC's ``MinMaxNormalizationLayer``, the EBM actions); a
+  constant dimension maps to 0.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ class ZScore(nn.Module):
 
 
 class MinMax(nn.Module):
-    """``y = 2 (x - lo) / (hi - lo) - 1`` over the last axis; ``hi - lo`` floored at eps."""
+    """``y = (x - mid) / half`` over the last axis, ``mid = (lo + hi) / 2``, ``half = max((hi - lo) / 2, eps)``.
+
+    IBC's ``train/stats.py`` (``MinMaxLayer``): float32 ``mid`` and ``half_range``, the half range floored at float32
+    epsilon, so a constant dimension (``lo == hi``) maps to 0 and back to ``lo``. The inverse is ``y * half + mid``.
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -68,14 +73,18 @@ class MinMax(nn.Module):
         return n
 
     @property
-    def scale(self) -> torch.Tensor:
-        return torch.clamp(self.hi - self.lo, min=F32_EPS)
+    def mid(self) -> torch.Tensor:
+        return (self.lo + self.hi) / 2.0
+
+    @property
+    def half_range(self) -> torch.Tensor:
+        return torch.clamp(0.5 * (self.hi - self.lo), min=F32_EPS)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return 2.0 * (x - self.lo) / self.scale - 1.0
+        return (x - self.mid) / self.half_range
 
     def unnormalize(self, y: torch.Tensor) -> torch.Tensor:
-        return (y + 1.0) * 0.5 * self.scale + self.lo
+        return y * self.half_range + self.mid
 
 
 def sampling_bounds(

@@ -24,6 +24,14 @@ from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.policy import Policy
 
 
+def counter_example_split(n: int, fraction_langevin: float) -> tuple[int, int]:
+    """``(uniform, langevin)`` counts of ``n`` counter-examples, as IBC's agent splits them: the Langevin count
+    is truncated, ``int(fraction * n)``, and what truncation leaves over goes to the uniform samples
+    (n = 8, fraction 0.7: 3 uniform, 5 Langevin)."""
+    n_lang = int(fraction_langevin * n)
+    return n - n_lang, n_lang
+
+
 @dataclass(frozen=True)
 class LangevinConfig:
     """IBC's Langevin chain (``agents/mcmc.py`` defaults, with the particle configs' 100 steps)."""
@@ -61,7 +69,8 @@ class IBCConfig:
     dropout: float = 0.0
     """dropout rate after each activation of the energy network"""
     spectral_norm: bool = False
-    """spectral normalization on every dense layer"""
+    """spectral normalization on every dense layer (IBC's DenseSN: one power iteration per call, u stored in
+    training mode, so twice per training step with the gradient penalty)"""
     n_obs_steps: int = 2
     """observation history length (IBC sequence_length)"""
     energy: Literal["joint", "autoregressive"] = "joint"
@@ -69,7 +78,8 @@ class IBCConfig:
     num_counter_examples: int = 8
     """counter-examples per positive"""
     fraction_langevin_samples: float = 1.0
-    """fraction of the counter-examples refined by a Langevin chain (the rest stay uniform)"""
+    """fraction of the counter-examples refined by a Langevin chain: int(fraction·n) of them, the rest stay uniform
+    (IBC's split, see counter_example_split)"""
     uniform_warmup_steps: int = 0
     """train the first this-many steps with uniform counter-examples only (as the DFO config), then with
     ``fraction_langevin_samples``; not in IBC (0 = off): uniform steps cost a few per cent of a Langevin step"""
@@ -83,6 +93,9 @@ class IBCConfig:
     grad_norm: Literal["inf", "1", "2"] = "inf"
     grad_penalty_square: bool = True
     grad_penalty_weight: float = 1.0
+    ar_train_heads: Literal["all", "random"] = "all"
+    """autoregressive energy: train every head j on every row each step, as the paper's one model per dimension
+    ('all', cost x action dims), or one random head per row ('random', each head sees 1/A of the rows)"""
     inference: Literal["langevin", "dfo", "autoregressive_dfo"] = "langevin"
     """action inference; 'autoregressive_dfo' requires energy='autoregressive'"""
     inference_samples: int = 512
@@ -96,6 +109,9 @@ class IBCConfig:
     dfo_iterations: int = 3
     dfo_noise_std: float = 0.33
     dfo_noise_shrink: float = 0.5
+    dfo_temperature: float = 1.0
+    """softmax temperature of the DFO / autoregressive-DFO resampling at inference (IBC's policy calls
+    iterative_dfo with its default 1.0, whatever the InfoNCE ``temperature``)"""
     chain_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """compute dtype of the Langevin chains' matrix products (bfloat16: 1.4-2x faster on CPUs with
     native bf16 units, many times slower on CPUs without; 'auto': bfloat16 only where the CPU has native
@@ -209,17 +225,19 @@ class IBCPolicy(Policy):
     # ------------------------------------------------------------------ training
     def counter_examples(self, o: torch.Tensor, n: int, generator: torch.Generator | None,
                          fraction_langevin: float | None = None) -> torch.Tensor:
-        """Detached counter-examples ``[B, n, A]``: uniform, the first ``fraction_langevin`` of them (default: the
-        config's ``fraction_langevin_samples``) Langevin-refined."""
+        """Detached counter-examples ``[B, n, A]`` drawn uniformly over the sampling bounds, the last
+        :func:`counter_example_split` ``(n, fraction_langevin)[1]`` of them (default fraction: the config's
+        ``fraction_langevin_samples``) refined by a Langevin chain, as IBC's ``_make_counter_example_actions``
+        lays them out (uniform first, Langevin last)."""
         neg = self._uniform((o.shape[0], n), generator, o.device)
         frac = self.cfg.fraction_langevin_samples if fraction_langevin is None else fraction_langevin
-        n_lang = int(round(frac * n))
+        n_uni, n_lang = counter_example_split(n, frac)
         if n_lang > 0 and self.cfg.energy == "joint":
             lc = self.cfg.langevin
             with torch.no_grad():
                 refined = langevin(
                     self._grad_energy_fn(o),
-                    neg[:, :n_lang],
+                    neg[:, n_uni:],
                     self.lo,
                     self.hi,
                     num_steps=lc.num_steps,
@@ -232,7 +250,7 @@ class IBCPolicy(Policy):
                     form=lc.form,
                     generator=generator,
                 )
-            neg = torch.cat([refined, neg[:, n_lang:]], dim=1)
+            neg = torch.cat([neg[:, :n_uni], refined], dim=1)
         return neg.detach()
 
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
@@ -251,7 +269,14 @@ class IBCPolicy(Policy):
         loss = nce.mean()
         metrics = {"info_nce": nce.mean().item()}
         if cfg.grad_penalty:
-            (g,) = torch.autograd.grad(f.sum(), acts, create_graph=True)
+            f_gp = f
+            if cfg.spectral_norm or cfg.dropout > 0:
+                # IBC computes the penalty in a second training-mode forward pass: it runs the spectral-norm power
+                # iteration (and stores u) once more and draws new dropout masks. Without either, that pass equals
+                # the first, whose graph is reused.
+                acts = acts.detach().requires_grad_(True)
+                f_gp = self.logits(o, acts)
+            (g,) = torch.autograd.grad(f_gp.sum(), acts, create_graph=True)
             gp = gradient_penalty(g, cfg.grad_margin, cfg.grad_norm, cfg.grad_penalty_square).mean()
             loss = loss + cfg.grad_penalty_weight * gp
             metrics["grad_penalty"] = gp.item()
@@ -262,14 +287,20 @@ class IBCPolicy(Policy):
         return loss, metrics
 
     def _ar_loss(self, o, pos, generator):
-        """Per row a random head j. Half the counter-examples replace dimension j of the positive by uniform
+        """Per row every head j (or one random head j, ``ar_train_heads``). Half the counter-examples replace dimension j of the positive by uniform
         values (head j learns the conditional of a_j given the demonstrated prefix); the other half replace the
         whole prefix a_0..j (head j also ranks prefixes). Autoregressive DFO resamples whole samples by head j,
         prefixes included, and picks the final action by the last head, so a head that never saw a wrong prefix
         extrapolates there and selects off-data prefixes (seen on the test task: rmse 0.4 on 2 of 5 seeds)."""
         cfg = self.cfg
+        if cfg.ar_train_heads == "all":  # row r of the batch becomes rows r*A .. r*A + A-1, one per head
+            j = torch.arange(self.act_dim, device=pos.device).repeat(pos.shape[0])
+            o, pos = o.repeat_interleave(self.act_dim, 0), pos.repeat_interleave(self.act_dim, 0)
+        elif cfg.ar_train_heads == "random":
+            j = torch.randint(self.act_dim, (pos.shape[0],), generator=generator, device=pos.device)
+        else:
+            raise ValueError(f"ar_train_heads must be 'all' or 'random', got {cfg.ar_train_heads!r}")
         b, n = pos.shape[0], cfg.num_counter_examples
-        j = torch.randint(self.act_dim, (b,), generator=generator, device=pos.device)
         neg = pos[:, None, :].repeat(1, n, 1)
         u = self._uniform((b, n), generator, pos.device)
         dims = torch.arange(self.act_dim, device=pos.device)
@@ -309,11 +340,11 @@ class IBCPolicy(Policy):
         elif cfg.inference == "dfo":
             a, f = dfo(lambda x: self.logits(o, x), init, self.lo, self.hi, iterations=cfg.dfo_iterations,
                        noise_std=cfg.dfo_noise_std, noise_shrink=cfg.dfo_noise_shrink,
-                       temperature=cfg.temperature, generator=generator)
+                       temperature=cfg.dfo_temperature, generator=generator)
         else:
             a, f = autoregressive_dfo(lambda x, j: self.ar_logits(o, x, j), init, self.lo, self.hi,
                                       iterations=cfg.dfo_iterations, noise_std=cfg.dfo_noise_std,
-                                      noise_shrink=cfg.dfo_noise_shrink, temperature=cfg.temperature,
+                                      noise_shrink=cfg.dfo_noise_shrink, temperature=cfg.dfo_temperature,
                                       generator=generator)
         best = torch.gather(a, 1, f.argmax(1)[:, None, None].expand(-1, 1, self.act_dim))[:, 0]
         return {"action": best, "samples": a, "logits": f, "init": init}

@@ -7,7 +7,8 @@ Layout (google-research/ibc ``networks/mlp_ebm.py`` + ``layers/resnet.py``)::
       -> Dense(out_dim)
 
 No normalizer, no final activation; kernels and biases initialized N(0, 0.05²). Optional spectral
-normalization on every dense layer (one power iteration per training-mode call).
+normalization on every dense layer (:class:`SpectralNormDense`, IBC's ``DenseSN``: one power iteration on every
+call, the new ``u`` stored only in training mode).
 
 Besides the usual ``forward``, the network exposes :meth:`MLPResNet.input_grad`, a hand-written
 backward pass that returns ``d out / d x_tail`` (the gradient with respect to the last columns of the
@@ -22,16 +23,65 @@ import contextlib
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrizations
 
 
-def _dense(d_in: int, d_out: int, init_std: float | None, spectral_norm: bool) -> nn.Linear:
-    layer = nn.Linear(d_in, d_out)
+def _l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``x / (‖x‖₂ + eps)``: the epsilon is added to the norm, as in IBC's ``_l2normalize``."""
+    return x / (x.pow(2).sum().sqrt() + eps)
+
+
+class SpectralNormDense(nn.Module):
+    """IBC's ``DenseSN`` (``networks/layers/spectral_norm.py``): a dense layer whose kernel is divided by an
+    estimate of its largest singular value, refreshed by one power iteration on every call.
+
+    With the stored vector ``u [out]`` and the raw weight ``W [out, in]`` (IBC's kernel is ``Wᵀ``), a call computes
+
+        v = l2n(Wᵀ u),   u' = l2n(W v),   σ = u' · (W v),   W̄ = W / σ,   l2n(x) = x / (‖x‖ + 1e-12)
+
+    and stores ``u ← u'`` only in training mode; in eval mode every call repeats the iteration from the same
+    ``u``. Gradients flow through ``v``, ``u'`` and ``σ`` into ``W`` (IBC has no stop-gradient there); ``u`` itself is
+    a buffer. ``u`` starts as N(0, 1) draws, without warm-up iterations.
+
+    Reading :attr:`weight` is one such call (it is what :meth:`forward` uses), so code that reads a layer's
+    ``weight`` and ``bias`` works for this layer as for ``nn.Linear``.
+    """
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.in_features, self.out_features = d_in, d_out
+        base = nn.Linear(d_in, d_out)  # PyTorch's default init, replaced by _dense when init_std is given
+        self.weight_orig = nn.Parameter(base.weight.detach().clone())
+        self.bias = nn.Parameter(base.bias.detach().clone())
+        self.register_buffer("u", torch.randn(d_out))
+
+    def power_iteration(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W̄, u')`` from the stored ``u``, differentiable with respect to ``W``; stores nothing."""
+        w = self.weight_orig
+        v = _l2_normalize(self.u @ w)
+        wv = w @ v
+        u = _l2_normalize(wv)
+        return w / (u @ wv), u
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w_bar, u = self.power_iteration()
+        if self.training:
+            with torch.no_grad():
+                self.u.copy_(u)
+        return w_bar
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _dense(d_in: int, d_out: int, init_std: float | None, spectral_norm: bool) -> nn.Module:
+    layer = SpectralNormDense(d_in, d_out) if spectral_norm else nn.Linear(d_in, d_out)
     if init_std is not None:
-        nn.init.normal_(layer.weight, std=init_std)
+        nn.init.normal_(layer.weight_orig if spectral_norm else layer.weight, std=init_std)
         nn.init.normal_(layer.bias, std=init_std)
-    if spectral_norm:
-        layer = parametrizations.spectral_norm(layer, n_power_iterations=1)
     return layer
 
 
@@ -96,8 +146,8 @@ class _EnergyMLP(nn.Module):
 
     @contextlib.contextmanager
     def _spectral_norm_frozen(self):
-        """Read spectral-normalized weights without running a power iteration."""
-        sn = [m for m in self.modules() if type(m).__name__ == "_SpectralNorm"]
+        """Read spectral-normalized weights as an eval-mode call does: one power iteration, ``u`` not stored."""
+        sn = [m for m in self.modules() if isinstance(m, SpectralNormDense)]
         modes = [m.training for m in sn]
         for m in sn:
             m.train(False)
@@ -132,8 +182,8 @@ class _EnergyMLP(nn.Module):
         Returns:
             ``(out [B, N] or None, d out[...,0] / d x_tail [B, N, Dt])``.
 
-        Runs in inference mode semantics: no dropout, and spectral-norm weights are read as they
-        are (no power iteration), as IBC runs its MCMC chains with ``training=False``.
+        Runs in inference mode semantics, as IBC runs its MCMC chains with ``training=False``: no dropout, and
+        each spectral-norm layer does one power iteration from its stored ``u`` without storing the result.
         """
         if self.out_dim != 1:
             raise ValueError("input_grad is defined for a scalar output (out_dim == 1)")
@@ -163,7 +213,7 @@ class MLPResNet(_EnergyMLP):
         depth: number of dense layers inside the residual stack; must be even (IBC's convention:
             depth 2 = one residual block).
         dropout: dropout rate applied after each activation inside the blocks.
-        spectral_norm: wrap every dense layer in spectral normalization.
+        spectral_norm: make every dense layer a :class:`SpectralNormDense` (IBC's ``DenseSN``).
         init_std: std of the normal init of kernels and biases (IBC: 0.05); None: PyTorch's default init.
     """
 

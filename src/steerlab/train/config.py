@@ -78,8 +78,10 @@ class TrainConfig:
     """global batch size (split across processes under torchrun)"""
     lr: float = 1e-3
     """initial learning rate"""
-    optimizer: Literal["adam", "adamw"] = "adam"
-    """Adam (IBC) or AdamW (diffusion_policy)"""
+    optimizer: Literal["adam", "adam_keras", "adamw"] = "adam"
+    """'adam' (torch.optim.Adam, eps 1e-8), 'adam_keras' (Keras' Adam as IBC trains with it: eps 1e-7 added to
+    sqrt(v) after the bias correction is folded into the step size, see steerlab.train.optim) or 'adamw'
+    (diffusion_policy)"""
     betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: Literal["tf_exponential", "cosine", "constant"] = "tf_exponential"
     """tf_exponential: lr0 * rate ** (step / decay_steps) (IBC); cosine: to 0 at `steps` after a linear

@@ -48,6 +48,7 @@ from steerlab.train.config import (
     validate_config,
 )
 from steerlab.train.rundir import RunLock, atomic_write_json, describe_holder
+from steerlab.train.optim import KerasAdam
 from steerlab.train.schedule import lr_multiplier
 
 
@@ -249,7 +250,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = sched = None
     if policy.trainable and cfg.steps > 0:
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        opt_cls = {"adam": torch.optim.Adam, "adam_keras": KerasAdam, "adamw": torch.optim.AdamW}[cfg.optimizer]
         optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda t: lr_multiplier(cfg.lr_schedule, t, decay_rate=cfg.lr_decay_rate,
