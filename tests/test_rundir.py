@@ -105,7 +105,7 @@ def test_yaml_scientific_notation_is_a_float_and_wrong_types_name_the_key(tmp_pa
     with pytest.raises(SystemExit, match=r"steps: expected a value >= 0, got -5"):
         main(["train", "mse-particle", "--config-file", str(f), "--out-dir", str(tmp_path), "--run-name", "r"])
     f.write_text("optimizer: sgd\n")
-    with pytest.raises(SystemExit, match=r"optimizer: expected one of 'adam', 'adamw'"):
+    with pytest.raises(SystemExit, match=r"optimizer: expected one of 'adam', 'adam_keras', 'adamw'"):
         main(["train", "mse-particle", "--config-file", str(f), "--out-dir", str(tmp_path), "--run-name", "r"])
     f.write_text("lr: [1, 2\n")
     with pytest.raises(SystemExit, match="not valid YAML"):
