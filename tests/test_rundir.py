@@ -327,3 +327,13 @@ def test_staged_output_keeps_the_earlier_result_on_failure(tmp_path):
 def test_new_eval_dirs_are_numbered_and_unique(tmp_path):
     names = [new_eval_dir(tmp_path, "x").name for _ in range(3)]
     assert names == ["001-x", "002-x", "003-x"]
+
+
+def test_collecting_inside_train_prints_no_traceback(tmp_path):
+    """The collector's forked pool workers inherit the training's signal handler; when the pool terminates them
+    they must die quietly, as by default."""
+    args = [sys.executable, "-m", "steerlab.cli", "train", "mse-particle", "--dataset", str(tmp_path / "new.zarr"),
+            "--episodes", "30", "--out-dir", str(tmp_path), "--run-name", "c", "--steps", "2", "--no-eval",
+            "--no-progress", "--policy.width", "16"]
+    p = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]

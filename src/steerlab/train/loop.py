@@ -140,8 +140,13 @@ class _StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self.armed = False
+        self.pid = os.getpid()
 
     def __call__(self, signum, frame):
+        if os.getpid() != self.pid:  # a forked worker (data collection) inherited the handler: die as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.signum is not None or not self.armed:
             raise KeyboardInterrupt
         self.signum = signum
