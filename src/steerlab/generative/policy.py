@@ -68,6 +68,10 @@ class DiffusionConfig:
     """DDIM stochasticity"""
     clip_sample: float | None = 1.0
     """clip the predicted clean chunk to [-c, c] in DDPM/DDIM (None: no clip)"""
+    use_clipped_model_output: bool = False
+    """DDIM with clip_sample: re-derive eps from the clipped clean chunk (diffusers'
+    DDIMScheduler.step(use_clipped_model_output=True)); False keeps the model's eps (diffusers' default, which
+    diffusion_policy uses)"""
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
 
@@ -162,7 +166,8 @@ class GenerativePolicy(Policy):
             if name == "ddpm":
                 return sample_ddpm(fn, z, self.abar, ts, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
             if name == "ddim":
-                return sample_ddim(fn, z, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
+                return sample_ddim(fn, z, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample,
+                                   use_clipped_model_output=cfg.use_clipped_model_output)
         else:
             if name == "euler":
                 return sample_euler(fn, z, n, noise=noise, grad=grad)
