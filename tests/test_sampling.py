@@ -229,3 +229,14 @@ def test_ddim_with_clip_keeps_the_model_eps_unless_asked(clipped_eps):
     assert (out - other).abs().max() > 1e-3  # the clip is active, so the two variants differ
     loose = [sample_ddim(net_fn, z, ABAR_SMALL, ts, clip_sample=100.0, use_clipped_model_output=u) for u in (0, 1)]
     assert torch.allclose(*loose, rtol=0, atol=1e-12)  # and agree where nothing is clipped
+
+
+def test_abar_at_inverts_the_timestep_map_of_eps_to_x0():
+    from steerlab.sampling import abar_at
+
+    t = torch.tensor([0.0, 7.0, 49.0])
+    assert torch.allclose(abar_at(ABAR_SMALL, t), ABAR_SMALL[[0, 7, 49]], rtol=1e-12, atol=0)
+    seen = []
+    sig = torch.tensor([0.05, 0.9, 4.0], dtype=torch.float64)
+    eps_to_x0(lambda x, t: seen.append(t) or torch.zeros_like(x), ABAR_SMALL)(torch.zeros(3, 2, dtype=torch.float64), sig)
+    assert torch.allclose(abar_at(ABAR_SMALL, seen[0]), 1 / (1 + sig**2), rtol=1e-10, atol=0)

@@ -147,18 +147,19 @@ class GenerativePolicy(Policy):
         return lambda x, t: self.net(x, t * FLOW_TIME_SCALE, cond.to(x.dtype))
 
     def sample(self, cond: torch.Tensor, z: torch.Tensor, *, noise: NoiseSource | None = None, grad="none",
-               sampler: str | None = None, num_steps: int | None = None) -> torch.Tensor:
+               sampler: str | None = None, num_steps: int | None = None, denoiser=None) -> torch.Tensor:
         """Normalized chunk ``[B, H, A]`` from the initial noise ``z [B, H, A]``.
 
         ``noise`` is the per-step noise source (default: ``fresh()`` for DDPM and stochastic DDIM, none for
         the ODE samplers); ``grad`` is ``none`` | ``full`` | ``checkpoint``; ``sampler`` / ``num_steps``
-        override the config's inference sampler.
+        override the config's inference sampler; ``denoiser`` replaces :meth:`denoiser` ``(cond)`` with a
+        function of the same convention (e.g. one that adds a guidance term), run by whichever sampler applies.
         """
         cfg = self.cfg
         if z.shape[1:] != self.chunk_shape or z.shape[0] != cond.shape[0]:
             raise ValueError(f"z must be [B={cond.shape[0]}, {cfg.horizon}, {self.act_dim}], got {list(z.shape)}")
         name, n = sampler or cfg.sampler, num_steps or cfg.num_inference_steps
-        fn = self.denoiser(cond)
+        fn = self.denoiser(cond) if denoiser is None else denoiser
         if cfg.kind == "diffusion":
             if name == "res":
                 return sample_res(eps_to_x0(fn, self.abar), z, karras_sigmas(n, *self._sigma_range()), noise=noise, grad=grad)

@@ -266,6 +266,20 @@ def eps_to_x0(eps_fn: Fn, abar: torch.Tensor) -> Fn:
     return x0_fn
 
 
+def abar_at(abar: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``abar`` (float64) at timesteps ``t`` that may be fractional, as :func:`eps_to_x0` calls the model:
+    ``log sigma = 0.5 log((1 - abar) / abar)`` interpolated linearly between training indices (the inverse of
+    that function's mapping), so integer ``t`` gives ``abar[t]``."""
+    ab = abar.double()
+    if len(ab) == 1:
+        return ab.expand(t.shape).to(t.device)
+    log_sig = 0.5 * torch.log((1 - ab) / ab).to(t.device)
+    tt = t.double().clamp(0, len(ab) - 1)
+    i0 = tt.floor().long().clamp(max=len(ab) - 2)
+    w = tt - i0
+    return torch.sigmoid(-2 * (log_sig[i0] * (1 - w) + log_sig[i0 + 1] * w))
+
+
 def velocity_to_x0(velocity_fn: Fn) -> Fn:
     """An EDM ``x0_fn(x, sigma)`` from a flow velocity model: ``t = sigma/(1 + sigma)``, ``x_t = x/(1 + sigma)``,
     ``x0 = x_t - t v``."""
