@@ -66,7 +66,8 @@ class ChainStep:
 
     DDPM/DDIM steps (:func:`sample_vp`): ``t`` is the model's timestep and ``abar`` the cumulative alpha there
     (which turns the model output into ``x0`` and ``eps``); ``update = c_x0 x0 + c_x x + c_eps eps``.
-    Flow steps read ``t`` and their own coefficients the same way (see :mod:`steerlab.adapters.diffusers`)."""
+    :func:`sample_steps` reads only ``sd``, so other step types fit it too (the diffusers adapter's flow
+    steps)."""
 
     t: float
     abar: float = 1.0
@@ -76,11 +77,11 @@ class ChainStep:
     sd: float = 0.0
 
 
-def sample_steps(update: Callable[[torch.Tensor, ChainStep], torch.Tensor], z: torch.Tensor,
-                 steps: list[ChainStep], *, noise: NoiseSource | None = None,
+def sample_steps(update: Callable, z: torch.Tensor, steps: list, *, noise: NoiseSource | None = None,
                  grad: GradMode = "full") -> torch.Tensor:
-    """Run the chain ``steps`` from ``x = z``: step ``k`` is ``update(x, steps[k]) + sd * noise.draw(k)``, each
-    step under the gradient mode ``grad`` (the draw outside the checkpointed function)."""
+    """Run the chain ``steps`` (objects with an ``sd`` attribute, e.g. :class:`ChainStep`) from ``x = z``: step
+    ``k`` is ``update(x, steps[k]) + sd * noise.draw(k)``, each step under the gradient mode ``grad`` (the draw
+    outside the checkpointed function)."""
     noise = no_noise() if noise is None else noise
     with _context(grad):
         x = z

@@ -18,7 +18,7 @@ def chain_nfe(sampler: str, n_steps: int) -> int:
     return {"ddpm": n_steps, "ddim": n_steps, "euler": n_steps, "heun": 2 * n_steps, "res": n_steps + 1}[sampler]
 
 
-def _check_noise_mode(noise_mode: str) -> None:
+def check_noise_mode(noise_mode: str) -> None:
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"unknown noise mode {noise_mode!r}; use one of {', '.join(NOISE_MODES)}")
 
@@ -34,7 +34,7 @@ def step_noise_source(noise_mode: str, seed: int = 0, step_noise: torch.Tensor |
     """The per-step noise of a chain call: ``step_noise`` if given (explicit), else by ``noise_mode`` --
     ``none``; ``from_seed`` (derived from z0 on purpose); ``fresh`` from a generator re-seeded on every call
     with :func:`step_noise_seed`, so each call sees the same draws and they are independent of z0."""
-    _check_noise_mode(noise_mode)
+    check_noise_mode(noise_mode)
     if step_noise is not None:
         return explicit(step_noise)
     if noise_mode == "explicit":
@@ -77,7 +77,7 @@ def policy_sampler(policy, obs: torch.Tensor, *, noise_mode: str = "none", grad:
     if not hasattr(policy, "sample"):
         raise TypeError(f"{type(policy).__name__} has no differentiable sampling chain; noise optimization needs a "
                         "diffusion or flow policy")
-    _check_noise_mode(noise_mode)
+    check_noise_mode(noise_mode)
     name = sampler or policy.cfg.sampler
     n = num_steps or policy.cfg.num_inference_steps
     cond = policy.condition(torch.as_tensor(obs, dtype=torch.float32)).detach()
