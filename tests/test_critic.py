@@ -2,6 +2,7 @@
 training modes (energy-only leaves the policy untouched and keeps no optimizer state for it), loading a base
 policy without energy weights, learning on a task with a known answer, and the test-time evaluation."""
 
+import dataclasses
 import json
 import math
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from steerlab.generative.policy import DenoiserConfig, FlowConfig
+from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig
 from steerlab.steer.critic import (
     SEED_SHAPES, CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank,
 )
@@ -375,3 +376,43 @@ def test_critic_learns_and_test_time_uses_it():
     # at 0.1 the sign of the change depends on float rounding in training — summation order alone flips it —
     # while 0.03 lowers the energy by ~3 on either side of that)
     assert energy(TestTime(guidance=0.03)) < energy(TestTime())
+
+
+_DIFFUSION = DiffusionConfig(horizon=4, n_obs_steps=1, n_action_steps=2, denoiser=NET, num_train_timesteps=20,
+                             num_inference_steps=4)
+GUIDED_BASES = {
+    "flow-euler": BASE, "flow-heun": dataclasses.replace(BASE, sampler="heun"),
+    "flow-res": dataclasses.replace(BASE, sampler="res"),
+    "diffusion-ddpm": _DIFFUSION, "diffusion-ddim": dataclasses.replace(_DIFFUSION, sampler="ddim"),
+    "diffusion-ddim-eta": dataclasses.replace(_DIFFUSION, sampler="ddim", eta=0.5),
+    "diffusion-res": dataclasses.replace(_DIFFUSION, sampler="res"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUIDED_BASES))
+def test_guidance_wraps_the_denoiser_of_every_configured_sampler(name):
+    """Guidance of weight 0 reproduces the unguided chain of the configured sampler exactly, and the guided path
+    of sample_normalized runs that sampler (not Euler / DDIM in its place): at a tiny weight it matches the
+    configured chain, not another sampler's."""
+    from steerlab.sampling import from_seed
+
+    base_cfg = GUIDED_BASES[name]
+    torch.manual_seed(0)
+    pol = EnergyPolicy(_cfg("energy-only", base=base_cfg), 3, 2)
+    pol.fit_normalizers(np.random.rand(20, 3), np.random.rand(20, 2), np.zeros(2), np.ones(2))
+    obs = torch.rand(3, 1, 3, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(2))
+    base, noise = pol.base, from_seed(4)
+    cond = base.condition(obs)
+    with torch.no_grad():
+        cache = pol.critic.prepare(*pol.context(obs))
+    plain = base.sample(cond, z, noise=noise)
+    guided0 = base.sample(cond, z, noise=noise, denoiser=pol.guided_denoiser(cond, cache, 0.0))
+    assert torch.equal(guided0, plain)
+    tiny = pol.sample_normalized(obs, z=z, noise=noise, tt=TestTime(guidance=1e-9))
+    assert torch.allclose(tiny, plain, atol=1e-6)
+    assert not torch.allclose(pol.sample_normalized(obs, z=z, noise=noise, tt=TestTime(guidance=0.5)), plain,
+                              atol=1e-4)  # the guidance term does act
+    if base_cfg.sampler == "res":  # the guided path used to run Euler (flow) or DDIM (diffusion) instead
+        fallback = "euler" if base_cfg.kind == "flow" else "ddim"
+        assert (tiny - base.sample(cond, z, noise=noise, sampler=fallback)).abs().max() > 1e-3

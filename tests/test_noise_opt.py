@@ -207,3 +207,27 @@ def test_noise_modes_of_a_policy_chain():
     assert chain_nfe("heun", 5) == 10 and chain_nfe("res", 5) == 6
     with pytest.raises(ValueError, match="explicit"):
         policy_sampler(pol, obs, noise_mode="explicit").sample_fn(z)
+
+
+def test_fresh_step_noise_is_independent_of_z0_drawn_with_the_same_seed():
+    """`steerlab noise` draws z0 from manual_seed(noise_seed) and passes the same seed to the chain: with fresh
+    per-step noise, DDPM's step-0 injection must not be a copy of z0 (a 2-step DDPM injects only at step 0)."""
+    from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, GenerativePolicy
+    from steerlab.steer.policy_chain import initial_noise, policy_sampler
+
+    torch.manual_seed(0)
+    pol = GenerativePolicy(DiffusionConfig(horizon=4, n_obs_steps=1, n_action_steps=2, num_train_timesteps=20,
+                                           num_inference_steps=2, clip_sample=None,
+                                           denoiser=DenoiserConfig(width=32, depth=2)), 2, 2)
+    obs = torch.rand(3, 1, 2)
+    seed = 5
+    ch = policy_sampler(pol, obs, noise_mode="fresh", seed=seed, grad="none")
+    z = torch.randn(ch.shape, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(initial_noise(ch.shape, ch.n_noise_steps, seed)[0], z)  # the CLI's z0
+    with_z0_as_step_noise = ch.sample_fn(z, torch.stack([z, torch.zeros_like(z)]))
+    out = ch.sample_fn(z)
+    assert not torch.allclose(out, with_z0_as_step_noise, atol=1e-4)
+    # the injected noise is a fixed draw of its own stream, the same on every call
+    assert torch.equal(out, ch.sample_fn(z))
+    xi0 = ch.sample_fn(z, torch.stack([torch.zeros_like(z), torch.zeros_like(z)]))
+    assert not torch.allclose(out, xi0, atol=1e-4)

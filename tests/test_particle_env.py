@@ -234,3 +234,23 @@ def test_multimodal_oracle_shuffles_goal_order():
         seen.add(reversed_)
         assert info["success"] is (not reversed_)
     assert seen == {True, False}
+
+
+def test_import_steerlab_registers_the_envs_and_stays_light():
+    """In a fresh interpreter: ``import steerlab`` alone makes both ids available to ``gym.make`` without
+    loading matplotlib, torch or the environment modules until an environment is made."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, steerlab, gymnasium as gym\n"
+        "heavy = [m for m in ('matplotlib', 'torch', 'steerlab.envs.particle') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "env = gym.make('steerlab/Particle-v0', n_dim=2)\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "assert obs['pos_agent'].shape == (2,)\n"
+        "assert 'steerlab/Nav2D-v0' in gym.registry\n"
+        "steerlab.register_envs()  # idempotent\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

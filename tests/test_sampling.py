@@ -207,3 +207,36 @@ def test_bad_arguments_are_clear_errors():
         from steerlab.sampling import make_noise
 
         make_noise("gaussian")
+
+
+@pytest.mark.parametrize("clipped_eps", [False, True])
+def test_ddim_with_clip_keeps_the_model_eps_unless_asked(clipped_eps):
+    """DDIM eta=0 with an active clip, by hand: x0 is clipped; the direction term uses the model's eps (diffusers'
+    default) or, with use_clipped_model_output, the eps re-derived from the clipped x0."""
+    z = 3 * torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ts, c = [40, 20, 0], 0.3
+    x = z
+    for t, tp in zip(ts, [*ts[1:], -1]):
+        a, ap = ABAR_SMALL[t].item(), (ABAR_SMALL[tp].item() if tp >= 0 else 1.0)
+        eps = net_fn(x, torch.full((2,), float(t), dtype=torch.float64))
+        x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-c, c)
+        if clipped_eps:
+            eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
+        x = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * eps
+    out = sample_ddim(net_fn, z, ABAR_SMALL, ts, clip_sample=c, use_clipped_model_output=clipped_eps)
+    assert torch.allclose(out, x, rtol=0, atol=1e-12)
+    other = sample_ddim(net_fn, z, ABAR_SMALL, ts, clip_sample=c, use_clipped_model_output=not clipped_eps)
+    assert (out - other).abs().max() > 1e-3  # the clip is active, so the two variants differ
+    loose = [sample_ddim(net_fn, z, ABAR_SMALL, ts, clip_sample=100.0, use_clipped_model_output=u) for u in (0, 1)]
+    assert torch.allclose(*loose, rtol=0, atol=1e-12)  # and agree where nothing is clipped
+
+
+def test_abar_at_inverts_the_timestep_map_of_eps_to_x0():
+    from steerlab.sampling import abar_at
+
+    t = torch.tensor([0.0, 7.0, 49.0])
+    assert torch.allclose(abar_at(ABAR_SMALL, t), ABAR_SMALL[[0, 7, 49]], rtol=1e-12, atol=0)
+    seen = []
+    sig = torch.tensor([0.05, 0.9, 4.0], dtype=torch.float64)
+    eps_to_x0(lambda x, t: seen.append(t) or torch.zeros_like(x), ABAR_SMALL)(torch.zeros(3, 2, dtype=torch.float64), sig)
+    assert torch.allclose(abar_at(ABAR_SMALL, seen[0]), 1 / (1 + sig**2), rtol=1e-10, atol=0)

@@ -7,7 +7,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import steerlab.envs  # noqa: F401  (registers the environments)
 from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes, split_episodes
 from steerlab.envs.particle import OBS_KEYS, flatten_obs
 

@@ -68,6 +68,10 @@ class DiffusionConfig:
     """DDIM stochasticity"""
     clip_sample: float | None = 1.0
     """clip the predicted clean chunk to [-c, c] in DDPM/DDIM (None: no clip)"""
+    use_clipped_model_output: bool = False
+    """DDIM with clip_sample: re-derive eps from the clipped clean chunk (diffusers'
+    DDIMScheduler.step(use_clipped_model_output=True)); False keeps the model's eps (diffusers' default, which
+    diffusion_policy uses)"""
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
 
@@ -143,18 +147,19 @@ class GenerativePolicy(Policy):
         return lambda x, t: self.net(x, t * FLOW_TIME_SCALE, cond.to(x.dtype))
 
     def sample(self, cond: torch.Tensor, z: torch.Tensor, *, noise: NoiseSource | None = None, grad="none",
-               sampler: str | None = None, num_steps: int | None = None) -> torch.Tensor:
+               sampler: str | None = None, num_steps: int | None = None, denoiser=None) -> torch.Tensor:
         """Normalized chunk ``[B, H, A]`` from the initial noise ``z [B, H, A]``.
 
         ``noise`` is the per-step noise source (default: ``fresh()`` for DDPM and stochastic DDIM, none for
         the ODE samplers); ``grad`` is ``none`` | ``full`` | ``checkpoint``; ``sampler`` / ``num_steps``
-        override the config's inference sampler.
+        override the config's inference sampler; ``denoiser`` replaces :meth:`denoiser` ``(cond)`` with a
+        function of the same convention (e.g. one that adds a guidance term), run by whichever sampler applies.
         """
         cfg = self.cfg
         if z.shape[1:] != self.chunk_shape or z.shape[0] != cond.shape[0]:
             raise ValueError(f"z must be [B={cond.shape[0]}, {cfg.horizon}, {self.act_dim}], got {list(z.shape)}")
         name, n = sampler or cfg.sampler, num_steps or cfg.num_inference_steps
-        fn = self.denoiser(cond)
+        fn = self.denoiser(cond) if denoiser is None else denoiser
         if cfg.kind == "diffusion":
             if name == "res":
                 return sample_res(eps_to_x0(fn, self.abar), z, karras_sigmas(n, *self._sigma_range()), noise=noise, grad=grad)
@@ -162,7 +167,8 @@ class GenerativePolicy(Policy):
             if name == "ddpm":
                 return sample_ddpm(fn, z, self.abar, ts, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
             if name == "ddim":
-                return sample_ddim(fn, z, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
+                return sample_ddim(fn, z, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample,
+                                   use_clipped_model_output=cfg.use_clipped_model_output)
         else:
             if name == "euler":
                 return sample_euler(fn, z, n, noise=noise, grad=grad)

@@ -61,6 +61,10 @@ class NavPolicyConfig:
     """DDIM stochasticity"""
     clip_sample: float | None = 1.0
     """clip the predicted clean chunk to [-c, c] in the sampler (None: no clip)"""
+    use_clipped_model_output: bool = False
+    """DDIM with clip_sample: re-derive eps from the clipped clean chunk (diffusers'
+    DDIMScheduler.step(use_clipped_model_output=True)); False keeps the model's eps (diffusers' default, which
+    diffusion_policy uses)"""
     dist_weight: float = 0.05
     """alpha of alpha * distance + (1 - alpha) * diffusion. NoMaD's 1e-4 is for temporal distances (up to ~20
     steps, squared errors in the hundreds); ours are world units (< 1.5), hence a larger weight"""
@@ -195,7 +199,8 @@ class NavPolicy(Policy):
         if name == "ddpm":
             return sample_ddpm(fn, z0, self.abar, ts, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
         if name == "ddim":
-            return sample_ddim(fn, z0, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
+            return sample_ddim(fn, z0, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample,
+                               use_clipped_model_output=cfg.use_clipped_model_output)
         raise ValueError(f"sampler {name!r} is not available for NavPolicy; use 'ddpm' or 'ddim'")
 
     def unnormalize_actions(self, chunk: torch.Tensor) -> torch.Tensor:

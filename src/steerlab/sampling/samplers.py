@@ -14,6 +14,8 @@ the draw happens outside the checkpointed step, so recomputation sees the same n
 Denoiser conventions (bind the conditioning with a closure or ``functools.partial``):
 
 - ``eps_fn(x, t) -> eps`` for DDPM/DDIM; ``t`` a float tensor ``[B]`` of training timestep indices.
+  DDPM and DDIM are tables of :class:`ChainStep` run by :func:`sample_vp` (also what the diffusers adapter
+  builds from a scheduler's arrays), so the ``x0`` / ``v`` prediction types of :func:`vp_prediction` fit too.
 - ``velocity_fn(x, t) -> v`` for flows; pi0's convention ``x_t = t * noise + (1 - t) * x_data``, so ``t = 1`` is
   noise, ``t = 0`` data and ``v = noise - x_data``.
 - ``x0_fn(x, sigma) -> x0`` for RES (EDM form ``x = x0 + sigma * n``); :func:`eps_to_x0` and
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -56,12 +59,114 @@ def _tvec(value: float, x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- DDPM / DDIM
 
 
-def _x0_from_eps(x, eps, ab, clip_sample):
-    x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
-    if clip_sample is not None:
-        x0 = x0.clamp(-clip_sample, clip_sample)
-        eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
-    return x0, eps
+@dataclass(frozen=True)
+class ChainStep:
+    """One step of a chain given as a table: ``x_next = update(x, step) + sd * xi`` with ``xi`` the noise
+    source's draw for this step (drawn only where ``sd > 0``).
+
+    DDPM/DDIM steps (:func:`sample_vp`): ``t`` is the model's timestep and ``abar`` the cumulative alpha there
+    (which turns the model output into ``x0`` and ``eps``); ``update = c_x0 x0 + c_x x + c_eps eps``.
+    :func:`sample_steps` reads only ``sd``, so other step types fit it too (the diffusers adapter's flow
+    steps)."""
+
+    t: float
+    abar: float = 1.0
+    c_x0: float = 0.0
+    c_x: float = 0.0
+    c_eps: float = 0.0
+    sd: float = 0.0
+
+
+def sample_steps(update: Callable, z: torch.Tensor, steps: list, *, noise: NoiseSource | None = None,
+                 grad: GradMode = "full") -> torch.Tensor:
+    """Run the chain ``steps`` (objects with an ``sd`` attribute, e.g. :class:`ChainStep`) from ``x = z``: step
+    ``k`` is ``update(x, steps[k]) + sd * noise.draw(k)``, each step under the gradient mode ``grad`` (the draw
+    outside the checkpointed function)."""
+    noise = no_noise() if noise is None else noise
+    with _context(grad):
+        x = z
+        for k, st in enumerate(steps):
+            xi = noise.draw(k, z, x) if st.sd > 0 else None
+
+            def step(x, xi, st=st):
+                out = update(x, st)
+                return out if xi is None else out + st.sd * xi
+
+            x = _run(grad, step, x, xi)
+    return x
+
+
+PredictionType = Literal["epsilon", "sample", "v_prediction"]
+
+
+def vp_prediction(model_fn: Fn, prediction_type: PredictionType = "epsilon", clip_sample: float | None = None,
+                  use_clipped_model_output: bool = False):
+    """``predict(x, t, abar) -> (x0, eps)`` for a VP model ``model_fn(x, t)`` whose output is ``eps``,
+    ``x0`` (``sample``) or ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` (``v_prediction``), with ``x = sqrt(abar) x0
+    + sqrt(1 - abar) eps``. ``clip_sample`` clamps ``x0`` to ``±clip_sample``; ``eps`` stays the model's (as
+    diffusers' ``DDIMScheduler.step`` by default) unless ``use_clipped_model_output``, which re-derives it from
+    the clipped ``x0``."""
+    if prediction_type not in ("epsilon", "sample", "v_prediction"):
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; use epsilon, sample or v_prediction")
+
+    def predict(x, t, ab):
+        out = model_fn(x, _tvec(t, x))
+        sa, sb = math.sqrt(ab), math.sqrt(1 - ab)
+        if prediction_type == "epsilon":
+            x0, eps = (x - sb * out) / sa, out
+        elif prediction_type == "sample":
+            x0, eps = out, (x - sa * out) / sb
+        else:
+            x0, eps = sa * x - sb * out, sa * out + sb * x
+        if clip_sample is not None:
+            x0 = x0.clamp(-clip_sample, clip_sample)
+            if use_clipped_model_output:
+                eps = (x - sa * x0) / sb
+        return x0, eps
+
+    return predict
+
+
+def sample_vp(predict, z: torch.Tensor, steps: list[ChainStep], *, noise: NoiseSource | None = None,
+              grad: GradMode = "full") -> torch.Tensor:
+    """A DDPM/DDIM-family chain from its table: ``x_next = c_x0 x0 + c_x x + c_eps eps + sd xi`` with
+    ``(x0, eps) = predict(x, step.t, step.abar)`` (:func:`vp_prediction`)."""
+
+    def update(x, st):
+        x0, eps = predict(x, st.t, st.abar)
+        out = st.c_x0 * x0
+        if st.c_x:
+            out = out + st.c_x * x
+        if st.c_eps:
+            out = out + st.c_eps * eps
+        return out
+
+    return sample_steps(update, z, steps, noise=noise, grad=grad)
+
+
+def ddpm_step(t: float, a_t: float, a_p: float, *, noisy: bool, large_variance: bool = False) -> ChainStep:
+    """DDPM's step from ``abar_t = a_t`` to ``abar_t' = a_p``: the posterior mean of ``q(x_t' | x_t, x0)``,
+    ``sqrt(a_p) beta / (1 - a_t) x0 + sqrt(1 - beta) (1 - a_p) / (1 - a_t) x_t`` with ``beta = 1 - a_t / a_p``,
+    plus (``noisy``) the posterior std ``sqrt((1 - a_p) / (1 - a_t) beta)`` (floored at 1e-10 as diffusers does)
+    or, with ``large_variance``, ``sqrt(beta)``."""
+    beta = 1 - a_t / a_p
+    var = beta if large_variance else max((1 - a_p) / (1 - a_t) * beta, 1e-20)
+    return ChainStep(t, a_t, c_x0=math.sqrt(a_p) * beta / (1 - a_t), c_x=math.sqrt(1 - beta) * (1 - a_p) / (1 - a_t),
+                     sd=math.sqrt(var) if noisy else 0.0)
+
+
+def ddim_step(t: float, a_t: float, a_p: float, eta: float) -> ChainStep:
+    """DDIM's step ``x_t' = sqrt(a_p) x0 + sqrt(1 - a_p - s^2) eps + s xi`` with
+    ``s = eta sqrt((1 - a_p)/(1 - a_t) (1 - a_t / a_p))``."""
+    s = eta * math.sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p))
+    return ChainStep(t, a_t, c_x0=math.sqrt(a_p), c_eps=math.sqrt(max(1 - a_p - s * s, 0.0)), sd=s)
+
+
+def _pairs(abar: torch.Tensor, timesteps: list[int]):
+    """``(t, abar_t, abar_t')`` along the descending ``timesteps``, ``abar`` = 1 after the last."""
+    ab = abar.double().tolist()
+    nxt = [*timesteps[1:], -1]
+    return [(t, ab[t], ab[tp] if tp >= 0 else 1.0) for t, tp in zip(timesteps, nxt)]
 
 
 def sample_ddpm(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list[int], *,
@@ -71,50 +176,23 @@ def sample_ddpm(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list
     :func:`~steerlab.sampling.schedules.inference_timesteps`), starting at ``x = z``. Each step predicts
     ``x0`` (clipped to ``±clip_sample`` if given), takes the posterior mean of ``q(x_t' | x_t, x0)`` and adds
     ``sqrt(posterior variance) * noise`` (``noise`` source step ``k``; none on the final step)."""
-    noise = fresh() if noise is None else noise
-    ab = abar.double().tolist()
-    with _context(grad):
-        x = z
-        for k, t in enumerate(timesteps):
-            tp = timesteps[k + 1] if k + 1 < len(timesteps) else -1
-            a_t, a_p = ab[t], (ab[tp] if tp >= 0 else 1.0)
-            beta = 1 - a_t / a_p
-            c0, ct = math.sqrt(a_p) * beta / (1 - a_t), math.sqrt(1 - beta) * (1 - a_p) / (1 - a_t)
-            sd = math.sqrt((1 - a_p) / (1 - a_t) * beta)
-            xi = noise.draw(k, z, x) if tp >= 0 else None
-
-            def step(x, xi, t=t, a_t=a_t, c0=c0, ct=ct, sd=sd):
-                x0, _ = _x0_from_eps(x, eps_fn(x, _tvec(t, x)), a_t, clip_sample)
-                out = c0 * x0 + ct * x
-                return out if xi is None else out + sd * xi
-
-            x = _run(grad, step, x, xi)
-    return x
+    steps = [ddpm_step(t, a_t, a_p, noisy=k + 1 < len(timesteps))
+             for k, (t, a_t, a_p) in enumerate(_pairs(abar, timesteps))]
+    return sample_vp(vp_prediction(eps_fn, clip_sample=clip_sample), z, steps,
+                     noise=fresh() if noise is None else noise, grad=grad)
 
 
 def sample_ddim(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list[int], *, eta: float = 0.0,
                 noise: NoiseSource | None = None, grad: GradMode = "full",
-                clip_sample: float | None = None) -> torch.Tensor:
-    """DDIM with stochasticity ``eta`` (0: the deterministic probability-flow discretization; 1: DDPM-like).
-    ``x_t' = sqrt(abar_t') x0 + sqrt(1 - abar_t' - s^2) eps + s * noise`` with
-    ``s = eta * sqrt((1 - abar_t')/(1 - abar_t) * (1 - abar_t/abar_t'))``."""
+                clip_sample: float | None = None, use_clipped_model_output: bool = False) -> torch.Tensor:
+    """DDIM with stochasticity ``eta`` (0: the deterministic probability-flow discretization; 1: DDPM-like),
+    :func:`ddim_step` along ``timesteps``. With ``clip_sample``, ``x0`` is clipped and ``eps`` stays the model's
+    (diffusers' ``DDIMScheduler.step`` default, which diffusion_policy uses) unless ``use_clipped_model_output``
+    re-derives it from the clipped ``x0``."""
     noise = (no_noise() if eta == 0 else fresh()) if noise is None else noise
-    ab = abar.double().tolist()
-    with _context(grad):
-        x = z
-        for k, t in enumerate(timesteps):
-            tp = timesteps[k + 1] if k + 1 < len(timesteps) else -1
-            a_t, a_p = ab[t], (ab[tp] if tp >= 0 else 1.0)
-            s = eta * math.sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p))
-            xi = noise.draw(k, z, x) if s > 0 else None
-
-            def step(x, xi, t=t, a_t=a_t, a_p=a_p, s=s):
-                x0, eps = _x0_from_eps(x, eps_fn(x, _tvec(t, x)), a_t, clip_sample)
-                out = math.sqrt(a_p) * x0 + math.sqrt(max(1 - a_p - s * s, 0.0)) * eps
-                return out if xi is None else out + s * xi
-
-            x = _run(grad, step, x, xi)
-    return x
+    steps = [ddim_step(t, a_t, a_p, eta) for t, a_t, a_p in _pairs(abar, timesteps)]
+    return sample_vp(vp_prediction(eps_fn, clip_sample=clip_sample, use_clipped_model_output=use_clipped_model_output),
+                     z, steps, noise=noise, grad=grad)
 
 
 # ---------------------------------------------------------------------------------------------------- flows
@@ -187,6 +265,20 @@ def eps_to_x0(eps_fn: Fn, abar: torch.Tensor) -> Fn:
         return x - sigma.to(x.dtype).view(-1, *[1] * (x.dim() - 1)) * eps
 
     return x0_fn
+
+
+def abar_at(abar: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``abar`` (float64) at timesteps ``t`` that may be fractional, as :func:`eps_to_x0` calls the model:
+    ``log sigma = 0.5 log((1 - abar) / abar)`` interpolated linearly between training indices (the inverse of
+    that function's mapping), so integer ``t`` gives ``abar[t]``."""
+    ab = abar.double()
+    if len(ab) == 1:
+        return ab.expand(t.shape).to(t.device)
+    log_sig = 0.5 * torch.log((1 - ab) / ab).to(t.device)
+    tt = t.double().clamp(0, len(ab) - 1)
+    i0 = tt.floor().long().clamp(max=len(ab) - 2)
+    w = tt - i0
+    return torch.sigmoid(-2 * (log_sig[i0] * (1 - w) + log_sig[i0 + 1] * w))
 
 
 def velocity_to_x0(velocity_fn: Fn) -> Fn:

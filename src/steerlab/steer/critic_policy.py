@@ -25,6 +25,7 @@ import torch
 
 from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
 from steerlab.policy import Policy
+from steerlab.sampling import abar_at
 from steerlab.steer.critic import CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank
 
 
@@ -220,8 +221,15 @@ class EnergyPolicy(Policy):
 
     # ------------------------------------------------------------------------------------------ acting
 
-    def _guided_denoiser(self, cond, cache, weight):
-        """``cache``: the critic's :meth:`~steerlab.steer.critic.EnergyCritic.prepare` of the ``B`` contexts; the
+    def guided_denoiser(self, cond, cache, weight: float):
+        """The base policy's denoiser with energy guidance of weight ``weight``, in the base's own convention
+        (velocity for flows, eps for diffusion), so :meth:`GenerativePolicy.sample` runs it with any of its
+        samplers: the energy gradient w.r.t. ``x_t`` at the predicted clean chunk (flow: ``x0 = x - t v``;
+        diffusion: ``x0 = (x - sqrt(1 - abar) eps) / sqrt(abar)``, ``abar`` at ``t`` by
+        :func:`~steerlab.sampling.abar_at`, which also covers RES's fractional timesteps) is added to the
+        velocity, or to eps scaled by ``sqrt(1 - abar)``.
+
+        ``cache``: the critic's :meth:`~steerlab.steer.critic.EnergyCritic.prepare` of the ``B`` contexts; the
         denoiser's rows are ``B * n`` (each context's ``n`` samples consecutive) and are scored as ``[B, n]``."""
         base = self.base
         b = cache.batch
@@ -243,7 +251,7 @@ class EnergyPolicy(Policy):
         abar = base.abar
 
         def guided_eps(x, t):
-            ab = abar[t.round().long()].to(x.dtype).view(-1, 1, 1)
+            ab = abar_at(abar, t).to(x.dtype).view(-1, 1, 1)
             with torch.enable_grad():
                 xg = x.detach().requires_grad_()
                 eps = fn(xg, t)
@@ -267,21 +275,10 @@ class EnergyPolicy(Policy):
             z = torch.cat([z[:, None], torch.randn((b, n - 1, *base.chunk_shape), generator=generator)], 1).flatten(0, 1)
         noise = noise or base.default_noise(generator)
         if tt.guidance:
-            from steerlab.sampling import sample_ddim, sample_ddpm, sample_euler, sample_heun, inference_timesteps
-
             with torch.no_grad():  # encoded once, shared by the n samples of a row and every denoising step
                 cache = self.critic.prepare(tokens, mask)
-            fn = self._guided_denoiser(cond_n, cache, tt.guidance)
-            c = base.cfg
-            if c.kind == "flow":
-                smp = sample_heun if c.sampler == "heun" else sample_euler
-                chunks = smp(fn, z, c.num_inference_steps, noise=noise, grad="none")
-            else:
-                ts = inference_timesteps(c.num_train_timesteps, c.num_inference_steps)
-                if c.sampler == "ddpm":
-                    chunks = sample_ddpm(fn, z, base.abar, ts, noise=noise, grad="none", clip_sample=c.clip_sample)
-                else:
-                    chunks = sample_ddim(fn, z, base.abar, ts, eta=c.eta, noise=noise, grad="none", clip_sample=c.clip_sample)
+            chunks = base.sample(cond_n, z, noise=noise, grad="none",
+                                 denoiser=self.guided_denoiser(cond_n, cache, tt.guidance))
         else:
             chunks = base.sample(cond_n, z, noise=noise, grad="none")
         if (n > 1 or tt.correct_steps) and not tt.guidance:

@@ -16,7 +16,7 @@ import tyro
 
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
-from steerlab.steer.policy_chain import policy_sampler
+from steerlab.steer.policy_chain import initial_noise, policy_sampler
 from steerlab.train.rundir import staged_output
 
 # the seed project's parameter-file keys -> ours
@@ -66,7 +66,8 @@ class NoiseArgs:
     """initial states (env seeds seed0 .. seed0 + episodes - 1)"""
     seed0: int = 200_000
     noise_seed: int = 0
-    """seed of the initial z0 (and of the per-step noise)"""
+    """seed of the initial z0 and of the per-step noise (fresh: a stream independent of z0's; from_seed: derived
+    from z0)"""
     params_file: str | None = None
     """JSON of overrides; also reads the seed project's form: learn_noise, noise_steps, noise_lr,
     learnable_step_noise (true: from_seed per-step noise; false: no injection)"""
@@ -167,9 +168,7 @@ def run_noise(a: NoiseArgs) -> Path:
     chain = policy_sampler(policy, obs, noise_mode=a.noise_mode, grad=a.grad, sampler=a.sampler,
                            num_steps=a.num_steps, seed=a.noise_seed)
     objective = make_objective(a, obs_dicts, policy.cfg.horizon)
-    g = torch.Generator().manual_seed(a.noise_seed)
-    z_init = torch.randn(chain.shape, generator=g)
-    xi_init = torch.randn((chain.n_noise_steps, *chain.shape), generator=g) if a.noise_mode == "explicit" else None
+    z_init, xi_init = initial_noise(chain.shape, chain.n_noise_steps, a.noise_seed, a.noise_mode == "explicit")
     out = Path(a.out or Path(a.run_dir) / "noise" / f"{a.objective}-{a.direction}")
     ocfg = NoiseOptConfig(direction=a.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps, grad_clip=a.grad_clip,
                           chi_weight=a.chi_weight, project_shell=a.project_shell, trust_radius=a.trust_radius,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
-from steerlab.sampling import explicit, fresh, from_seed, no_noise
+from steerlab.sampling import NoiseSource, explicit, fresh, from_seed, no_noise
 
 NOISE_MODES = ("none", "from_seed", "fresh", "explicit")
 
@@ -15,6 +16,42 @@ NOISE_MODES = ("none", "from_seed", "fresh", "explicit")
 def chain_nfe(sampler: str, n_steps: int) -> int:
     """Denoiser evaluations of one chain: DDPM/DDIM/Euler n, Heun 2n, RES n + 1 (the final clean call)."""
     return {"ddpm": n_steps, "ddim": n_steps, "euler": n_steps, "heun": 2 * n_steps, "res": n_steps + 1}[sampler]
+
+
+def check_noise_mode(noise_mode: str) -> None:
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"unknown noise mode {noise_mode!r}; use one of {', '.join(NOISE_MODES)}")
+
+
+def step_noise_seed(seed: int) -> int:
+    """The seed of the ``fresh`` per-step noise stream for ``seed``: a stream independent of
+    ``torch.Generator().manual_seed(seed)``, which draws z0 (:func:`initial_noise`), so the noise injected at a
+    step is never a copy of z0."""
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def step_noise_source(noise_mode: str, seed: int = 0, step_noise: torch.Tensor | None = None) -> NoiseSource:
+    """The per-step noise of a chain call: ``step_noise`` if given (explicit), else by ``noise_mode`` --
+    ``none``; ``from_seed`` (derived from z0 on purpose); ``fresh`` from a generator re-seeded on every call
+    with :func:`step_noise_seed`, so each call sees the same draws and they are independent of z0."""
+    check_noise_mode(noise_mode)
+    if step_noise is not None:
+        return explicit(step_noise)
+    if noise_mode == "explicit":
+        raise ValueError("noise_mode='explicit' needs the per-step noise tensor as sample_fn's second argument")
+    if noise_mode == "from_seed":
+        return from_seed(seed)
+    if noise_mode == "fresh":
+        return fresh(torch.Generator().manual_seed(step_noise_seed(seed)))
+    return no_noise()
+
+
+def initial_noise(shape: tuple[int, ...], n_noise_steps: int, seed: int, with_step_noise: bool = False):
+    """``(z0, step_noise | None)`` drawn from ``torch.Generator().manual_seed(seed)``: z0 ``shape`` first, then
+    (``with_step_noise``) an explicit per-step tensor ``[n_noise_steps, *shape]``."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(shape, generator=g)
+    return z, (torch.randn((n_noise_steps, *shape), generator=g) if with_step_noise else None)
 
 
 @dataclass
@@ -33,27 +70,21 @@ def policy_sampler(policy, obs: torch.Tensor, *, noise_mode: str = "none", grad:
     history ``obs [B, n_obs, Do]``.
 
     ``noise_mode``: ``none`` (deterministic, no injection), ``from_seed`` (per-step noise derived from z0),
-    ``fresh`` (a generator re-seeded with ``seed`` on every call, so each iteration sees the same per-step
-    noise, as ReNO does) or ``explicit`` (``step_noise`` must be passed to ``sample_fn``).
+    ``fresh`` (a generator re-seeded from ``seed`` on every call, so each iteration sees the same per-step
+    noise, as ReNO does, drawn independently of a z0 drawn with the same ``seed``) or ``explicit``
+    (``step_noise`` must be passed to ``sample_fn``); see :func:`step_noise_source`.
     """
     if not hasattr(policy, "sample"):
         raise TypeError(f"{type(policy).__name__} has no differentiable sampling chain; noise optimization needs a "
                         "diffusion or flow policy")
-    if noise_mode not in NOISE_MODES:
-        raise ValueError(f"unknown noise mode {noise_mode!r}; use one of {', '.join(NOISE_MODES)}")
+    check_noise_mode(noise_mode)
     name = sampler or policy.cfg.sampler
     n = num_steps or policy.cfg.num_inference_steps
     cond = policy.condition(torch.as_tensor(obs, dtype=torch.float32)).detach()
     shape = (cond.shape[0], *policy.chunk_shape)
 
     def sample_fn(z, step_noise=None):
-        if step_noise is not None:
-            src = explicit(step_noise)
-        elif noise_mode == "explicit":
-            raise ValueError("noise_mode='explicit' needs the per-step noise tensor as sample_fn's second argument")
-        else:
-            src = {"none": no_noise, "from_seed": lambda: from_seed(seed),
-                   "fresh": lambda: fresh(torch.Generator().manual_seed(seed))}[noise_mode]()
+        src = step_noise_source(noise_mode, seed, step_noise)
         return policy.unnormalize_actions(policy.sample(cond, z, noise=src, grad=grad, sampler=name, num_steps=n))
 
     return PolicyChain(sample_fn, chain_nfe(name, n), shape, n)
