@@ -495,6 +495,26 @@ def section_nav_chunks(lines):
     lines.append("")
 
 
+def section_faults(lines):
+    d = _load("fault_injection")
+    if not d:
+        return
+    k = d["kills"]
+    n = len(k["trials"])
+    lines += ["## 11. Run directories under fault injection", "",
+              f"From `{d['command']}` ({d['seconds'] / 60:.0f} min, {d['machine'].get('cpu', '?')}): every case through the "
+              "command line as a user runs it; *tracebacks* counts Python tracebacks printed by any of the case's commands.", "",
+              "| case | outcome as expected | tracebacks | checks |", "|---|---|---|---|"]
+    for name, c in d["cases"].items():
+        checks = "; ".join(f"{w}: {'yes' if ok else '**no**'}" for w, ok in c["checks"].items() if not w.startswith("exit"))
+        lines.append(f"| {name} | {'yes' if c['ok'] else '**no**'} | {c['tracebacks']} | {checks} |")
+    lines += ["", f"`kill -9` at a uniformly random time of a {k['steps']}-step training run (checkpoint every 10 steps, "
+              f"{k['uninterrupted_wall_s']:.1f} s uninterrupted), then `--resume`, compared with the uninterrupted run "
+              "(final weights and every logged loss):", "",
+              "| trials | resumed exactly | results lost | tracebacks | kills inside a checkpoint write |", "|---|---|---|---|---|",
+              f"| {n} | {k['exact']}/{n} | {k['lost']} | {k['tracebacks']} | {k['inside_checkpoint_write']} |", ""]
+
+
 def main():
     lines = ["# Benchmarks", "",
              "Every figure below is read from `benchmarks/results/*.json`, written by the committed script named",
@@ -511,6 +531,7 @@ def main():
     section_critic(lines)
     section_nav(lines)
     section_nav_chunks(lines)
+    section_faults(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

@@ -291,7 +291,7 @@ def test_loading_mismatches_are_errors_naming_keys(base_run, tmp_path):
     from safetensors.torch import save_file
 
     from steerlab.steer.critic_policy import load_base_policy
-    from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
+    from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights, record_checksums
 
     pol = EnergyPolicy(EnergyPolicyConfig(base=FlowConfig(), base_run=str(base_run)), 8, 2)
     with pytest.raises(CheckpointError, match="different policy config"):
@@ -306,6 +306,7 @@ def test_loading_mismatches_are_errors_naming_keys(base_run, tmp_path):
     w.pop("net.net.proj.weight")
     w["stranger.weight"] = torch.zeros(1)
     save_file(w, str(ck / "ema.safetensors"))
+    record_checksums(ck)  # a consistent checkpoint of another policy, not a damaged file
     cfg_json = json.loads((bad / "config.json").read_text())
     from steerlab.train.config import config_from_dict_policy
 

@@ -337,3 +337,56 @@ def test_collecting_inside_train_prints_no_traceback(tmp_path):
             "--no-progress", "--policy.width", "16"]
     p = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+
+
+def test_record_checksums_accepts_an_intentional_edit(tmp_path, particle2d):
+    from safetensors.torch import save_file
+
+    from steerlab.train.checkpoint import record_checksums
+
+    run = train(_cfg(tmp_path, particle2d, run_name="edit", steps=3))
+    ck = list_checkpoints(run)[-1]
+    w = load_weights(ck)
+    w = {k: v * 1.0 for k, v in w.items()}
+    first = next(iter(w))
+    w[first] = torch.zeros_like(w[first])
+    save_file(w, str(ck / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_weights(ck)
+    record_checksums(ck)
+    assert torch.equal(load_weights(ck)[first], w[first])
+
+
+def test_second_signal_aborts_at_once_and_the_cli_prints_no_traceback(capsys):
+    from steerlab.train.loop import _StopRequest
+
+    stop = _StopRequest()
+    with pytest.raises(KeyboardInterrupt):  # before the step loop: abort, nothing to checkpoint yet
+        stop(signal.SIGINT, None)
+    stop.armed = True
+    stop(signal.SIGINT, None)
+    assert stop.signum == signal.SIGINT  # the first asks the loop to checkpoint and stop
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGINT, None)
+
+    import steerlab.cli as cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    cli.COMMANDS["presets"], old = interrupted, cli.COMMANDS["presets"]
+    try:
+        with pytest.raises(SystemExit) as e:
+            main(["presets"])
+    finally:
+        cli.COMMANDS["presets"] = old
+    assert e.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, match", [({"maps": 0}, "--maps"), ({"steps": 0}, "--steps"), ({"lr": -1.0}, "--lr"),
+                                        ({"route": "left"}, "--route"), ({"candidates": 0}, "--candidates")])
+def test_intent_arguments_are_checked_before_any_map_is_built(tmp_path, bad, match):
+    from steerlab.nav.intent_opt import IntentArgs, optimize_intent
+
+    with pytest.raises(ValueError, match=match):
+        optimize_intent(dataclasses.replace(IntentArgs(run_dir=str(tmp_path / "nope")), **bad))

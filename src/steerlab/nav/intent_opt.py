@@ -330,11 +330,11 @@ def optimize_intent(a: IntentArgs) -> dict:
     from steerlab.eval.run import load_run
     from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 
+    check_intent_args(a)
     cfg, policy, ckpt = load_run(a.run_dir)
     if cfg.policy.kind != "nav":
         raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind!r} policy; intent optimization needs a nav policy "
                          "(steerlab train nomad-nav2d)")
-    check_intent_args(a)
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     if a.objective == "route":  # keep two-route maps, scanning further seeds as needed
         seeds = two_route_seeds(a.seed0, a.maps, max_tries=50 * a.maps)

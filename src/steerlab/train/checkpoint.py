@@ -45,8 +45,7 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict, trainer_state: 
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    files = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size} for f in sorted(tmp.iterdir())}
-    atomic_write_json(tmp / "meta.json", {**meta, "step": step, "time": time.time(), "files": files})
+    atomic_write_json(tmp / "meta.json", {**meta, "step": step, "time": time.time(), "files": _file_records(tmp)})
     if final.exists():
         _discard(final)
     os.replace(tmp, final)
@@ -84,6 +83,17 @@ def latest_checkpoint(run_dir: Path) -> Path:
     if not ckpts:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}: train the run first (steerlab train …)")
     return ckpts[-1]
+
+
+def _file_records(d: Path) -> dict:
+    return {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+            for f in sorted(Path(d).iterdir()) if f.name != "meta.json" and f.is_file()}
+
+
+def record_checksums(ckpt: Path) -> None:
+    """Re-record the SHA-256 of a checkpoint's files in its ``meta.json``, after an intentional edit of them
+    (weight surgery, a conversion); without it the edited file is reported as corrupt on load."""
+    atomic_write_json(Path(ckpt) / "meta.json", {**load_meta(ckpt), "files": _file_records(ckpt)})
 
 
 def verify_file(ckpt: Path, name: str) -> None:

@@ -180,7 +180,7 @@ def _check_resume(run_dir: Path, cfg: TrainConfig) -> dict:
         raise TrainingError(f"{f} is not valid JSON ({e}); restore it before resuming") from None
     allowed, forbidden = split_resume_changes(config_changes(stored, config_to_dict(cfg)))
     if forbidden:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in forbidden.items() for a, b in [b_a])
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in forbidden.items())
         raise TrainingError(
             f"cannot resume {run_dir}: the config differs from the run's config.json in fields a resume may not change "
             f"({listed}). Drop these overrides to continue the run, or pass another --run-name to start a new one "
