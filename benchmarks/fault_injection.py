@@ -7,8 +7,9 @@ Cases: two trainings with one run name started together; a resume with a changed
 corrupt checkpoint; a second `steerlab demo` with another dimension; config files with YAML 1.1 numbers and wrong
 types; repeated evaluations and bad episode counts; `steerlab noise` with a target of the wrong dimension and with
 a sampler of the other process; SIGINT and SIGTERM during training followed by --resume; a byte flipped inside
-the weights; and ``kill -9`` at uniformly random times of a training run with frequent checkpoints (so that some
-kills land inside a checkpoint write), each followed by --resume and compared with the uninterrupted run.
+the weights; and ``kill -9`` during a training run with frequent checkpoints (half the trials at a uniformly
+random time, half inside a checkpoint write seen in progress), each followed by --resume and compared with the
+uninterrupted run.
 
 For every case it records whether the outcome is the expected one, whether any command printed a Python
 traceback, and (kill trials) whether the resumed run reproduced the uninterrupted run exactly (final weights and
@@ -219,7 +220,9 @@ def case_flipped(data, root) -> dict:
 
 
 def kill_trials(data, root, n: int, rng: random.Random) -> dict:
-    """kill -9 at a uniform time in [0, T] of a run that takes T seconds uninterrupted, then --resume."""
+    """kill -9 of a run that takes T seconds uninterrupted, then --resume: even trials at a uniform time in [0, T];
+    odd trials at the first checkpoint write seen in progress after a uniform wait in [0, 0.8 T] (a few ms into
+    it), so that kills inside a write are not left to chance."""
     steps = 600
     # a wider net makes each checkpoint write (weights, Adam state, checksums, fsync) a sizeable share of the run's
     # time, so that a good share of the kills land inside one
@@ -235,12 +238,21 @@ def kill_trials(data, root, n: int, rng: random.Random) -> dict:
         args = train_args(data, root, name, steps, *extra)
         p = subprocess.Popen([sys.executable, "-m", "steerlab.cli", *args], cwd=root, env=ENV,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ck = root / name / "checkpoints"
+        aim = "write" if i % 2 else "uniform"
         at = rng.uniform(0, wall)
-        time.sleep(at)
+        t_start = time.time()
+        if aim == "uniform":
+            time.sleep(at)
+        else:  # after a uniform wait, kill as soon as a checkpoint write is seen in progress (polled every 0.5 ms)
+            time.sleep(at * 0.8)
+            while p.poll() is None and not (ck.exists() and any(q.name.startswith(".tmp-") for q in os.scandir(ck))):
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0, 0.003))
+            at = time.time() - t_start
         p.kill()
         _, err1 = p.communicate()
         run = root / name
-        ck = run / "checkpoints"
         mid_write = ck.exists() and any(q.name.startswith((".tmp-", ".trash-")) for q in ck.iterdir())
         step_at_kill = int(list_checkpoints(run)[-1].name.split("_")[1]) if list_checkpoints(run) else 0
         res = subprocess.run([sys.executable, "-m", "steerlab.cli", *args, "--resume"], cwd=root, env=ENV,
@@ -248,7 +260,7 @@ def kill_trials(data, root, n: int, rng: random.Random) -> dict:
         exact = res.returncode == 0 and weights_equal(root / "kill-ref", run) and losses(root / "kill-ref") == losses(run)
         lost = res.returncode != 0 or not (run / "train_summary.json").exists() or not exact
         tb = ("Traceback (most recent call last)" in res.stderr) + 0
-        trials.append({"kill_after_s": round(at, 3), "last_checkpoint_step": step_at_kill,
+        trials.append({"aim": aim, "kill_after_s": round(at, 3), "last_checkpoint_step": step_at_kill,
                        "killed_inside_checkpoint_write": mid_write, "resume_exit": res.returncode, "exact": exact,
                        "lost": lost, "traceback_on_resume": bool(tb),
                        "last_stderr_line": (res.stderr.strip().splitlines() or [""])[-1][:300]})
