@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="steerlab train --device")
     ap.add_argument("--runs-dir", default="runs")
     args = ap.parse_args()
     for preset in args.presets:
@@ -54,6 +55,7 @@ def main():
                    "--eval-interval", str(args.eval_every), "--eval.episodes", str(args.episodes), "--run-name", name,
                    "--out-dir", args.runs_dir, "--no-progress", "--resume"]
             cmd += ["--threads", str(args.threads)] if args.threads else []
+            cmd += ["--device", args.device]
             print("$", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
             run = Path(args.runs_dir) / name

@@ -523,6 +523,21 @@ def section_faults(lines):
     lines.append("")
 
 
+def section_gpu_check(lines):
+    d = _load("gpu_check")
+    if not d:
+        return
+    lines += ["## 12. IBC-Langevin on one GPU", "",
+              f"`{d['command']}` on {d['device_name']} ({d['device']}), preset `{d['preset']}`, {d['demos']} demos per N, "
+              f"{d['max_minutes']:g} min of training per N ({d['seconds'] / 60:.1f} min in all).", "",
+              "| N | steps | steps/s | train s | success | 95% CI | command |", "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lo, hi = r["success_ci95"]
+        lines.append(f"| {r['n_dim']} | {r['steps']} | {r['steps_per_s']:.1f} | {r['train_seconds']:.0f} | "
+                     f"{r['success_rate']:.0%} ({r['episodes']} ep) | [{lo:.0%}, {hi:.0%}] | `{r['command']}` |")
+    lines.append("")
+
+
 def main():
     lines = ["# Benchmarks", "",
              "Every figure below is read from `benchmarks/results/*.json`, written by the committed script named",
@@ -540,6 +555,7 @@ def main():
     section_nav(lines)
     section_nav_chunks(lines)
     section_faults(lines)
+    section_gpu_check(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

@@ -54,11 +54,11 @@ def _finished(run: Path) -> bool:
 
 
 def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: int, runs_dir: Path,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, device: str = "cpu") -> dict:
     name = f"sweep-{method}-{n_dim}d-s{seed}"
     cmd = ["steerlab", "train", *METHODS[method], "--n-dim", str(n_dim), "--max-minutes", str(budget_min),
            "--run-name", name, "--out-dir", str(runs_dir), "--seed", str(seed), "--eval.episodes", str(episodes),
-           "--no-progress", "--resume"] + (["--threads", str(threads)] if threads else [])
+           "--no-progress", "--resume", "--device", device] + (["--threads", str(threads)] if threads else [])
     run = runs_dir / name
     t0 = time.time()
     ran_here = not _finished(run)
@@ -76,6 +76,7 @@ def run_cell(method: str, n_dim: int, budget_min: float, episodes: int, seed: in
         "eval_seconds": m["seconds"], "wall_seconds": time.time() - t0, "run_dir": str(run),
         # the machine and threads of a run trained by an earlier invocation are not known here
         "threads": (threads or here["threads"]) if ran_here else None, "machine": here if ran_here else None,
+        "device": device,
     }
 
 
@@ -120,6 +121,7 @@ def main():
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per training run (e.g. 1 to run two sweep parts side by side on 2 cores)")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="steerlab train --device")
     ap.add_argument("--force", action="store_true", help="re-run cells already in the results file")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
@@ -133,7 +135,7 @@ def main():
                     print(f"skip {key}: already measured")
                     continue
                 data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir),
-                                              args.threads)
+                                              args.threads, args.device)
                 data = {**load(), "cells": {**load()["cells"], key: data["cells"][key]}}
                 write_json_atomic(OUT, data)  # two sweep parts may run side by side
                 print(json.dumps(data["cells"][key]), flush=True)

@@ -3,8 +3,8 @@
     steerlab demo                       collect 2-D particle demos, train IBC a few minutes, evaluate, report
     steerlab collect particle --n-dim N --episodes 2000
     steerlab collect nav2d --episodes 500 [--family mixed]
-    steerlab train <preset> [--n-dim N] [--config-file F.yaml] [--resume] [any --field overrides]
-    steerlab eval <run-dir> [--episodes 100] [--correct steps=3,alpha=0.1] [--rerank 16]
+    steerlab train <preset> [--n-dim N] [--device auto|cpu|cuda] [--config-file F.yaml] [--resume] [any --field overrides]
+    steerlab eval <run-dir> [--episodes 100] [--device auto|cpu|cuda] [--correct steps=3,alpha=0.1] [--rerank 16]
     steerlab noise <run-dir> --objective goal-distance --direction maximize [--noise-mode from_seed --steps 50 --lr 0.05]
     steerlab intent optimize <run-dir> --objective collision|goal|route [--steps 100 --lr 1e-2 --joint-noise]
     steerlab presets                    list the presets
@@ -102,13 +102,13 @@ def cmd_train(args: list[str]) -> None:
 
 
 def _eval(run_dir: Path, episodes: int | None, out: str | None = None, overwrite: bool = False,
-          archive: bool = False, **overrides) -> dict:
+          archive: bool = False, device: str | None = None, **overrides) -> dict:
     """Evaluate and print the result; ``archive``: the run's own (end-of-training) evaluation, which moves earlier
     top-level results into evals/ before writing its own."""
     from steerlab.eval.run import evaluate_run
 
     res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None, out=out, overwrite=overwrite,
-                       archive=archive)
+                       archive=archive, device=device)
     lo, hi = res["success_ci95"]
     print(f"[steerlab] {run_dir}: success {res['success_rate']:.1%} (95% CI [{lo:.1%}, {hi:.1%}]) "
           f"over {res['episodes']} episodes; report {Path(res['out_dir']) / 'report.md'}")
@@ -142,6 +142,9 @@ class EvalArgs:
     """write the results into this directory instead (refused if it already holds results, unless --overwrite)"""
     overwrite: bool = False
     """replace the run's top-level results (or those in --out) instead of writing a new evals/ directory"""
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """device of the policy during evaluation: auto (CUDA when a GPU is visible), cpu or cuda (default: the run's
+    --device)"""
 
 
 def cmd_eval(args: list[str]) -> None:
@@ -158,11 +161,12 @@ def cmd_eval(args: list[str]) -> None:
         from steerlab.eval.run import evaluate_test_time
 
         evaluate_test_time(Path(a.run_dir), a.correct, a.rerank, a.guide, a.episodes, overrides=over or None,
-                           execute_waypoints=a.execute_waypoints, out=a.out, overwrite=a.overwrite)
+                           execute_waypoints=a.execute_waypoints, out=a.out, overwrite=a.overwrite,
+                           device=a.device)
         return
     if a.execute_waypoints is not None:
         raise ValueError("--execute-waypoints needs --rerank K (nav runs)")
-    _eval(Path(a.run_dir), a.episodes, out=a.out, overwrite=a.overwrite, **over)
+    _eval(Path(a.run_dir), a.episodes, out=a.out, overwrite=a.overwrite, device=a.device, **over)
 
 
 @dataclass(frozen=True)

@@ -88,19 +88,20 @@ def plot_energy_landscape(policy, obs_hist: torch.Tensor, path: Path, demo_actio
     A = policy.act_dim
     if A not in (1, 2) or not hasattr(policy, "energy"):
         return None
-    lo, hi = policy.env_low.numpy(), policy.env_high.numpy()
-    obs = torch.as_tensor(obs_hist, dtype=torch.float32)[None]
+    dev = policy.env_low.device  # tensors go to the policy's device, arrays for matplotlib come back to the CPU
+    lo, hi = policy.env_low.cpu().numpy(), policy.env_high.cpu().numpy()
+    obs = torch.as_tensor(obs_hist, dtype=torch.float32, device=dev)[None]
     o = policy._obs_features(obs)
     inf = policy.infer_normalized(o, generator, num_samples=min(policy.cfg.inference_samples, 256))
-    samples = policy.act_norm.unnormalize(inf["samples"][0]).numpy()
-    init = policy.act_norm.unnormalize(inf["init"][0]).numpy()
-    best = policy.act_norm.unnormalize(inf["action"][0]).numpy()
+    samples = policy.act_norm.unnormalize(inf["samples"][0]).cpu().numpy()
+    init = policy.act_norm.unnormalize(inf["init"][0]).cpu().numpy()
+    best = policy.act_norm.unnormalize(inf["action"][0]).cpu().numpy()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if A == 2:
         xs, ys = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
         X, Y = np.meshgrid(xs, ys)
-        acts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], -1), dtype=torch.float32)[None]
-        E = policy.energy(obs, acts)[0].numpy().reshape(X.shape)
+        acts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], -1), dtype=torch.float32, device=dev)[None]
+        E = policy.energy(obs, acts)[0].cpu().numpy().reshape(X.shape)
         im = ax.contourf(X, Y, E, levels=40, cmap="viridis")
         fig.colorbar(im, ax=ax, label="energy E = -f")
         ax.scatter(init[:, 0], init[:, 1], s=4, c="white", alpha=0.4, label="initial samples")
@@ -112,9 +113,9 @@ def plot_energy_landscape(policy, obs_hist: torch.Tensor, path: Path, demo_actio
         ax.set_ylabel("action[1]")
     else:
         xs = np.linspace(lo[0], hi[0], grid)
-        E = policy.energy(obs, torch.as_tensor(xs, dtype=torch.float32)[None, :, None])[0].numpy()
+        E = policy.energy(obs, torch.as_tensor(xs, dtype=torch.float32, device=dev)[None, :, None])[0].cpu().numpy()
         ax.plot(xs, E, color="tab:purple", label="energy E = -f")
-        es = policy.energy(obs, torch.as_tensor(samples, dtype=torch.float32)[None])[0].numpy()
+        es = policy.energy(obs, torch.as_tensor(samples, dtype=torch.float32, device=dev)[None])[0].cpu().numpy()
         ax.scatter(samples[:, 0], es, s=8, c="orange", label=f"{policy.cfg.inference} samples", zorder=3)
         ax.axvline(best[0], color="red", label="selected")
         if demo_action is not None:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from steerlab import tasks
 from steerlab.envs.particle import flatten_obs
 from steerlab.eval.metrics import wilson_interval
+from steerlab.hw import module_device
 from steerlab.train.rundir import atomic_write_text
 
 
@@ -46,14 +47,16 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
     queue: list[list[np.ndarray]] = [[] for _ in envs]
     bar = tqdm(desc=desc, total=len(envs), disable=not progress, leave=False, dynamic_ncols=True)
     policy.eval()
+    dev = module_device(policy)  # observations go to the policy's device, actions come back to numpy
     while active.any():
         need = [i for i in np.flatnonzero(active) if not queue[i]]
         if need:
             if act_fn is not None:
-                chunk = act_fn(torch.as_tensor(hist[need]), np.asarray(need)).detach().numpy()
+                chunk = act_fn(torch.as_tensor(hist[need], device=dev), np.asarray(need)).detach().cpu().numpy()
             else:
                 with torch.no_grad():
-                    chunk = policy.predict_action_chunk(torch.as_tensor(hist[need]), generator=generator).numpy()
+                    chunk = policy.predict_action_chunk(torch.as_tensor(hist[need], device=dev),
+                                                        generator=generator).cpu().numpy()
             for j, i in enumerate(need):
                 queue[i] = list(chunk[j, : policy.n_action_steps])
         for i in np.flatnonzero(active):
@@ -102,7 +105,7 @@ def evaluate_policy(policy, cfg, episodes: int | None = None, progress: bool = T
     ec = cfg.eval
     n = episodes or ec.episodes
     seeds = [ec.seed0 + i for i in range(n)]
-    gen = torch.Generator().manual_seed(ec.inference_seed)
+    gen = torch.Generator(device=module_device(policy)).manual_seed(ec.inference_seed)
     t0 = time.time()
     out: list[dict] = []
     bar = tqdm(total=n, desc="eval episodes", disable=not progress, dynamic_ncols=True)

@@ -17,6 +17,7 @@ import torch
 
 from steerlab.eval.plots import plot_energy_landscape, plot_rollouts, plot_training_curves
 from steerlab.eval.rollout import evaluate_policy, write_metrics
+from steerlab.hw import module_device, resolve_device
 from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_meta, load_weights
 from steerlab.train.config import TrainConfig, from_dict
 from steerlab.train.loop import build_policy
@@ -25,8 +26,10 @@ from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
 RESULT_FILES = ("metrics.json", "report.md", "plots")
 
 
-def load_run(run_dir: str | Path, ema: bool | None = None):
-    """``(cfg, policy, checkpoint_path)`` of a run directory (latest checkpoint; EMA weights when the run has them)."""
+def load_run(run_dir: str | Path, ema: bool | None = None, device: str | torch.device | None = "cpu"):
+    """``(cfg, policy, checkpoint_path)`` of a run directory (latest checkpoint; EMA weights when the run has them),
+    the policy on ``device`` ("auto", "cpu", "cuda"; None: the run's own ``device``). Checkpoints hold CPU tensors,
+    so a run trained on either device loads on either."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.json); pass the directory `steerlab train` wrote")
@@ -39,6 +42,7 @@ def load_run(run_dir: str | Path, ema: bool | None = None):
     missing, unexpected = policy.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{ckpt}: weights do not match the config: missing {missing}, unexpected {unexpected}")
+    policy.to(resolve_device(str(cfg.device if device is None else device)))
     policy.eval()
     return cfg, policy, ckpt
 
@@ -78,13 +82,14 @@ def results_dir(run_dir: Path, marker: str, label: str, out: str | Path | None =
 
 def evaluate_run(run_dir: str | Path, episodes: int | None = None, progress: bool | None = None,
                  overrides: dict | None = None, out: str | Path | None = None, overwrite: bool = False,
-                 archive: bool = False) -> dict:
-    """Evaluate the latest checkpoint of a run; ``progress=None`` follows the run's ``progress`` setting.
+                 archive: bool = False, device: str | None = None) -> dict:
+    """Evaluate the latest checkpoint of a run on ``device`` (None: the run's own); ``progress=None`` follows the
+    run's ``progress`` setting.
     Writes ``metrics.json``, ``plots/`` and ``report.md`` into :func:`results_dir`; the directory is in
     ``res["out_dir"]``. The run directory is locked while this runs."""
     check_episodes(episodes)
     run_dir = Path(run_dir)
-    cfg, policy, ckpt = load_run(run_dir)
+    cfg, policy, ckpt = load_run(run_dir, device=device)
     with RunLock(run_dir, f"steerlab eval {run_dir}"):
         return _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out, overwrite, archive)
 
@@ -114,9 +119,10 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
     if (run_dir / "metrics.csv").exists():
         made.append(plot_training_curves(run_dir / "metrics.csv", plots / "training.png"))
     if getattr(policy, "act_dim", 0) in (1, 2) and hasattr(policy, "energy"):
-        obs0 = torch.as_tensor(eps[0]["obs0"], dtype=torch.float32)
+        obs0 = torch.as_tensor(eps[0]["obs0"], dtype=torch.float32, device=module_device(policy))
         hist = obs0[None].repeat(policy.n_obs_steps, 1)
-        made.append(plot_energy_landscape(policy, hist, plots / "energy.png", generator=torch.Generator().manual_seed(0),
+        made.append(plot_energy_landscape(policy, hist, plots / "energy.png",
+                                          generator=torch.Generator(device=obs0.device).manual_seed(0),
                                           title=f"E(o, a) at the first step of seed {eps[0]['seed']}"))
     write_report(dest, cfg, res, [p for p in made if p])
     return res
@@ -146,7 +152,7 @@ def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) 
 def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: int | None = None,
                        guidance: float | None = None, episodes: int | None = None, progress: bool | None = None,
                        overrides: dict | None = None, execute_waypoints: int | None = None,
-                       out: str | Path | None = None, overwrite: bool = False) -> dict:
+                       out: str | Path | None = None, overwrite: bool = False, device: str | None = None) -> dict:
     """Success of an energy-critic run with and without its test-time uses, side by side on the same seeds
     (and the same inference generator seed): base, re-rank, correct, re-rank + correct, guidance — those asked
     for. Writes ``metrics_test_time.json`` and a table in ``report_test_time.md``.
@@ -159,7 +165,7 @@ def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: 
     the result's ``out_dir``."""
     check_episodes(episodes)
     run_dir = Path(run_dir)
-    cfg, policy, ckpt = load_run(run_dir)
+    cfg, policy, ckpt = load_run(run_dir, device=device)
     with RunLock(run_dir, f"steerlab eval {run_dir}"):
         return _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, episodes, progress,
                                    overrides, execute_waypoints, (out, overwrite))

@@ -196,14 +196,14 @@ class GenerativePolicy(Policy):
         cond = self.condition(batch["obs"])
         x = self.act_norm.normalize(batch["action"])
         b = x.shape[0]
-        n = torch.randn(x.shape, generator=generator)
+        n = torch.randn(x.shape, generator=generator, device=x.device)
         if self.cfg.kind == "diffusion":
-            t = torch.randint(self.cfg.num_train_timesteps, (b,), generator=generator)
+            t = torch.randint(self.cfg.num_train_timesteps, (b,), generator=generator, device=x.device)
             ab = self.abar[t].to(x.dtype).view(b, 1, 1)
             pred = self.net(ab.sqrt() * x + (1 - ab).sqrt() * n, t.to(x.dtype), cond)
             target = n
         else:
-            t = _beta(*self.cfg.time_beta, b, generator) * 0.999 + 0.001
+            t = _beta(*self.cfg.time_beta, b, generator, x.device) * 0.999 + 0.001
             tt = t.view(b, 1, 1)
             pred = self.net(tt * n + (1 - tt) * x, t * FLOW_TIME_SCALE, cond)
             target = n - x
@@ -214,9 +214,9 @@ class GenerativePolicy(Policy):
     def sample_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None,
                      z: torch.Tensor | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
         """Normalized chunk for raw observations; ``z`` defaults to a draw from ``generator``."""
-        cond = self.condition(torch.as_tensor(obs, dtype=torch.float32))
+        cond = self.condition(torch.as_tensor(obs, dtype=torch.float32, device=self.env_low.device))
         if z is None:
-            z = torch.randn((cond.shape[0], *self.chunk_shape), generator=generator)
+            z = torch.randn((cond.shape[0], *self.chunk_shape), generator=generator, device=cond.device)
         return self.sample(cond, z, noise=noise or self.default_noise(generator), grad="none")
 
     @torch.no_grad()
@@ -233,11 +233,11 @@ class GenerativePolicy(Policy):
         return {"action_mse": float((((a - x) ** 2) * w).sum() / (w.sum() * x.shape[-1]).clamp(min=1))}
 
 
-def _beta(a: float, b: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
+def _beta(a: float, b: float, n: int, generator: torch.Generator | None, device=None) -> torch.Tensor:
     """``n`` draws of Beta(a, b) from ``generator`` by the exact inverse CDF, which exists in closed form when
     one parameter is 1: ``U^(1/a)`` for b = 1, ``1 - (1 - U)^(1/b)`` for a = 1 (torch's Beta sampler takes no
     generator, and seeded training needs one)."""
-    u = torch.rand(n, generator=generator)
+    u = torch.rand(n, generator=generator, device=device)
     if b == 1.0:
         return u ** (1.0 / a)
     if a == 1.0:

@@ -76,7 +76,8 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor |
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1).sum(-1)
 
 
-def drop_masks(b: int, p_drop_z1: float, p_drop_z2: float, generator: torch.Generator | None = None):
+def drop_masks(b: int, p_drop_z1: float, p_drop_z2: float, generator: torch.Generator | None = None,
+               device=None):
     """Independent CFG dropout for ``b`` rows -> ``(drop_z1 [b], drop_z2 [b])`` bool; ``drop_z1`` implies ``drop_z2``.
 
     Draws ``u1, u2 ~ U[0, 1)`` (in that order, ``[b]`` each, from ``generator``): ``drop_z1 = u1 < p_drop_z1``,
@@ -85,8 +86,8 @@ def drop_masks(b: int, p_drop_z1: float, p_drop_z2: float, generator: torch.Gene
     for name, p in (("p_drop_z1", p_drop_z1), ("p_drop_z2", p_drop_z2)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
-    u1 = torch.rand(b, generator=generator)
-    u2 = torch.rand(b, generator=generator)
+    u1 = torch.rand(b, generator=generator, device=device)
+    u2 = torch.rand(b, generator=generator, device=device)
     d1 = u1 < p_drop_z1
     return d1, d1 | (u2 < p_drop_z2)
 

@@ -40,6 +40,7 @@ from steerlab.envs.nav2d import (
 )
 from steerlab.data.collect_nav2d import seeded_oracle
 from steerlab.envs.nav2d_planner import resample_polyline
+from steerlab.hw import module_device, to_device
 from steerlab.sampling import from_seed
 from steerlab.train.rundir import staged_output
 
@@ -309,6 +310,9 @@ class IntentArgs:
     out: str | None = None
     """output directory (default <run-dir>/intent/<objective>)"""
     progress: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    """device of the policy and the optimized intents (auto: CUDA when a GPU is visible); the initial draws are
+    made on the CPU, so a seed starts from the same z on every device"""
 
 
 def check_intent_args(a: IntentArgs) -> None:
@@ -331,7 +335,8 @@ def optimize_intent(a: IntentArgs) -> dict:
     from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 
     check_intent_args(a)
-    cfg, policy, ckpt = load_run(a.run_dir)
+    cfg, policy, ckpt = load_run(a.run_dir, device=a.device)
+    dev = module_device(policy)
     if cfg.policy.kind != "nav":
         raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind!r} policy; intent optimization needs a nav policy "
                          "(steerlab train nomad-nav2d)")
@@ -340,19 +345,21 @@ def optimize_intent(a: IntentArgs) -> dict:
         seeds = two_route_seeds(a.seed0, a.maps, max_tries=50 * a.maps)
     route = a.route if a.route == "random" else int(a.route)
     problem = make_problem(policy, seeds, route)
+    problem = dataclasses.replace(problem, obs=to_device(problem.obs, dev), state=problem.state.to(dev),
+                                  goal=problem.goal.to(dev), distance_field=problem.distance_field.to(dev))
     g = torch.Generator().manual_seed(a.seed)
     z2_init = torch.randn((len(seeds), policy.z2_dim), generator=g)
     k = int(a.candidates)
     if k < 1 or (k > 1 and a.joint_noise):
         raise ValueError(f"--candidates must be >= 1 and cannot be combined with --joint-noise, got {a.candidates!r}")
-    z0 = torch.randn((len(seeds) * k, *policy.chunk_shape), generator=g)
+    z0 = torch.randn((len(seeds) * k, *policy.chunk_shape), generator=g).to(dev)
     by_z1 = a.variable == "z1"
     if by_z1 and (a.joint_noise or a.chi_weight):
         raise ValueError("--variable z1 optimizes the coarse intent alone, which has no prior: drop --joint-noise "
                          "and --chi-weight")
     kw = {"grad": a.grad, "lambda_cfg": a.lambda_cfg, "seed": a.seed}
     if by_z1:  # z2 held at prior draws: one per map, or one per candidate
-        kw.update(variable="z1", z2=z2_init if k == 1 else torch.randn((len(seeds) * k, policy.z2_dim), generator=g))
+        kw.update(variable="z1", z2=(z2_init if k == 1 else torch.randn((len(seeds) * k, policy.z2_dim), generator=g)).to(dev))
     if k > 1:
         chain = CandidateChain(policy, problem, z0, k, **kw)
         objective = CandidateObjective(a.objective, problem, k, reduce="worst" if a.objective == "collision" else "mean")
@@ -364,7 +371,7 @@ def optimize_intent(a: IntentArgs) -> dict:
     print(f"[intent] {ckpt}: {len(seeds)} maps (seeds {seeds[0]}..{seeds[-1]}), objective {a.objective} "
           f"({objective.direction}), {'z1 dim ' + str(policy.z1_dim) if by_z1 else 'z2 dim ' + str(policy.z2_dim)}"
           f"{' + z0' if a.joint_noise else ''}{f', {k} candidates per map' if k > 1 else ''}, chain NFE {chain.nfe}")
-    z_init = chain.z1.clone() if by_z1 else chain.pack(z2_init)
+    z_init = chain.z1.clone() if by_z1 else chain.pack(z2_init.to(dev))
     res = optimize_noise(chain.sample_fn, objective, z_init, ocfg, nfe_per_sample=chain.nfe, progress=a.progress)
     with torch.no_grad():
         before, after = chain.sample_fn(z_init), chain.sample_fn(res.z)
@@ -386,6 +393,9 @@ def optimize_intent(a: IntentArgs) -> dict:
         result["z1_init_norm"] = chain.z1.norm(dim=1).tolist()
     else:
         result["z_chi_cdf"] = chi_cdf(res.z.detach()).tolist()
+    # saved and plotted from the CPU
+    tensors, before, after = to_device((tensors, before, after), "cpu")
+    problem = dataclasses.replace(problem, state=problem.state.cpu())
     with staged_output(out) as tmp:
         save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp / "intent.safetensors"))
         save_file({"waypoints_before": before.contiguous(), "waypoints_after": after.contiguous()},

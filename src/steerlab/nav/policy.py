@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from steerlab.data.normalize import MinMax
+from steerlab.hw import to_device
 from steerlab.nav.data import first_decision_rows, rotate_heading
 from steerlab.nav.intent import drop_masks, gaussian_kl
 from steerlab.nav.model import NavModel, NavModelConfig
@@ -134,25 +135,26 @@ class NavPolicy(Policy):
         batch's ``goal_mask`` if present, else masked iff ``goal_rel`` is absent."""
         if "obs_img" not in obs:
             raise KeyError("observation batch needs 'obs_img' [B, n_obs, 32, 32] (see steerlab.nav.data)")
-        img = torch.as_tensor(obs["obs_img"])
+        dev, dt = self.model.pos_emb.device, self.model.pos_emb.dtype  # inputs go to the policy's device
+        img = torch.as_tensor(obs["obs_img"], device=dev)
         b = img.shape[0]
-        dt = self.model.pos_emb.dtype
         if goal_mask is None:
             goal_mask = obs.get("goal_mask")
         goal = obs.get("goal_rel")
         if goal_mask is None:
-            goal_mask = torch.full((b,), goal is None, dtype=torch.bool)
+            goal_mask = torch.full((b,), goal is None, dtype=torch.bool, device=dev)
         state = None
         if self.cfg.model.state_dim:
             if "obs_state" not in obs:
                 raise KeyError("observation batch needs 'obs_state' [B, n_obs, 6] (or configure model.state_dim=0)")
-            state = self.state_norm.normalize(torch.as_tensor(obs["obs_state"]).to(dt))
-        g = None if goal is None else self.goal_norm.normalize(torch.as_tensor(goal).to(dt))
-        return self.model("vision_encoder", obs_img=img.to(dt), obs_state=state, goal=g, input_goal_mask=goal_mask)
+            state = self.state_norm.normalize(torch.as_tensor(obs["obs_state"], device=dev).to(dt))
+        g = None if goal is None else self.goal_norm.normalize(torch.as_tensor(goal, device=dev).to(dt))
+        return self.model("vision_encoder", obs_img=img.to(dt), obs_state=state, goal=g,
+                          input_goal_mask=torch.as_tensor(goal_mask, device=dev))
 
     def encode_z1(self, ref_traj: torch.Tensor) -> torch.Tensor:
         """Raw reference trajectory ``[B, 32, 2]`` (robot frame) -> z1 ``[B, d_z1]``."""
-        ref = torch.as_tensor(ref_traj).to(self.model.pos_emb.dtype)
+        ref = torch.as_tensor(ref_traj, device=self.model.pos_emb.device).to(self.model.pos_emb.dtype)
         return self.model.intent.encode_z1(self.ref_norm.normalize(ref))
 
     # ------------------------------------------------------------------------------------------ the chain
@@ -215,41 +217,41 @@ class NavPolicy(Policy):
             raise KeyError(f"NavPolicy batch is missing key(s) {missing}; batches come from "
                            f"steerlab.nav.data.NavWindowDataset.batch (keys {list(BATCH_KEYS)})")
         cfg, icfg = self.cfg, self.cfg.model.intent
-        dt = self.model.pos_emb.dtype
+        dev, dt = self.model.pos_emb.device, self.model.pos_emb.dtype
         if cfg.rotate_first:
             if "obs_state" not in batch:
                 raise KeyError("rotate_first finds first decisions by the robot state: the batch needs 'obs_state'")
             first = first_decision_rows(batch)
-            k = torch.randint(4, (first.shape[0],), generator=generator) * first
+            k = torch.randint(4, (first.shape[0],), generator=generator, device=dev) * first.to(dev)
             batch = rotate_heading(batch, k)
-        acts = torch.as_tensor(batch["actions"]).to(dt)
+        acts = torch.as_tensor(batch["actions"], device=dev).to(dt)
         b = acts.shape[0]
         acts = acts.reshape(b, *self.chunk_shape) if acts.dim() == 2 else acts
         if acts.shape != (b, *self.chunk_shape):
             raise ValueError(f"actions must be [B, {self.chunk_shape[0]}, {self.chunk_shape[1]}] or [B, "
                              f"{self.chunk_shape[0] * self.chunk_shape[1]}], got {list(batch['actions'].shape)}")
-        goal_mask = torch.rand(b, generator=generator) < cfg.goal_mask_prob
+        goal_mask = torch.rand(b, generator=generator, device=dev) < cfg.goal_mask_prob
         cond = self.condition({**batch, "goal_mask": goal_mask})
         # distance head on the goal-conditioned rows
         keep_goal = (~goal_mask).to(dt)
         dist = self.model("dist_pred_net", obsgoal_cond=cond)
-        dist_mse = (((dist - torch.as_tensor(batch["distance"]).to(dt)) ** 2) * keep_goal).sum() / keep_goal.sum().clamp(min=1)
+        dist_mse = (((dist - torch.as_tensor(batch["distance"], device=dev).to(dt)) ** 2) * keep_goal).sum() / keep_goal.sum().clamp(min=1)
         # intent
         x0 = self.act_norm.normalize(acts)
         z1 = self.encode_z1(batch["ref_traj"])
-        drop1, drop2 = drop_masks(b, icfg.p_drop_z1, icfg.p_drop_z2, generator)
+        drop1, drop2 = drop_masks(b, icfg.p_drop_z1, icfg.p_drop_z2, generator, dev)
         mu, logvar = self.model.intent.posterior(x0, z1, cond)
-        z2 = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator).to(dt)
+        z2 = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, device=dev).to(dt)
         keep_z2 = (~drop2).to(dt)
         kl = (gaussian_kl(mu, logvar) * keep_z2).sum() / keep_z2.sum().clamp(min=1)
         latent = self.model.intent.latent(z1, z2, drop1, drop2)
         # diffusion
-        t = torch.randint(cfg.num_train_timesteps, (b,), generator=generator)
-        n = torch.randn(x0.shape, generator=generator).to(dt)
+        t = torch.randint(cfg.num_train_timesteps, (b,), generator=generator, device=dev)
+        n = torch.randn(x0.shape, generator=generator, device=dev).to(dt)
         ab = self.abar[t].to(dt).view(b, 1, 1)
         pred = self.model("noise_pred_net", sample=ab.sqrt() * x0 + (1 - ab).sqrt() * n, timestep=t.to(dt),
                           global_cond=cond, latent_z=latent)
-        w = _mask_weights(torch.as_tensor(batch["action_mask"]), pred).to(dt)
+        w = _mask_weights(torch.as_tensor(batch["action_mask"], device=dev), pred).to(dt)
         diff_mse = (((pred - n) ** 2) * w).sum() / w.sum().clamp(min=1)
         a = cfg.dist_weight
         loss = a * dist_mse + (1 - a) * diff_mse + icfg.kl_weight * kl
@@ -267,7 +269,7 @@ class NavPolicy(Policy):
         elif tuple(z1.shape) != (b, self.z1_dim):
             raise ValueError(f"z1 must be [{b}, {self.z1_dim}] (one coarse intent per observation), got {tuple(z1.shape)}")
         if z2 is None and level == "z1z2":
-            z2 = torch.randn((b, self.z2_dim), generator=generator).to(z1.dtype)
+            z2 = torch.randn((b, self.z2_dim), generator=generator, device=z1.device).to(z1.dtype)
         return z1, (z2 if level == "z1z2" else None)
 
     def sample_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None, z1=None):
@@ -279,7 +281,7 @@ class NavPolicy(Policy):
             b = cond.shape[0]
             z1, z2 = self.intent_for(obs, b, generator, z2, level, z1)
             if z0 is None:
-                z0 = torch.randn((b, *self.chunk_shape), generator=generator).to(cond.dtype)
+                z0 = torch.randn((b, *self.chunk_shape), generator=generator, device=cond.device).to(cond.dtype)
             if noise is None:
                 noise = fresh(generator) if (self.cfg.sampler == "ddpm" or self.cfg.eta > 0) else no_noise()
             return self.sample(cond, z0, z1, z2, noise=noise, grad="none", lambda_cfg=lambda_cfg)
@@ -317,6 +319,7 @@ class NavPolicy(Policy):
     def monitor(self, batch, generator=None) -> dict[str, float]:
         """Normalized MSE of sampled chunks (z1 from ``ref_traj``, z2 from the prior) against the demonstrations,
         and the distance head's absolute error (goal-conditioned)."""
+        batch = to_device(batch, self.model.pos_emb.device)
         x = self.act_norm.normalize(torch.as_tensor(batch["actions"]).float().reshape(-1, *self.chunk_shape))
         a = self.sample_chunk({k: v for k, v in batch.items() if k != "goal_mask"}, generator)
         d = self.model("dist_pred_net", obsgoal_cond=self.condition(batch))

@@ -41,7 +41,9 @@ class NoiseSource:
         if self.mode == "none":
             return None
         if self.mode == "fresh":
-            return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+            # drawn where the generator lives (one stream on every device), then moved to the chain's device
+            dev = self.generator.device if self.generator is not None else like.device
+            return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=dev).to(like.device)
         if self.mode == "explicit":
             if k >= len(self.noises) or self.noises.shape[1:] != like.shape:
                 raise ValueError(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import tyro
 
+from steerlab.hw import module_device, to_device
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
 from steerlab.steer.policy_chain import initial_noise, policy_sampler
@@ -74,6 +75,9 @@ class NoiseArgs:
     out: str | None = None
     """output directory (default <run-dir>/noise/<objective>-<direction>)"""
     progress: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    """device of the policy and the optimized noise (auto: CUDA when a GPU is visible); z0 is drawn on the CPU,
+    so a seed gives the same initial noise on every device"""
 
 
 def apply_params_file(a: NoiseArgs) -> NoiseArgs:
@@ -159,16 +163,19 @@ def run_noise(a: NoiseArgs) -> Path:
     from steerlab.eval.run import load_run
 
     a = apply_params_file(a)
-    cfg, policy, ckpt = load_run(a.run_dir)
+    cfg, policy, ckpt = load_run(a.run_dir, device=a.device)
+    dev = module_device(policy)
     if not hasattr(policy, "sample"):
         raise ValueError(f"{a.run_dir} holds a {cfg.policy.kind} policy; noise optimization needs a diffusion or flow policy")
     check_noise_args(a, cfg, policy)
     seeds = [a.seed0 + i for i in range(a.episodes)]
     obs, obs_dicts = initial_observations(cfg, policy, seeds)
+    obs = obs.to(dev)
     chain = policy_sampler(policy, obs, noise_mode=a.noise_mode, grad=a.grad, sampler=a.sampler,
                            num_steps=a.num_steps, seed=a.noise_seed)
     objective = make_objective(a, obs_dicts, policy.cfg.horizon)
-    z_init, xi_init = initial_noise(chain.shape, chain.n_noise_steps, a.noise_seed, a.noise_mode == "explicit")
+    z_init, xi_init = to_device(initial_noise(chain.shape, chain.n_noise_steps, a.noise_seed,
+                                              a.noise_mode == "explicit"), dev)
     out = Path(a.out or Path(a.run_dir) / "noise" / f"{a.objective}-{a.direction}")
     ocfg = NoiseOptConfig(direction=a.direction, optimizer=a.optimizer, lr=a.lr, steps=a.steps, grad_clip=a.grad_clip,
                           chi_weight=a.chi_weight, project_shell=a.project_shell, trust_radius=a.trust_radius,
@@ -190,6 +197,10 @@ def run_noise(a: NoiseArgs) -> Path:
         print(f"[noise] learn_noise is off: sampled once, loss {loss.mean().item():.5g}")
         z_best, xi_best, after = z_init, xi_init, before
         summary = {"initial_loss": loss.tolist(), "best_loss": loss.tolist(), "history": [], "chi_cdf": chi_cdf(z_init).tolist()}
+    # saved and plotted from the CPU
+    z_init, z_best, xi_init, xi_best, before, after, obs = to_device(
+        (z_init, z_best.detach(), xi_init, None if xi_best is None else xi_best.detach(), before.detach(),
+         after.detach(), obs), "cpu")
     tensors = {"z_init": z_init, "z_opt": z_best.detach().contiguous()}
     if xi_best is not None:
         tensors.update(step_noise_init=xi_init, step_noise_opt=xi_best.detach().contiguous())

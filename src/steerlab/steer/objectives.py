@@ -48,7 +48,7 @@ class ReferenceDeviation:
         self.reference = torch.as_tensor(reference, dtype=torch.float32)
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
-        ref = self.reference.to(chunk.dtype)
+        ref = self.reference.to(chunk.device, chunk.dtype)
         ref = ref.expand(len(chunk), *ref.shape[-2:]) if ref.dim() == 2 else ref
         if ref.shape != chunk.shape:
             raise ValueError(f"reference {list(ref.shape)} does not match the chunk {list(chunk.shape)}")

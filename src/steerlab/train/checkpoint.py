@@ -26,7 +26,7 @@ class CheckpointError(RuntimeError):
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().clone() for k, v in state.items()}
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
 def save_checkpoint(run_dir: Path, step: int, model_state: dict, trainer_state: dict, meta: dict,

@@ -110,6 +110,9 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     threads: int | None = None
     """torch intra-op threads (None: torch's default)"""
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    """where the policy, batches and sampling generators live: auto (CUDA when a GPU is visible, else the CPU),
+    cpu or cuda; checkpoints hold CPU tensors, so a run may resume or be evaluated on the other device"""
     out_dir: str = "runs"
     """parent of run directories"""
     run_name: str | None = None
@@ -363,9 +366,9 @@ def _check_types(obj, where: str) -> None:
             raise _bad(key, tp, v)  # the string "1e-3" converts to a float, but a float field holding it is wrong
 
 
-# what a resume may change: how long to train, logging, checkpointing and evaluation
+# what a resume may change: how long to train, logging, checkpointing, evaluation and the device
 RESUMABLE_FIELDS = ("preset", "steps", "max_minutes", "log_interval", "ckpt_interval", "keep_checkpoints",
-                    "eval_interval", "monitor_batch", "eval", "threads", "out_dir", "run_name", "progress")
+                    "eval_interval", "monitor_batch", "eval", "threads", "device", "out_dir", "run_name", "progress")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

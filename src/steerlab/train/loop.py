@@ -7,6 +7,11 @@ checkpoints, evaluation), then the final evaluation, plots and report.
 Exact resume: the data and counter-example generators, torch's global RNG (dropout), the optimizer,
 the schedule and the EMA are all in ``trainer.pt``; the loss curve after ``--resume`` equals the
 uninterrupted run's (``tests/test_train.py``).
+
+Device (``cfg.device``): the policy, its EMA, every batch and the counter-example / monitor generators live on
+it; batch indices are drawn on the CPU (the dataset stays there), so the batches are the same on every device.
+Checkpoints hold CPU tensors. A resume on another device type keeps the weights, optimizer and data order, but
+the on-device generators restart from a seed derived from the step (CPU and CUDA generator states differ).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from steerlab import tasks
+from steerlab.hw import resolve_device, to_device
 from steerlab.train.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -117,7 +123,7 @@ def _trainer_state(optimizer, sched, gens, step, train_seconds) -> dict:
     return {
         "step": step,
         "train_seconds": train_seconds,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": to_device(optimizer.state_dict(), "cpu") if optimizer is not None else None,
         "scheduler": sched.state_dict() if sched is not None else None,
         "generators": {k: g.get_state() for k, g in gens.items()},
         "torch_rng": torch.get_rng_state(),
@@ -197,8 +203,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     :data:`RESUMABLE_FIELDS`, and ``config.json`` is replaced only once the checkpoint has loaded. SIGINT/SIGTERM
     checkpoints the current step and raises :class:`TrainingInterrupted`."""
     validate_config(cfg)
+    device = resolve_device(cfg.device)
     _maybe_init_dist()
     rank, world = _dist_info()
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun process
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     if cfg.threads:
@@ -213,7 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                   f"longer running")
     try:
         with _stop_on_signals() as stop:
-            return _train_locked(cfg, resume, run_dir, rank, world, stop)
+            return _train_locked(cfg, resume, run_dir, rank, world, stop, device)
     except BaseException:
         if rank == 0 and created and not list_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a run that never reached a checkpoint leaves nothing
@@ -223,7 +232,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             lock.release()
 
 
-def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, world: int, stop) -> Path:
+def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, world: int, stop,
+                  device: torch.device) -> Path:
     resuming = resume and bool(list_checkpoints(run_dir))
     resume_changes = {}
     if rank == 0:
@@ -251,6 +261,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
             **getattr(policy, "runtime_info", {})}
     if rank == 0:
         atomic_write_json(run_dir / "meta.json", meta)
+    policy.to(device)  # after the normalizers were fitted (on the CPU) from the dataset
 
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = sched = None
@@ -264,9 +275,9 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
         )
     ema = copy.deepcopy(policy).requires_grad_(False) if cfg.ema_decay else None
     gens = {
-        "data": torch.Generator().manual_seed(cfg.seed),
-        "loss": torch.Generator().manual_seed(cfg.seed * 1000 + 1 + rank),
-        "monitor": torch.Generator().manual_seed(cfg.seed * 1000 + 999),
+        "data": torch.Generator().manual_seed(cfg.seed),  # batch indices, on the CPU with the dataset
+        "loss": torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 1 + rank),
+        "monitor": torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 999),
     }
 
     # ---- resume
@@ -285,11 +296,17 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+        step = state["step"]
         for k, g in gens.items():
-            g.set_state(state["generators"][k])
+            try:
+                g.set_state(state["generators"][k])
+            except RuntimeError:  # the state of a generator on another device type
+                g.manual_seed(cfg.seed * 1_000_003 + step * 7919 + sorted(gens).index(k) + rank)
+                if rank == 0:
+                    print(f"[steerlab] the {k!r} generator state in {ckpt.name} is from another device type; "
+                          f"reseeded (the resume continues, but not bit-exactly)")
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
-        step = state["step"]
         seconds_before = state.get("train_seconds", 0.0)  # the time budget counts the earlier parts too
         acc, n_acc = dict(state.get("log_acc", {})), state.get("log_n", 0)  # a log interval cut by the stop
         if rank == 0:
@@ -328,7 +345,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
     policy.train()
     while step < steps:
         idx = torch.randint(len(ds), (cfg.batch_size,), generator=gens["data"])[rank::world]
-        batch = ds.batch(idx)
+        batch = to_device(ds.batch(idx), device)
         loss, metrics = policy.compute_loss(batch, generator=gens["loss"], step=step)
         if not torch.isfinite(loss):
             where = checkpoint(step)
@@ -371,9 +388,11 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
             if hasattr(policy, "monitor") and cfg.monitor_batch > 0:
                 policy.eval()
                 if val_ds is not None:
-                    mb = val_ds.batch(torch.randint(len(val_ds), (cfg.monitor_batch,), generator=gens["monitor"]))
+                    mi = torch.randint(len(val_ds), (cfg.monitor_batch,), generator=gens["monitor"], device=device)
+                    mb = val_ds.batch(mi.cpu())
                 else:
                     mb = ds.batch(idx[: cfg.monitor_batch])
+                mb = to_device(mb, device)
                 vals.update({f"monitor_{k}": v for k, v in policy.monitor(mb, gens["monitor"]).items()})
                 policy.train()
             if rank == 0:
