@@ -1,10 +1,14 @@
 """Diffusion and flow-matching policies over action chunks — one class, two generative processes.
 
-- **diffusion** (diffusion_policy): epsilon-prediction, DDPM training with the squared-cosine schedule,
-  sampled by DDPM ancestral, DDIM(eta) or RES.
-- **flow** (pi0): velocity target ``u = noise - action`` on ``x_t = t noise + (1 - t) action``, training times
-  ``t ~ Beta(a, b) * 0.999 + 0.001`` (pi0: a = 1.5, b = 1), sampled by Euler (pi0), Heun or RES from
-  ``t = 1`` to ``t = 0``.
+- **diffusion** (diffusion_policy): DDPM training with the squared-cosine schedule, the network predicting
+  diffusers' ``prediction_type`` (``epsilon``, ``sample`` = the clean chunk, or ``v_prediction``), sampled by DDPM
+  ancestral, DDIM(eta) or RES.
+- **flow** (pi0): ``x_t = t noise + (1 - t) action``, the network predicting the velocity ``noise - action``
+  (pi0) or the clean chunk (``sample``), training times ``t ~ Beta(a, b) * 0.999 + 0.001`` (pi0: a = 1.5, b = 1),
+  sampled by Euler (pi0), Heun or RES from ``t = 1`` to ``t = 0``.
+
+The parameterization lives in a process object (:mod:`steerlab.sampling.process`) and the samplers in the
+registry (:func:`steerlab.sampling.run_sampler`); this module only binds the network and the conditioning.
 
 Both condition on the min-max-normalized observation history (flattened) and predict a min-max-normalized
 chunk ``[B, horizon, A]`` of which the first ``n_action_steps`` are executed (receding horizon). The
@@ -27,11 +31,11 @@ from steerlab.nets.denoiser_mlp import DenoiserMLP
 from steerlab.nets.unet1d import ConditionalUnet1D
 from steerlab.policy import Policy
 from steerlab.sampling import (
-    NoiseSource, alphas_cumprod, eps_to_x0, fresh, inference_timesteps, karras_sigmas, no_noise, sample_ddim,
-    sample_ddpm, sample_euler, sample_heun, sample_res, squaredcos_cap_v2, velocity_to_x0,
+    DiffusionProcess, FlowProcess, NoiseSource, alphas_cumprod, default_noise, get_sampler, run_sampler,
+    squaredcos_cap_v2,
 )
 
-FLOW_TIME_SCALE = 1000.0  # flow times in [0, 1] are embedded as t * 1000, the range of diffusion indices
+FLOW_TIME_SCALE = 1000.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class DiffusionConfig:
     """actions executed from each chunk before predicting again"""
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     num_train_timesteps: int = 100
+    prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
+    """what the network outputs (diffusers' names): the noise, the clean chunk, or v"""
     sampler: Literal["ddpm", "ddim", "res"] = "ddpm"
     """inference sampler"""
     num_inference_steps: int = 100
@@ -75,6 +81,12 @@ class DiffusionConfig:
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
 
+    time_scale = 1.0  # the network embeds the training index itself
+
+    def process(self) -> DiffusionProcess:
+        return DiffusionProcess(alphas_cumprod(squaredcos_cap_v2(self.num_train_timesteps)), self.prediction_type,
+                                self.clip_sample, self.use_clipped_model_output)
+
 
 @dataclass(frozen=True)
 class FlowConfig:
@@ -86,6 +98,8 @@ class FlowConfig:
     n_action_steps: int = 8
     """actions executed from each chunk before predicting again"""
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    prediction_type: Literal["velocity", "sample"] = "velocity"
+    """what the network outputs: the velocity noise - chunk (pi0) or the clean chunk"""
     time_beta: tuple[float, float] = (1.5, 1.0)
     """training times t ~ Beta(a, b) * 0.999 + 0.001 (t = 1 is noise)"""
     sampler: Literal["euler", "heun", "res"] = "euler"
@@ -93,6 +107,11 @@ class FlowConfig:
     num_inference_steps: int = 10
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
+
+    time_scale = FLOW_TIME_SCALE  # flow times in [0, 1] are embedded as t * 1000, the range of diffusion indices
+
+    def process(self) -> FlowProcess:
+        return FlowProcess(self.prediction_type, self.time_beta)
 
 
 GenerativeConfig = DiffusionConfig | FlowConfig
@@ -119,12 +138,18 @@ class GenerativePolicy(Policy):
         self.act_norm = MinMax(act_dim)
         self.register_buffer("env_low", torch.zeros(act_dim))
         self.register_buffer("env_high", torch.ones(act_dim))
-        if cfg.kind == "diffusion":
-            self.abar = alphas_cumprod(squaredcos_cap_v2(cfg.num_train_timesteps))  # float64, not a parameter
+        self.process = cfg.process()
 
     @property
     def chunk_shape(self) -> tuple[int, int]:
         return (self.cfg.horizon, self.act_dim)
+
+    @property
+    def abar(self) -> torch.Tensor:
+        """The diffusion process's cumulative alphas (float64 ``[T]``)."""
+        if not isinstance(self.process, DiffusionProcess):
+            raise AttributeError("a flow policy has no cumulative-alpha table")
+        return self.process.abar
 
     def fit_normalizers(self, obs: np.ndarray, action: np.ndarray, env_low: np.ndarray, env_high: np.ndarray,
                         episode_ends=None, seed: int = 0):
@@ -141,50 +166,34 @@ class GenerativePolicy(Policy):
         return self.obs_norm.normalize(obs).flatten(1)
 
     def denoiser(self, cond: torch.Tensor):
-        """The network as the sampler sees it: ``eps_fn(x, t)`` (diffusion) or ``velocity_fn(x, t)`` (flow)."""
-        if self.cfg.kind == "diffusion":
-            return lambda x, t: self.net(x, t, cond.to(x.dtype))
-        return lambda x, t: self.net(x, t * FLOW_TIME_SCALE, cond.to(x.dtype))
+        """The network as the sampler sees it, ``model_fn(x, t)`` in the process's time convention (diffusion:
+        training indices; flow: ``t`` in [0, 1]), returning the configured ``prediction_type``."""
+        scale = self.cfg.time_scale
+        return lambda x, t: self.net(x, t * scale, cond.to(x.dtype))
+
+    def sampler_options(self, name: str) -> dict:
+        """The config's options that sampler ``name`` takes (``eta`` for DDIM)."""
+        spec = get_sampler(name, self.process)
+        return {k: v for k, v in {"eta": getattr(self.cfg, "eta", 0.0)}.items() if k in spec.options}
 
     def sample(self, cond: torch.Tensor, z: torch.Tensor, *, noise: NoiseSource | None = None, grad="none",
                sampler: str | None = None, num_steps: int | None = None, denoiser=None) -> torch.Tensor:
         """Normalized chunk ``[B, H, A]`` from the initial noise ``z [B, H, A]``.
 
-        ``noise`` is the per-step noise source (default: ``fresh()`` for DDPM and stochastic DDIM, none for
-        the ODE samplers); ``grad`` is ``none`` | ``full`` | ``checkpoint``; ``sampler`` / ``num_steps``
-        override the config's inference sampler; ``denoiser`` replaces :meth:`denoiser` ``(cond)`` with a
-        function of the same convention (e.g. one that adds a guidance term), run by whichever sampler applies.
+        ``noise`` is the per-step noise source (default: the sampler's, :func:`~steerlab.sampling.default_noise`);
+        ``grad`` is ``none`` | ``full`` | ``checkpoint``; ``sampler`` / ``num_steps`` override the config's inference
+        sampler; ``denoiser`` replaces :meth:`denoiser` ``(cond)`` with a function of the same convention (e.g. one
+        that adds a guidance term), run by whichever sampler applies.
         """
         cfg = self.cfg
         if z.shape[1:] != self.chunk_shape or z.shape[0] != cond.shape[0]:
             raise ValueError(f"z must be [B={cond.shape[0]}, {cfg.horizon}, {self.act_dim}], got {list(z.shape)}")
         name, n = sampler or cfg.sampler, num_steps or cfg.num_inference_steps
         fn = self.denoiser(cond) if denoiser is None else denoiser
-        if cfg.kind == "diffusion":
-            if name == "res":
-                return sample_res(eps_to_x0(fn, self.abar), z, karras_sigmas(n, *self._sigma_range()), noise=noise, grad=grad)
-            ts = inference_timesteps(cfg.num_train_timesteps, n)
-            if name == "ddpm":
-                return sample_ddpm(fn, z, self.abar, ts, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
-            if name == "ddim":
-                return sample_ddim(fn, z, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample,
-                                   use_clipped_model_output=cfg.use_clipped_model_output)
-        else:
-            if name == "euler":
-                return sample_euler(fn, z, n, noise=noise, grad=grad)
-            if name == "heun":
-                return sample_heun(fn, z, n, noise=noise, grad=grad)
-            if name == "res":
-                return sample_res(velocity_to_x0(fn), z, karras_sigmas(n, 1e-2, 1e2), noise=noise, grad=grad)
-        raise ValueError(f"sampler {name!r} does not apply to a {cfg.kind} policy")
-
-    def _sigma_range(self) -> tuple[float, float]:
-        s = torch.sqrt((1 - self.abar) / self.abar)
-        return float(s[0]), float(s[-1])
+        return run_sampler(self.process, name, fn, z, n, noise=noise, grad=grad, **self.sampler_options(name))
 
     def default_noise(self, generator: torch.Generator | None) -> NoiseSource:
-        stochastic = self.cfg.kind == "diffusion" and (self.cfg.sampler == "ddpm" or self.cfg.eta > 0)
-        return fresh(generator) if stochastic else no_noise()
+        return default_noise(self.cfg.sampler, generator, **self.sampler_options(self.cfg.sampler))
 
     def unnormalize_actions(self, chunk: torch.Tensor) -> torch.Tensor:
         a = self.act_norm.unnormalize(chunk)
@@ -197,16 +206,9 @@ class GenerativePolicy(Policy):
         x = self.act_norm.normalize(batch["action"])
         b = x.shape[0]
         n = torch.randn(x.shape, generator=generator, device=x.device)
-        if self.cfg.kind == "diffusion":
-            t = torch.randint(self.cfg.num_train_timesteps, (b,), generator=generator, device=x.device)
-            ab = self.abar[t].to(x.dtype).view(b, 1, 1)
-            pred = self.net(ab.sqrt() * x + (1 - ab).sqrt() * n, t.to(x.dtype), cond)
-            target = n
-        else:
-            t = _beta(*self.cfg.time_beta, b, generator, x.device) * 0.999 + 0.001
-            tt = t.view(b, 1, 1)
-            pred = self.net(tt * n + (1 - tt) * x, t * FLOW_TIME_SCALE, cond)
-            target = n - x
+        t = self.process.sample_t(b, generator, x.device)
+        xt, t_model, target = self.process.training_pair(x, n, t)
+        pred = self.denoiser(cond)(xt, t_model)
         w = batch["action_mask"].to(x.dtype).unsqueeze(-1)
         loss = (((pred - target) ** 2) * w).sum() / (w.sum() * x.shape[-1]).clamp(min=1)
         return loss, {"loss": loss.item()}
@@ -231,15 +233,3 @@ class GenerativePolicy(Policy):
         x = self.act_norm.normalize(batch["action"][:, :k])
         w = batch["action_mask"][:, :k].to(x.dtype).unsqueeze(-1)
         return {"action_mse": float((((a - x) ** 2) * w).sum() / (w.sum() * x.shape[-1]).clamp(min=1))}
-
-
-def _beta(a: float, b: float, n: int, generator: torch.Generator | None, device=None) -> torch.Tensor:
-    """``n`` draws of Beta(a, b) from ``generator`` by the exact inverse CDF, which exists in closed form when
-    one parameter is 1: ``U^(1/a)`` for b = 1, ``1 - (1 - U)^(1/b)`` for a = 1 (torch's Beta sampler takes no
-    generator, and seeded training needs one)."""
-    u = torch.rand(n, generator=generator, device=device)
-    if b == 1.0:
-        return u ** (1.0 / a)
-    if a == 1.0:
-        return 1 - (1 - u) ** (1.0 / b)
-    raise ValueError(f"time_beta=({a}, {b}) is not supported: one of the two parameters must be 1 (pi0 uses (1.5, 1))")

@@ -13,15 +13,16 @@ Conventions
   unnormalized, flattened, clipped form ``[B, 16]``. ``predict_action_chunk`` returns ``[B, 1, 16]``: one env
   action per decision (``n_action_steps = 1``; the env's controller tracks the 8 waypoints).
 - Goal mask ``[B]`` bool, **True = goal masked** (exploration mode), as ``input_goal_mask`` of the model.
-- Diffusion: DDPM training with the squared-cosine schedule, epsilon-prediction (NoMaD: 10 train steps);
-  sampled by DDPM or DDIM from :mod:`steerlab.sampling`, differentiable w.r.t. the initial noise ``z0``, ``z2``,
+- Diffusion: DDPM training with the squared-cosine schedule (NoMaD: 10 train steps), the network predicting
+  ``prediction_type`` (NoMaD: epsilon; or the clean chunk, ``sample``, or ``v_prediction``); sampled by DDPM or
+  DDIM from :mod:`steerlab.sampling`, differentiable w.r.t. the initial noise ``z0``, ``z2``,
   ``z1`` and the observation embedding when ``grad`` is ``full`` or ``checkpoint``.
 
 Loss (``compute_loss``)::
 
     loss = alpha * dist_mse + (1 - alpha) * diffusion_mse + kl_weight * KL
 
-``dist_mse`` over the rows whose goal is not masked; ``diffusion_mse`` the epsilon MSE weighted by
+``dist_mse`` over the rows whose goal is not masked; ``diffusion_mse`` the MSE to the prediction target weighted by
 ``action_mask`` (NoMaD); ``KL = KL(q(z2 | chunk, z1, obs) || N(0, I))`` (summed over z2's dims) averaged over
 the rows that keep z2. Random draws from ``generator``, in this order: goal mask ``u [B]``; CFG dropout
 ``u1 [B], u2 [B]``; posterior noise ``[B, d2]``; timesteps ``[B]``; diffusion noise ``[B, 8, 2]``.
@@ -43,7 +44,7 @@ from steerlab.nav.intent import drop_masks, gaussian_kl
 from steerlab.nav.model import NavModel, NavModelConfig
 from steerlab.policy import Policy
 from steerlab.sampling import (
-    NoiseSource, alphas_cumprod, fresh, inference_timesteps, no_noise, sample_ddim, sample_ddpm, squaredcos_cap_v2,
+    DiffusionProcess, NoiseSource, alphas_cumprod, default_noise, get_sampler, run_sampler, squaredcos_cap_v2,
 )
 
 BATCH_KEYS = ("obs_img", "obs_state", "goal_rel", "actions", "distance", "action_mask", "ref_traj")
@@ -55,7 +56,9 @@ class NavPolicyConfig:
     model: NavModelConfig = field(default_factory=NavModelConfig)
     num_train_timesteps: int = 10
     """DDPM training steps (NoMaD: 10)"""
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
+    """what the noise head outputs (diffusers' names; NoMaD: epsilon)"""
+    sampler: Literal["ddpm", "ddim", "res"] = "ddpm"
     """inference sampler (NoMaD: DDPM)"""
     num_inference_steps: int = 10
     eta: float = 0.0
@@ -101,7 +104,8 @@ class NavPolicy(Policy):
         self.goal_norm = MinMax(m.goal_dim)
         self.act_norm = MinMax(m.action_dim)
         self.ref_norm = MinMax(m.intent.ref_dim)
-        self.abar = alphas_cumprod(squaredcos_cap_v2(cfg.num_train_timesteps))  # float64, not a parameter
+        self.process = DiffusionProcess(alphas_cumprod(squaredcos_cap_v2(cfg.num_train_timesteps)), cfg.prediction_type,
+                                        cfg.clip_sample, cfg.use_clipped_model_output)
 
     @property
     def chunk_shape(self) -> tuple[int, int]:
@@ -158,10 +162,12 @@ class NavPolicy(Policy):
         return self.model.intent.encode_z1(self.ref_norm.normalize(ref))
 
     # ------------------------------------------------------------------------------------------ the chain
-    def eps_fn(self, cond: torch.Tensor, z1: torch.Tensor | None = None, z2: torch.Tensor | None = None,
-               lambda_cfg=None):
-        """The network as the sampler sees it: ``eps_fn(x [B, 8, 2], t [B]) -> eps``, closing over ``cond``, the
-        intent (``z1``/``z2`` None = null) and the guidance weight (None / float / ``(l1, l2)``)."""
+    def model_fn(self, cond: torch.Tensor, z1: torch.Tensor | None = None, z2: torch.Tensor | None = None,
+                 lambda_cfg=None):
+        """The network as the sampler sees it: ``model_fn(x [B, 8, 2], t [B])`` -> the ``prediction_type`` output,
+        closing over ``cond``, the intent (``z1``/``z2`` None = null) and the guidance weight (None / float /
+        ``(l1, l2)``; classifier-free guidance combines outputs linearly, which is the same rule in every
+        prediction type since each is affine in the others at fixed ``x_t``)."""
         latent = None if z1 is None else self.model.intent.latent(z1, z2)
         lam = lambda_cfg if self.network_calls(lambda_cfg, conditioned=latent is not None) > 1 else None
         return lambda x, t: self.model("noise_pred_net", sample=x, timestep=t, global_cond=cond, latent_z=latent,
@@ -184,8 +190,8 @@ class NavPolicy(Policy):
 
         ``cond [B, E]`` from :meth:`condition`; ``z1 [B, d1]`` (from :meth:`encode_z1`, or None: level "none"),
         ``z2 [B, d2]`` (None: level "z1"); ``lambda_cfg`` (default: the config's) as in
-        :func:`~steerlab.nav.intent.guided_eps`; ``noise`` the per-step source (default fresh draws for DDPM /
-        stochastic DDIM, none for DDIM eta=0); ``grad`` none | full | checkpoint -- with full/checkpoint the
+        :func:`~steerlab.nav.intent.guided_eps`; ``noise`` the per-step source (default: the sampler's,
+        :func:`~steerlab.sampling.default_noise`); ``grad`` none | full | checkpoint -- with full/checkpoint the
         result is differentiable w.r.t. ``z0``, ``z2``, ``z1``, ``cond`` and the per-step noise.
         """
         cfg = self.cfg
@@ -194,16 +200,15 @@ class NavPolicy(Policy):
             raise ValueError(f"z0 must be [B={b}, {cfg.model.horizon}, {cfg.model.action_dim}], got {list(z0.shape)}")
         name, n = sampler or cfg.sampler, num_steps or cfg.num_inference_steps
         lam = cfg.lambda_cfg if lambda_cfg is None else lambda_cfg
-        fn = self.eps_fn(cond, z1, z2, lam)
-        ts = inference_timesteps(cfg.num_train_timesteps, n)
-        if noise is None:
-            noise = fresh() if (name == "ddpm" or cfg.eta > 0) else no_noise()
-        if name == "ddpm":
-            return sample_ddpm(fn, z0, self.abar, ts, noise=noise, grad=grad, clip_sample=cfg.clip_sample)
-        if name == "ddim":
-            return sample_ddim(fn, z0, self.abar, ts, eta=cfg.eta, noise=noise, grad=grad, clip_sample=cfg.clip_sample,
-                               use_clipped_model_output=cfg.use_clipped_model_output)
-        raise ValueError(f"sampler {name!r} is not available for NavPolicy; use 'ddpm' or 'ddim'")
+        fn = self.model_fn(cond, z1, z2, lam)
+        return run_sampler(self.process, name, fn, z0, n, noise=noise, grad=grad, **self.sampler_options(name))
+
+    def sampler_options(self, name: str) -> dict:
+        """The config's options that sampler ``name`` takes (``eta`` for DDIM)."""
+        return {k: v for k, v in {"eta": self.cfg.eta}.items() if k in get_sampler(name, self.process).options}
+
+    def default_noise(self, generator: torch.Generator | None = None) -> NoiseSource:
+        return default_noise(self.cfg.sampler, generator, **self.sampler_options(self.cfg.sampler))
 
     def unnormalize_actions(self, chunk: torch.Tensor) -> torch.Tensor:
         """Normalized chunk ``[B, 8, 2]`` -> env actions ``[B, 16]`` clipped to ``[-1, 1]``."""
@@ -246,13 +251,12 @@ class NavPolicy(Policy):
         kl = (gaussian_kl(mu, logvar) * keep_z2).sum() / keep_z2.sum().clamp(min=1)
         latent = self.model.intent.latent(z1, z2, drop1, drop2)
         # diffusion
-        t = torch.randint(cfg.num_train_timesteps, (b,), generator=generator, device=dev)
+        t = self.process.sample_t(b, generator, dev)
         n = torch.randn(x0.shape, generator=generator, device=dev).to(dt)
-        ab = self.abar[t].to(dt).view(b, 1, 1)
-        pred = self.model("noise_pred_net", sample=ab.sqrt() * x0 + (1 - ab).sqrt() * n, timestep=t.to(dt),
-                          global_cond=cond, latent_z=latent)
+        xt, t_model, target = self.process.training_pair(x0, n, t)
+        pred = self.model("noise_pred_net", sample=xt, timestep=t_model, global_cond=cond, latent_z=latent)
         w = _mask_weights(torch.as_tensor(batch["action_mask"], device=dev), pred).to(dt)
-        diff_mse = (((pred - n) ** 2) * w).sum() / w.sum().clamp(min=1)
+        diff_mse = (((pred - target) ** 2) * w).sum() / w.sum().clamp(min=1)
         a = cfg.dist_weight
         loss = a * dist_mse + (1 - a) * diff_mse + icfg.kl_weight * kl
         return loss, {"loss": loss.item(), "dist_mse": dist_mse.item(), "diffusion_mse": diff_mse.item(),
@@ -283,7 +287,7 @@ class NavPolicy(Policy):
             if z0 is None:
                 z0 = torch.randn((b, *self.chunk_shape), generator=generator, device=cond.device).to(cond.dtype)
             if noise is None:
-                noise = fresh(generator) if (self.cfg.sampler == "ddpm" or self.cfg.eta > 0) else no_noise()
+                noise = self.default_noise(generator)
             return self.sample(cond, z0, z1, z2, noise=noise, grad="none", lambda_cfg=lambda_cfg)
 
     @torch.no_grad()

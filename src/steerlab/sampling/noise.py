@@ -17,11 +17,12 @@ A sampler calls ``source.draw(k, z0, like)`` for its step ``k`` (``z0`` is the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 NoiseMode = Literal["fresh", "none", "from_seed", "explicit"]
+NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)  # the one vocabulary of per-step noise modes
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,8 +33,8 @@ class NoiseSource:
     noises: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.mode not in ("fresh", "none", "from_seed", "explicit"):
-            raise ValueError(f"unknown noise mode {self.mode!r}; use fresh, none, from_seed or explicit")
+        if self.mode not in NOISE_MODES:
+            raise ValueError(f"unknown noise mode {self.mode!r}; use one of {', '.join(NOISE_MODES)}")
         if self.mode == "explicit" and self.noises is None:
             raise ValueError("explicit noise needs a tensor of per-step noises [K, *z0.shape]")
 

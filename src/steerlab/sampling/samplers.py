@@ -99,25 +99,31 @@ def sample_steps(update: Callable, z: torch.Tensor, steps: list, *, noise: Noise
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 
 
+def vp_split(out: torch.Tensor, x: torch.Tensor, sa, sb, prediction_type: PredictionType = "epsilon"):
+    """``(x0, eps)`` implied by a VP model's output ``out`` at ``x = sa x0 + sb eps`` (``sa = sqrt(abar)``,
+    ``sb = sqrt(1 - abar)``, floats or broadcastable tensors): ``out`` is ``eps``, ``x0`` (``sample``) or
+    ``v = sa eps - sb x0`` (``v_prediction``)."""
+    if prediction_type == "epsilon":
+        return (x - sb * out) / sa, out
+    if prediction_type == "sample":
+        return out, (x - sa * out) / sb
+    if prediction_type == "v_prediction":
+        return sa * x - sb * out, sa * out + sb * x
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; use epsilon, sample or v_prediction")
+
+
 def vp_prediction(model_fn: Fn, prediction_type: PredictionType = "epsilon", clip_sample: float | None = None,
                   use_clipped_model_output: bool = False):
-    """``predict(x, t, abar) -> (x0, eps)`` for a VP model ``model_fn(x, t)`` whose output is ``eps``,
-    ``x0`` (``sample``) or ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` (``v_prediction``), with ``x = sqrt(abar) x0
-    + sqrt(1 - abar) eps``. ``clip_sample`` clamps ``x0`` to ``±clip_sample``; ``eps`` stays the model's (as
-    diffusers' ``DDIMScheduler.step`` by default) unless ``use_clipped_model_output``, which re-derives it from
-    the clipped ``x0``."""
+    """``predict(x, t, abar) -> (x0, eps)`` for a VP model ``model_fn(x, t)`` (:func:`vp_split`).
+    ``clip_sample`` clamps ``x0`` to ``±clip_sample``; ``eps`` stays the model's (as diffusers'
+    ``DDIMScheduler.step`` by default) unless ``use_clipped_model_output``, which re-derives it from the clipped
+    ``x0``."""
     if prediction_type not in ("epsilon", "sample", "v_prediction"):
         raise ValueError(f"unknown prediction_type {prediction_type!r}; use epsilon, sample or v_prediction")
 
     def predict(x, t, ab):
-        out = model_fn(x, _tvec(t, x))
         sa, sb = math.sqrt(ab), math.sqrt(1 - ab)
-        if prediction_type == "epsilon":
-            x0, eps = (x - sb * out) / sa, out
-        elif prediction_type == "sample":
-            x0, eps = out, (x - sa * out) / sb
-        else:
-            x0, eps = sa * x - sb * out, sa * out + sb * x
+        x0, eps = vp_split(model_fn(x, _tvec(t, x)), x, sa, sb, prediction_type)
         if clip_sample is not None:
             x0 = x0.clamp(-clip_sample, clip_sample)
             if use_clipped_model_output:
@@ -162,7 +168,7 @@ def ddim_step(t: float, a_t: float, a_p: float, eta: float) -> ChainStep:
     return ChainStep(t, a_t, c_x0=math.sqrt(a_p), c_eps=math.sqrt(max(1 - a_p - s * s, 0.0)), sd=s)
 
 
-def _pairs(abar: torch.Tensor, timesteps: list[int]):
+def inference_pairs(abar: torch.Tensor, timesteps: list[int]):
     """``(t, abar_t, abar_t')`` along the descending ``timesteps``, ``abar`` = 1 after the last."""
     ab = abar.double().tolist()
     nxt = [*timesteps[1:], -1]
@@ -177,7 +183,7 @@ def sample_ddpm(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list
     ``x0`` (clipped to ``±clip_sample`` if given), takes the posterior mean of ``q(x_t' | x_t, x0)`` and adds
     ``sqrt(posterior variance) * noise`` (``noise`` source step ``k``; none on the final step)."""
     steps = [ddpm_step(t, a_t, a_p, noisy=k + 1 < len(timesteps))
-             for k, (t, a_t, a_p) in enumerate(_pairs(abar, timesteps))]
+             for k, (t, a_t, a_p) in enumerate(inference_pairs(abar, timesteps))]
     return sample_vp(vp_prediction(eps_fn, clip_sample=clip_sample), z, steps,
                      noise=fresh() if noise is None else noise, grad=grad)
 
@@ -190,7 +196,7 @@ def sample_ddim(eps_fn: Fn, z: torch.Tensor, abar: torch.Tensor, timesteps: list
     (diffusers' ``DDIMScheduler.step`` default, which diffusion_policy uses) unless ``use_clipped_model_output``
     re-derives it from the clipped ``x0``."""
     noise = (no_noise() if eta == 0 else fresh()) if noise is None else noise
-    steps = [ddim_step(t, a_t, a_p, eta) for t, a_t, a_p in _pairs(abar, timesteps)]
+    steps = [ddim_step(t, a_t, a_p, eta) for t, a_t, a_p in inference_pairs(abar, timesteps)]
     return sample_vp(vp_prediction(eps_fn, clip_sample=clip_sample, use_clipped_model_output=use_clipped_model_output),
                      z, steps, noise=noise, grad=grad)
 
@@ -351,5 +357,3 @@ def sample_res(x0_fn: Fn, z: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise
         out = D(x, sig[-1])
     return out.to(dtype)
 
-
-SAMPLERS = ("ddpm", "ddim", "euler", "heun", "res")

@@ -25,7 +25,7 @@ import torch
 
 from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
 from steerlab.policy import Policy
-from steerlab.sampling import abar_at
+from steerlab.sampling.process import energy_guided
 from steerlab.steer.critic import CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank
 
 
@@ -222,43 +222,20 @@ class EnergyPolicy(Policy):
     # ------------------------------------------------------------------------------------------ acting
 
     def guided_denoiser(self, cond, cache, weight: float):
-        """The base policy's denoiser with energy guidance of weight ``weight``, in the base's own convention
-        (velocity for flows, eps for diffusion), so :meth:`GenerativePolicy.sample` runs it with any of its
-        samplers: the energy gradient w.r.t. ``x_t`` at the predicted clean chunk (flow: ``x0 = x - t v``;
-        diffusion: ``x0 = (x - sqrt(1 - abar) eps) / sqrt(abar)``, ``abar`` at ``t`` by
-        :func:`~steerlab.sampling.abar_at`, which also covers RES's fractional timesteps) is added to the
-        velocity, or to eps scaled by ``sqrt(1 - abar)``.
+        """The base policy's denoiser with energy guidance of weight ``weight``
+        (:func:`~steerlab.sampling.process.energy_guided`), in the base's own output convention, so
+        :meth:`GenerativePolicy.sample` runs it with any of its samplers: the critic's energy gradient w.r.t.
+        ``x_t`` at the predicted clean chunk is added to the velocity (flow) or to eps scaled by
+        ``sqrt(1 - abar)`` (diffusion; ``abar`` also at RES's fractional timesteps).
 
         ``cache``: the critic's :meth:`~steerlab.steer.critic.EnergyCritic.prepare` of the ``B`` contexts; the
         denoiser's rows are ``B * n`` (each context's ``n`` samples consecutive) and are scored as ``[B, n]``."""
-        base = self.base
         b = cache.batch
 
         def energy_sum(x0):
             return self.critic.energy(cache, x0.reshape(b, -1, *x0.shape[1:])).sum()
 
-        fn = base.denoiser(cond)
-        if base.cfg.kind == "flow":
-            def guided(x, t):
-                with torch.enable_grad():
-                    xg = x.detach().requires_grad_()
-                    v = fn(xg, t)
-                    x0 = xg - t.view(-1, 1, 1) * v
-                    (g,) = torch.autograd.grad(energy_sum(x0), xg)
-                return v.detach() + weight * g
-            return guided
-
-        abar = base.abar
-
-        def guided_eps(x, t):
-            ab = abar_at(abar, t).to(x.dtype).view(-1, 1, 1)
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_()
-                eps = fn(xg, t)
-                x0 = (xg - (1 - ab).sqrt() * eps) / ab.sqrt()
-                (g,) = torch.autograd.grad(energy_sum(x0), xg)
-            return eps.detach() + weight * (1 - ab).sqrt() * g
-        return guided_eps
+        return energy_guided(self.base.process, self.base.denoiser(cond), energy_sum, weight)
 
     def sample_normalized(self, obs, generator=None, z=None, noise=None, tt: TestTime | None = None) -> torch.Tensor:
         tt = tt or self.test_time

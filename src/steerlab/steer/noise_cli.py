@@ -15,6 +15,7 @@ import torch
 import tyro
 
 from steerlab.hw import module_device, to_device
+from steerlab.sampling.noise import NoiseMode
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
 from steerlab.steer.policy_chain import initial_noise, policy_sampler
@@ -43,7 +44,7 @@ class NoiseArgs:
     """obstacle centre (comma-separated)"""
     radius: float = 0.15
     """obstacle radius"""
-    noise_mode: Literal["none", "from_seed", "fresh", "explicit"] = "from_seed"
+    noise_mode: NoiseMode = "from_seed"
     """per-step noise: none (deterministic), from_seed (derived from z0), fresh (same re-seeded draw every
     iteration), explicit (a per-step tensor optimized together with z0)"""
     grad: Literal["full", "checkpoint"] = "full"

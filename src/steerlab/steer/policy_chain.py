@@ -8,14 +8,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from steerlab.sampling import NoiseSource, explicit, fresh, from_seed, no_noise
+from steerlab.sampling import NoiseSource, chain_nfe, explicit, fresh, from_seed, no_noise
+from steerlab.sampling.noise import NOISE_MODES
 
-NOISE_MODES = ("none", "from_seed", "fresh", "explicit")
-
-
-def chain_nfe(sampler: str, n_steps: int) -> int:
-    """Denoiser evaluations of one chain: DDPM/DDIM/Euler n, Heun 2n, RES n + 1 (the final clean call)."""
-    return {"ddpm": n_steps, "ddim": n_steps, "euler": n_steps, "heun": 2 * n_steps, "res": n_steps + 1}[sampler]
+__all__ = ["NOISE_MODES", "PolicyChain", "chain_nfe", "check_noise_mode", "initial_noise", "policy_sampler",
+           "step_noise_seed", "step_noise_source"]
 
 
 def check_noise_mode(noise_mode: str) -> None:
