@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steerlab.steer.stress import inside_central, run_searches  # noqa: F401  (shared by the scripts)
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -55,14 +57,6 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def inside_central(cdf, mass: float = 0.99) -> np.ndarray:
-    """Whether each chi_d CDF value (``steerlab.steer.noise_opt.chi_cdf``) lies inside the prior's central ``mass``
-    (0.99: in [0.005, 0.995])."""
-    cdf = np.asarray(cdf)
-    tail = (1.0 - mass) / 2
-    return (cdf > tail) & (cdf < 1.0 - tail)
-
-
 def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each function, the variants run in turn (A B C A B C …) so that
     machine noise hits them alike."""
@@ -92,29 +86,6 @@ def rate(flags) -> dict:
 
     k, n = int(sum(bool(f) for f in flags)), len(flags)
     return {"count": k, "n": n, "rate": k / max(n, 1), "ci95": list(wilson_interval(k, n))}
-
-
-def run_searches(chain, objective, z_first: torch.Tensor, budgets, backward_cost: float, lr: float, record) -> None:
-    """Maximize ``objective`` over a chain's initial noise with best-of-N, CEM (population 8) and gradient
-    ascent (Adam, per-restart gradient clip 1, sqrt(d)-shell projection) at each budget in denoiser evaluations;
-    calls ``record(method, budget, z, nfe_spent, search_seconds)`` for each result."""
-    from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
-    from steerlab.steer.search import best_of_n, cem
-
-    for b in budgets:
-        t0 = time.time()
-        r = best_of_n(chain.sample_fn, objective, chain.shape, max(1, b // chain.nfe), direction="maximize",
-                      nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b), z_first=z_first)
-        record("best-of-N", b, r.z, r.nfe, time.time() - t0)
-        t0 = time.time()
-        r = cem(chain.sample_fn, objective, chain.shape, iterations=max(1, b // (8 * chain.nfe)), population=8,
-                direction="maximize", nfe_per_sample=chain.nfe, generator=torch.Generator().manual_seed(b))
-        record("CEM", b, r.z, r.nfe, time.time() - t0)
-        t0 = time.time()
-        ocfg = NoiseOptConfig(direction="maximize", lr=lr, steps=10_000, grad_clip=1.0, project_shell=True, budget_nfe=b)
-        r = optimize_noise(chain.sample_fn, objective, z_first, ocfg, nfe_per_sample=chain.nfe,
-                           backward_cost=backward_cost, progress=False, log=None)
-        record("gradient", b, r.z, r.nfe, time.time() - t0)
 
 
 def load_policy_run(a):

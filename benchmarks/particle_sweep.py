@@ -35,6 +35,11 @@ METHODS: dict[str, list[str]] = {
     "ibc-ardfo": ["ibc-particle-ardfo"],
     "diffusion": ["diffusion-particle"],
     "flow": ["flow-particle"],
+    # each network parameterization named explicitly, whatever the preset's default
+    "diffusion-eps": ["diffusion-particle", "--policy.prediction-type", "epsilon"],
+    "diffusion-x0": ["diffusion-particle", "--policy.prediction-type", "sample"],
+    "flow-velocity": ["flow-particle", "--policy.prediction-type", "velocity"],
+    "flow-x0": ["flow-particle", "--policy.prediction-type", "sample"],
     "mse": ["mse-particle"],
     "nearest": ["nearest-particle"],
 }

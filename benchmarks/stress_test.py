@@ -34,41 +34,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import inside_central, run_searches, save  # noqa: E402
+from common import save  # noqa: E402
 
-from steerlab.envs.particle import GOAL_DISTANCE  # noqa: E402
 from steerlab.eval.metrics import wilson_interval  # noqa: E402
-from steerlab.eval.rollout import rollout  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.sampling import no_noise  # noqa: E402
+from steerlab.steer.stress import FAILURE_MODES as MODES  # noqa: E402
+from steerlab.steer.stress import closed_loop, failure_mode, inside_central, run_searches  # noqa: E402
 from steerlab.steer.noise_cli import initial_observations  # noqa: E402
 from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 from steerlab.steer.objectives import EndDistance  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
-
-
-def failure_mode(ep: dict) -> str | None:
-    """Why a closed-loop episode failed (None when it succeeded)."""
-    if ep["success"]:
-        return None
-    d = np.linalg.norm(ep["positions"][:, None, :] - ep["goals"][None], axis=-1)  # [T+1, 2]
-    if d[:, 0].min() >= GOAL_DISTANCE:
-        return "missed_first_goal"
-    if d[:, 1].min() >= GOAL_DISTANCE:
-        return "missed_second_goal"
-    return "left_second_goal"
-
-
-MODES = ("missed_first_goal", "missed_second_goal", "left_second_goal")
-
-
-def closed_loop(policy, cfg, seeds, z):
-    """Roll out with each episode's noise z[i] held fixed for every chunk; returns the episodes."""
-    def act_fn(hist, idx):
-        with torch.no_grad():
-            return policy.predict_action_chunk(hist, z=z[torch.as_tensor(idx)], noise=no_noise())
-
-    return rollout(policy, cfg.env, cfg.n_dim, seeds, act_fn=act_fn)
 
 
 def main() -> None:
@@ -96,7 +71,7 @@ def main() -> None:
     rows = []
 
     def record(method, budget, z, nfe, seconds):
-        eps = closed_loop(policy, cfg, seeds, z)
+        eps = closed_loop(policy, cfg.env, cfg.n_dim, seeds, z)
         fail = np.array([not e["success"] for e in eps])
         modes = [failure_mode(e) for e in eps]
         targeted = np.array([m == MODES[0] for m in modes])

@@ -96,3 +96,23 @@ def test_collect_nav2d_command(tmp_path):
     data = load_episodes(str(out), keys=["occupancy", "action", "ref_traj", "goal_pos"])
     assert data.data["occupancy"].shape[1:] == (32, 32) and data.data["action"].shape[1:] == (16,)
     assert data.data["ref_traj"].shape[1:] == (32, 2) and len(data.episode_ends) >= 1
+
+
+def test_demo_runs_end_to_end_and_reports_what_it_measured(tmp_path, monkeypatch):
+    """A miniature demo: collect, train, evaluate, stress-test, and a demo.md whose numbers are the run's own."""
+    monkeypatch.chdir(tmp_path)
+    main(["demo", "--demos", "30", "--steps", "30", "--episodes", "4", "--stress-episodes", "3", "--budget-nfe", "20",
+          "--run-name", "mini"])
+    run = tmp_path / "runs" / "mini"
+    report = (run / "demo.md").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    stress = json.loads((run / "stress.json").read_text())
+    assert [r["method"] for r in stress["rows"]] == ["own noise", "best-of-N", "gradient"]
+    assert all(r["episodes"] == 3 for r in stress["rows"])
+    assert f"**{100 * metrics['success_rate']:.0f}%**" in report
+    for r in stress["rows"]:
+        assert f"| {r['method']} | {r['failures']}/3 |" in report
+    assert "## Expected" in report and "## Next" in report and "steerlab noise" in report
+    assert "below the expected 90%" in report  # 30 steps cannot reach it, and the report says so
+    with pytest.raises(SystemExit, match="--budget-nfe must be a positive integer"):
+        main(["demo", "--budget-nfe", "0"])

@@ -1,6 +1,6 @@
 """``steerlab`` command line.
 
-    steerlab demo                       collect 2-D particle demos, train IBC a few minutes, evaluate, report
+    steerlab demo                       collect 2-D particle demos, train a diffusion policy, evaluate, stress-test, report
     steerlab collect particle --n-dim N --episodes 2000
     steerlab collect nav2d --episodes 500 [--family mixed]
     steerlab train <preset> [--n-dim N] [--device auto|cpu|cuda] [--config-file F.yaml] [--resume] [any --field overrides]
@@ -217,36 +217,10 @@ def cmd_collect(args: list[str]) -> None:
     print(json.dumps(res, indent=2, default=str))
 
 
-@dataclass(frozen=True)
-class DemoArgs:
-    """The embedded default job: collect 2-D particle demos, train IBC-Langevin for a few minutes,
-    evaluate on fixed seeds, and write a run directory with plots and report.md."""
-
-    n_dim: int = 2
-    """particle dimension"""
-    steps: int = 100_000
-    """training steps (the time budget below normally stops training first)"""
-    max_minutes: float = 5.0
-    """wall-clock budget of training"""
-    episodes: int = 50
-    """evaluation episodes"""
-    out_dir: str = "runs"
-    run_name: str = "demo"
-    """run directory name (an existing demo run is resumed)"""
-
-
 def cmd_demo(args: list[str]) -> None:
-    a = tyro.cli(DemoArgs, args=args, prog="steerlab demo")
-    from steerlab.presets import get_preset
-    from steerlab.train.loop import train
+    from steerlab.demo import DemoArgs, run_demo
 
-    cfg = get_preset("demo")
-    cfg = dataclasses.replace(cfg, n_dim=a.n_dim, steps=a.steps, max_minutes=a.max_minutes, out_dir=a.out_dir,
-                              run_name=a.run_name, eval=dataclasses.replace(cfg.eval, episodes=a.episodes))
-    t0 = time.time()
-    run_dir = train(cfg, resume=True)
-    _eval(run_dir, a.episodes, archive=True)
-    print(f"[steerlab] demo finished in {time.time() - t0:.0f} s: see {run_dir}/report.md and {run_dir}/plots/")
+    run_demo(tyro.cli(DemoArgs, args=args, prog="steerlab demo"))
 
 
 def cmd_noise(args: list[str]) -> None:

@@ -397,7 +397,10 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
                 policy.train()
             if rank == 0:
                 log.log(step, vals)
-                bar.set_postfix({k: f"{vals[k]:.3g}" for k in ("loss", "e_pos", "e_neg") if k in vals})
+                post = {k: f"{vals[k]:.3g}" for k in ("loss", "e_pos", "e_neg") if k in vals}
+                if cfg.max_minutes is not None:  # the bound that may stop the run first
+                    post["time"] = f"{elapsed() / 60:.1f}/{cfg.max_minutes:g} min"
+                bar.set_postfix(post)
             acc, n_acc, t_log, step_log = {}, 0, time.time(), step
         budget_hit = cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes
         interrupted = stop.signum is not None
