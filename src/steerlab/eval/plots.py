@@ -24,32 +24,39 @@ def panel_grid(n: int, cols: int = 4, size: tuple[float, float] = (3.0, 3.0)):
 
 
 def plot_rollouts(episodes: list[dict], path: Path, max_episodes: int = 16, title: str = "") -> Path:
-    """Agent paths and goals (first two dims; position against time for 1-D), one panel per episode."""
+    """Agent paths and goals (first two dims; position against time for 1-D), one panel per episode, the first
+    ``max_episodes`` of them (the figure says how many of how many)."""
     eps = episodes[:max_episodes]
     fig, axes = panel_grid(len(eps))
     for ax, e in zip(axes, eps):
         p, g = e["positions"], e["goals"]
         if p.shape[1] >= 2:
-            ax.plot(p[:, 0], p[:, 1], "-", color="tab:blue", lw=1.2)
-            ax.plot(p[0, 0], p[0, 1], "o", color="tab:blue", ms=4)
+            ax.plot(p[:, 0], p[:, 1], "-", color="tab:blue", lw=1.2, label="agent path")
+            ax.plot(p[0, 0], p[0, 1], "o", color="tab:blue", ms=4, label="start")
             ax.plot(*g[0, :2], "s", color="tab:green", ms=7, label="goal 1")
             ax.plot(*g[1, :2], "*", color="tab:red", ms=10, label="goal 2")
             ax.set_xlim(-0.05, 1.05)
             ax.set_ylim(-0.05, 1.05)
             ax.set_aspect("equal")
+            ax.set_xlabel("position[0]", fontsize=7)
+            ax.set_ylabel("position[1]", fontsize=7)
         else:
             t = np.arange(len(p))
-            ax.plot(t, p[:, 0], color="tab:blue")
-            ax.axhline(g[0, 0], color="tab:green", ls="--")
-            ax.axhline(g[1, 0], color="tab:red", ls="--")
+            ax.plot(t, p[:, 0], color="tab:blue", label="agent position")
+            ax.axhline(g[0, 0], color="tab:green", ls="--", label="goal 1")
+            ax.axhline(g[1, 0], color="tab:red", ls="--", label="goal 2")
             ax.set_ylim(-0.05, 1.05)
-            ax.set_xlabel("step")
+            ax.set_xlabel("step", fontsize=7)
+            ax.set_ylabel("position", fontsize=7)
         ax.set_title(f"seed {e['seed']}: {'success' if e['success'] else 'fail'}", fontsize=9,
                      color="tab:green" if e["success"] else "tab:red")
         ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    if eps:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    shown = f"the first {len(eps)} of {len(episodes)} episodes"
+    fig.suptitle(f"{title} ({shown})" if title else shown, fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)

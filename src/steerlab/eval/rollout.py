@@ -45,7 +45,10 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
     ]
     active = np.ones(len(envs), bool)
     queue: list[list[np.ndarray]] = [[] for _ in envs]
-    bar = tqdm(desc=desc, total=len(envs), disable=not progress, leave=False, dynamic_ncols=True)
+    max_steps = getattr(envs[0].spec, "max_episode_steps", None) if envs and envs[0].spec else None
+    # counted in env steps so the bar moves (and estimates the time) while episodes run side by side
+    bar = tqdm(desc=desc, total=len(envs) * max_steps if max_steps else None, unit="step", disable=not progress,
+               leave=False, dynamic_ncols=True)
     policy.eval()
     dev = module_device(policy)  # observations go to the policy's device, actions come back to numpy
     while active.any():
@@ -70,10 +73,13 @@ def rollout(policy, task: str, n_dim: int, seeds: list[int], generator: torch.Ge
             f = flatten_obs(o)
             e["obs"].append(f)
             hist[i] = np.concatenate([hist[i, 1:], f[None]], 0)
+            bar.update(1)
             if term or trunc:
                 e["success"] = bool(info.get("success", False))
                 active[i] = False
-                bar.update(1)
+                if max_steps:
+                    bar.update(max_steps - e["length"])  # an episode ending early leaves no steps to wait for
+                bar.set_postfix(episodes=f"{int((~active).sum())}/{len(envs)}")
     bar.close()
     for e in eps:
         e["positions"] = np.stack(e["positions"])
@@ -108,7 +114,8 @@ def evaluate_policy(policy, cfg, episodes: int | None = None, progress: bool = T
     gen = torch.Generator(device=module_device(policy)).manual_seed(ec.inference_seed)
     t0 = time.time()
     out: list[dict] = []
-    bar = tqdm(total=n, desc="eval episodes", disable=not progress, dynamic_ncols=True)
+    n_batches = -(-n // ec.batch)
+    bar = tqdm(total=n, desc="eval episodes", disable=not progress or n_batches == 1, dynamic_ncols=True)
     for s in range(0, n, ec.batch):
         if cfg.env == "nav2d":  # goal-conditioned, the oracle's route choice as the intent
             from steerlab.nav.rollout import rollout_nav
@@ -116,7 +123,9 @@ def evaluate_policy(policy, cfg, episodes: int | None = None, progress: bool = T
             out += rollout_nav(policy, seeds[s : s + ec.batch], generator=gen, rerank=ec.nav_rerank,
                                execute_waypoints=ec.nav_execute_waypoints, safety_margin=ec.nav_safety_margin)
         else:
-            out += rollout(policy, cfg.env, cfg.n_dim, seeds[s : s + ec.batch], generator=gen)
+            out += rollout(policy, cfg.env, cfg.n_dim, seeds[s : s + ec.batch], generator=gen, progress=progress,
+                           desc=f"eval {len(seeds[s : s + ec.batch])} episodes"
+                           + (f" (batch {s // ec.batch + 1}/{n_batches})" if n_batches > 1 else ""))
         bar.update(len(seeds[s : s + ec.batch]))
     bar.close()
     if cfg.env == "nav2d":

@@ -116,8 +116,12 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
         made = [plot_nav_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset}: success {res['success_rate']:.0%}")]
     else:
         made = [plot_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset} {cfg.n_dim}-D: success {res['success_rate']:.0%}")]
-    if (run_dir / "metrics.csv").exists():
-        made.append(plot_training_curves(run_dir / "metrics.csv", plots / "training.png"))
+    curves = plot_training_curves(run_dir / "metrics.csv", plots / "training.png") \
+        if (run_dir / "metrics.csv").exists() else None
+    if curves is None:
+        res["no_training_curves"] = (f"no training curves: the run logs every {cfg.log_interval} steps and stopped "
+                                     f"after {res.get('train', {}).get('steps', '?')}")
+    made.append(curves)
     if getattr(policy, "act_dim", 0) in (1, 2) and hasattr(policy, "energy"):
         obs0 = torch.as_tensor(eps[0]["obs0"], dtype=torch.float32, device=module_device(policy))
         hist = obs0[None].repeat(policy.n_obs_steps, 1)
@@ -145,6 +149,8 @@ def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) 
         f"- checkpoint `{res['checkpoint']}`",
         "",
     ]
+    if res.get("no_training_curves"):
+        lines += [f"- {res['no_training_curves']}", ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     atomic_write_text(Path(run_dir) / "report.md", "\n".join(lines) + "\n")
 
