@@ -2,9 +2,14 @@
 
 - ``compute_loss(batch, generator, step) -> (loss, metrics)`` on a training batch
   ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units;
-- ``predict_action_chunk(obs [B, n_obs, Do], generator=None) -> [B, H, A]`` raw actions;
-- ``select_action(obs [Do] or [B, Do]) -> [A] or [B, A]`` keeps the observation history and the queue of
-  not-yet-executed actions (receding horizon), and ``reset()`` clears them.
+- ``predict_action_chunk(obs [B, n_obs, Do], generator=None, *, ...) -> [B, H, A]`` raw actions. Steering inputs
+  are keyword-only and never change the positional signature: generative policies take ``z`` (the initial
+  noise) and ``noise`` (the per-step source); the nav policy ``z0``, ``z1``, ``z2``, ``noise``, ``lambda_cfg`` and
+  ``level``; the energy-critic policy ``z``, ``noise`` and ``test_time``;
+- ``select_action(obs) -> [A] or [B, A]`` takes the observation as the task's gymnasium env returns it -- an array
+  ``[Do]`` / ``[B, Do]`` or a dict of arrays, flattened in sorted key order (the order of gymnasium's ``Dict``
+  space and of IBC's particle observations) -- keeps the observation history and the queue of not-yet-executed
+  actions (receding horizon), and ``reset()`` clears them.
 
 A policy owns its normalizers as buffers, so a checkpoint of its ``state_dict`` is self-contained.
 """
@@ -12,7 +17,9 @@ A policy owns its normalizers as buffers, so a checkpoint of its ``state_dict`` 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,8 +50,8 @@ class Policy(nn.Module):
         self._act_queue = deque()
 
     @torch.no_grad()
-    def select_action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        obs = torch.as_tensor(obs, dtype=torch.float32)
+    def select_action(self, obs, generator: torch.Generator | None = None) -> torch.Tensor:
+        obs = flat_observation(obs)
         single = obs.dim() == 1
         if single:
             obs = obs[None]
@@ -64,3 +71,18 @@ class Policy(nn.Module):
                 f"{type(self).__name__} expects observations [B, n_obs_steps={self.n_obs_steps}, obs_dim={obs_dim}], "
                 f"got {list(obs.shape)}"
             )
+
+
+def flat_observation(obs) -> torch.Tensor:
+    """An env observation as a float32 tensor ``[Do]`` or ``[B, Do]``: arrays pass through; a dict of arrays (one
+    observation, ``[n]`` per key, or a batch, ``[B, n]`` per key) is concatenated in sorted key order."""
+    if isinstance(obs, Mapping):
+        if not obs:
+            raise ValueError("the observation dict is empty")
+        parts = [torch.as_tensor(np.asarray(obs[k], dtype=np.float32)) for k in sorted(obs)]
+        lead = {p.shape[:-1] if p.dim() else () for p in parts}
+        if len(lead) != 1:
+            raise ValueError(f"observation dict entries disagree in their leading shape: "
+                             f"{ {k: list(np.shape(obs[k])) for k in sorted(obs)} }")
+        return torch.cat([p.reshape(*p.shape[:-1], -1) if p.dim() else p.reshape(1) for p in parts], -1)
+    return torch.as_tensor(obs, dtype=torch.float32)

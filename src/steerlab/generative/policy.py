@@ -213,7 +213,7 @@ class GenerativePolicy(Policy):
         loss = (((pred - target) ** 2) * w).sum() / (w.sum() * x.shape[-1]).clamp(min=1)
         return loss, {"loss": loss.item()}
 
-    def sample_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None,
+    def sample_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None, *,
                      z: torch.Tensor | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
         """Normalized chunk for raw observations; ``z`` defaults to a draw from ``generator``."""
         cond = self.condition(torch.as_tensor(obs, dtype=torch.float32, device=self.env_low.device))
@@ -222,8 +222,10 @@ class GenerativePolicy(Policy):
         return self.sample(cond, z, noise=noise or self.default_noise(generator), grad="none")
 
     @torch.no_grad()
-    def predict_action_chunk(self, obs, generator=None, z=None, noise=None):
-        return self.unnormalize_actions(self.sample_chunk(obs, generator, z, noise))
+    def predict_action_chunk(self, obs, generator=None, *, z=None, noise=None):
+        """Raw action chunk ``[B, H, A]``; steering inputs (keyword-only): ``z`` the initial noise ``[B, H, A]``
+        (default: a draw from ``generator``) and ``noise`` the per-step source (default: the sampler's)."""
+        return self.unnormalize_actions(self.sample_chunk(obs, generator, z=z, noise=noise))
 
     @torch.no_grad()
     def monitor(self, batch, generator=None) -> dict[str, float]:

@@ -276,7 +276,7 @@ class NavPolicy(Policy):
             z2 = torch.randn((b, self.z2_dim), generator=generator, device=z1.device).to(z1.dtype)
         return z1, (z2 if level == "z1z2" else None)
 
-    def sample_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None, z1=None):
+    def sample_chunk(self, obs, generator=None, *, z0=None, z2=None, noise=None, lambda_cfg=None, level=None, z1=None):
         """Normalized chunk ``[B, 8, 2]`` for a raw observation batch (no gradient); draws from ``generator`` in
         the order z2 (if needed), z0 (if not given), then the sampler's per-step noise. ``z1`` (``[B, d1]``)
         replaces the encoding of ``obs["ref_traj"]`` (e.g. an optimized coarse intent)."""
@@ -291,11 +291,12 @@ class NavPolicy(Policy):
             return self.sample(cond, z0, z1, z2, noise=noise, grad="none", lambda_cfg=lambda_cfg)
 
     @torch.no_grad()
-    def predict_action_chunk(self, obs, generator=None, z0=None, z2=None, noise=None, lambda_cfg=None, level=None,
+    def predict_action_chunk(self, obs, generator=None, *, z0=None, z2=None, noise=None, lambda_cfg=None, level=None,
                              z1=None):
         """Env actions ``[B, 1, 16]`` for a raw observation batch (keys of :meth:`condition`, optional
         ``ref_traj [B, 32, 2]`` for the intent, or ``z1 [B, d1]`` directly, and ``goal_mask [B]``)."""
-        return self.unnormalize_actions(self.sample_chunk(obs, generator, z0, z2, noise, lambda_cfg, level, z1))[:, None]
+        return self.unnormalize_actions(self.sample_chunk(obs, generator, z0=z0, z2=z2, noise=noise,
+                                                                 lambda_cfg=lambda_cfg, level=level, z1=z1))[:, None]
 
     def reset(self) -> None:
         super().reset()

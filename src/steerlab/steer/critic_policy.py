@@ -237,7 +237,7 @@ class EnergyPolicy(Policy):
 
         return energy_guided(self.base.process, self.base.denoiser(cond), energy_sum, weight)
 
-    def sample_normalized(self, obs, generator=None, z=None, noise=None, tt: TestTime | None = None) -> torch.Tensor:
+    def sample_normalized(self, obs, generator=None, *, z=None, noise=None, tt: TestTime | None = None) -> torch.Tensor:
         tt = tt or self.test_time
         base = self.base
         obs = torch.as_tensor(obs, dtype=torch.float32)
@@ -272,8 +272,8 @@ class EnergyPolicy(Policy):
         return chunks
 
     @torch.no_grad()
-    def predict_action_chunk(self, obs, generator=None, z=None, noise=None, test_time: TestTime | None = None):
-        return self.base.unnormalize_actions(self.sample_normalized(obs, generator, z, noise, test_time))
+    def predict_action_chunk(self, obs, generator=None, *, z=None, noise=None, test_time: TestTime | None = None):
+        return self.base.unnormalize_actions(self.sample_normalized(obs, generator, z=z, noise=noise, tt=test_time))
 
 
 def load_base_policy(policy: EnergyPolicy, run_dir: str | Path) -> list[str]:
