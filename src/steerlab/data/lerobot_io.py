@@ -764,10 +764,11 @@ def read_lerobot(path: str | os.PathLike, keys: Sequence[str] | None = None) -> 
             raise DatasetError(f"{root}: meta/episodes gives episode {i} {col} = {int(got[i])}, the data files "
                                f"{int(want[i])}; the episode metadata does not match the frames")
     data = {}
-    scalar = set((meta.steerlab or {}).get("scalar_keys") or [])
+    written = (meta.steerlab or {}).get("keys") or {}
+    scalar = {written.get(k) for k in (meta.steerlab or {}).get("scalar_keys") or []}  # LeRobot names of [T] arrays
     for k, name in wanted.items():
         arr = cols[name]
-        if name in INDEX_FEATURES or (k in scalar and arr.shape[1:] == (1,)):
+        if name in INDEX_FEATURES or (name in scalar and arr.shape[1:] == (1,)):
             arr = arr.reshape(total)
         if arr.dtype.kind in "fc":
             bad = ~np.isfinite(arr)
