@@ -268,6 +268,9 @@ def test_zarr_and_lerobot_readers_agree_on_collected_demos(tmp_path):
     assert info["fps"] == 20 and len(info["features"]["observation.state"]["names"]) == 8
     info = json.loads((tmp_path / "n-lerobot/meta/info.json").read_text())
     assert info["fps"] == 4 and info["features"]["observation.state"]["shape"] == [6]
+    from steerlab.nav.data import load_nav_dataset  # nav2d's loader: "state" comes back under its own key
+
+    assert load_nav_dataset(tmp_path / "n-lerobot").data["state"].shape[1:] == (6,)
 
 
 # ---------------------------------------------------------------------------------------------- training

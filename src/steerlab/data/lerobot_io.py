@@ -115,19 +115,21 @@ def next_file(chunk_index: int, file_index: int, chunks_size: int) -> tuple[int,
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-def _quantile(hist: np.ndarray, edges: np.ndarray, target: float):
-    """The value below which ``target`` counts of the histogram lie, linear within a bin."""
+def _quantiles(hist: np.ndarray, edges: np.ndarray, targets: np.ndarray) -> list:
+    """For each target count, the value below which that many counts of the histogram lie (linear within a
+    bin; the first or last edge outside the histogram's range)."""
     cum = np.cumsum(hist)
-    i = int(np.searchsorted(cum, target))
-    if i == 0:
-        return edges[0]
-    if i >= len(cum):
-        return edges[-1]
-    before = cum[i - 1]
-    inside = cum[i] - before
-    if inside == 0:
-        return edges[i]
-    return edges[i] + (target - before) / inside * (edges[i + 1] - edges[i])
+    out = []
+    for target, i in zip(targets, np.searchsorted(cum, targets)):
+        if i == 0:
+            out.append(edges[0])
+        elif i >= len(cum):
+            out.append(edges[-1])
+        elif cum[i] == cum[i - 1]:
+            out.append(edges[i])
+        else:
+            out.append(edges[i] + (target - cum[i - 1]) / (cum[i] - cum[i - 1]) * (edges[i + 1] - edges[i]))
+    return out
 
 
 def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -153,14 +155,13 @@ def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     lo, hi = np.min(x, axis=0), np.max(x, axis=0)
     stats = {"min": lo.copy(), "max": hi.copy(), "mean": mean.copy(),
              "std": np.sqrt(np.maximum(0, mean_sq - mean ** 2)), "count": count}
-    hists, edges = [], []
+    targets = np.array([q * len(x) for q in QUANTILES])
+    per_dim = []
     for j in range(x.shape[1]):
         e = np.linspace(lo[j] - 1e-10, hi[j] + 1e-10, QUANTILE_BINS + 1)
-        hists.append(np.histogram(x[:, j], bins=e)[0].astype(np.float64))
-        edges.append(e)
-    n = len(x)
-    for key, q in zip(qkeys, QUANTILES):
-        stats[key] = np.array([_quantile(h, e, q * n) for h, e in zip(hists, edges)])
+        per_dim.append(_quantiles(np.histogram(x[:, j], bins=e)[0].astype(np.float64), e, targets))
+    for i, key in enumerate(qkeys):
+        stats[key] = np.array([qs[i] for qs in per_dim])
     return stats
 
 
