@@ -257,7 +257,7 @@ def _column_values(col, name: str, dtype: str, shape: Sequence[int], where: str)
     shape = [int(s) for s in shape]
     if arr.null_count:
         raise DatasetError(f"{where}: column {name!r} has {arr.null_count} null value(s); every frame needs a value")
-    if shape != [1] or pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type):
+    if shape != [1] or not (pa.types.is_primitive(arr.type) or pa.types.is_boolean(arr.type)):
         for axis, n in enumerate(shape):
             if pa.types.is_fixed_size_list(arr.type):
                 size_ok = arr.type.list_size == n
@@ -452,7 +452,6 @@ def write_lerobot(path: str | os.PathLike, data: dict[str, np.ndarray], episode_
     fields = [_arrow_field(n, f["dtype"], f["shape"]) for n, f in features.items()]
     hf_meta = {"info": {"features": {n: _hf_feature(f["dtype"], f["shape"]) for n, f in features.items()}}}
     schema = pa.schema(fields, metadata={"huggingface": json.dumps(hf_meta)})
-    table = pa.table([_arrow_column(columns[f.name], f) for f in fields], schema=schema)
 
     ep_stats = [{n: feature_stats(columns[n][s:e]) for n in features} for s, e in zip(starts, ends)]
     stats = dataset_stats(ep_stats)
@@ -474,7 +473,8 @@ def write_lerobot(path: str | os.PathLike, data: dict[str, np.ndarray], episode_
                 os.makedirs(os.path.dirname(fpath), exist_ok=True)
                 writer = pq.ParquetWriter(fpath, schema, compression="snappy", use_dictionary=True)
                 file_frames = 0
-            writer.write_table(table.slice(int(starts[i]), int(lengths[i])))
+            rows = slice(int(starts[i]), int(ends[i]))  # one table per episode keeps list offsets small
+            writer.write_table(pa.table([_arrow_column(columns[f.name][rows], f) for f in fields], schema=schema))
             file_frames += int(lengths[i])
             file_bytes = os.path.getsize(fpath)
             ep_files.append((chunk, file))
