@@ -453,3 +453,65 @@ def test_the_datasets_library_reads_it_with_lerobots_features(demo):
     assert ds.features == hf and len(ds) == 40
     np.testing.assert_array_equal(np.asarray(ds["observation.state"], dtype=np.float32), data["obs"])
     np.testing.assert_array_equal(np.asarray(ds["observation.ref_traj"], dtype=np.float32), data["ref_traj"])
+
+
+def test_reads_a_dataset_written_the_way_lerobot_writes_it(tmp_path):
+    """Frames through ``datasets`` (Dataset.from_dict with LeRobot's features, then a ParquetWriter), episode rows
+    through ``pa.Table.from_pydict``, tasks through pandas, a video_path template and no meta/steerlab.json: the
+    reader maps the names back and finds the episodes (runs where ``datasets`` and ``pandas`` are installed)."""
+    datasets = pytest.importorskip("datasets")
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(4)
+    lengths = [5, 7]
+    total = sum(lengths)
+    state = rng.standard_normal((total, 3)).astype(np.float32)
+    action = rng.standard_normal((total, 2)).astype(np.float32)
+    reward = rng.random(total).astype(np.float32)
+    root = tmp_path / "foreign"
+    (root / "data/chunk-000").mkdir(parents=True)
+    (root / "meta/episodes/chunk-000").mkdir(parents=True)
+    features = {"observation.state": {"dtype": "float32", "shape": [3], "names": ["a", "b", "c"]},
+                "action": {"dtype": "float32", "shape": [2], "names": None},
+                "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+                "observation.images.top": {"dtype": "video", "shape": [8, 8, 3], "names": ["height", "width", "channel"]},
+                **{n: {"dtype": d, "shape": [1], "names": None} for n, d in INDEX_FEATURES.items()}}
+    hf = datasets.Features({
+        "observation.state": datasets.Sequence(length=3, feature=datasets.Value("float32")),
+        "action": datasets.Sequence(length=2, feature=datasets.Value("float32")),
+        **{n: datasets.Value(features[n]["dtype"]) for n in ["next.reward", *INDEX_FEATURES]}})
+    writer = None
+    start = 0
+    for e, n in enumerate(lengths):
+        rows = slice(start, start + n)
+        ep = datasets.Dataset.from_dict({
+            "observation.state": state[rows], "action": action[rows], "next.reward": reward[rows],
+            "timestamp": [i / 10 for i in range(n)], "frame_index": list(range(n)), "episode_index": [e] * n,
+            "index": list(range(start, start + n)), "task_index": [0] * n}, features=hf)
+        table = ep.with_format("arrow")[:]
+        if writer is None:
+            writer = pq.ParquetWriter(root / "data/chunk-000/file-000.parquet", table.schema, compression="snappy",
+                                      use_dictionary=True)
+        writer.write_table(table)
+        start += n
+    writer.close()
+    pq.write_table(pa.Table.from_pydict({
+        "episode_index": [0, 1], "tasks": [["push"], ["push"]], "length": lengths,
+        "data/chunk_index": [0, 0], "data/file_index": [0, 0], "dataset_from_index": [0, 5],
+        "dataset_to_index": [5, 12], "stats/action/mean": [[0.0, 0.0], [0.0, 0.0]],
+        "meta/episodes/chunk_index": [0, 0], "meta/episodes/file_index": [0, 0]}),
+        root / "meta/episodes/chunk-000/file-000.parquet")
+    pd.DataFrame({"task_index": [0]}, index=pd.Index(["push"], name="task")).to_parquet(root / "meta/tasks.parquet")
+    info = {"codebase_version": "v3.0", "fps": 10, "features": features, "total_episodes": 2, "total_frames": total,
+            "total_tasks": 1, "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 200,
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+            "robot_type": "so101", "splits": {"train": "0:2"}}
+    (root / "meta/info.json").write_text(json.dumps(info, indent=4))
+    got = open_dataset(root)
+    assert sorted(got.data) == ["action", "next.reward", "obs"]  # the video feature is listed, not decoded
+    np.testing.assert_array_equal(got.episode_ends, [5, 12])
+    assert got.data["obs"].tobytes() == state.tobytes() and got.data["action"].tobytes() == action.tobytes()
+    assert got.data["next.reward"].shape == (12, 1)  # a shape-(1,) feature of a foreign dataset: [T, 1]
+    assert got.attrs["lerobot"]["tasks"] == ["push"] and got.attrs["lerobot"]["robot_type"] == "so101"
+    with pytest.raises(DatasetError, match="stored as video, which steerlab does not decode"):
+        open_dataset(root, keys=["observation.images.top"])

@@ -168,8 +168,6 @@ def load_episodes(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     missing or not a zarr group, ``meta/episode_ends`` is missing or not strictly increasing, a requested
     key is missing, an array's length differs from ``episode_ends[-1]``, or a float array holds NaN/inf.
     """
-    import zarr
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DatasetError(f"dataset {path} does not exist; collect one first (e.g. `steerlab collect particle`)")
@@ -177,6 +175,8 @@ def load_episodes(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
 
     if lerobot_io.is_lerobot_dir(path) or lerobot_io.looks_like_lerobot(path):  # a LeRobotDataset v3 directory
         return lerobot_io.read_lerobot(path, keys)
+    import zarr
+
     try:
         root = zarr.open_group(path, mode="r")
     except Exception as e:  # noqa: BLE001 - zarr raises several types here
