@@ -338,6 +338,8 @@ def _validate_for_writing(data: dict, episode_ends, names: dict | None):
         raise ValueError(f"names= gives LeRobot names for key(s) {unknown} that are not in data ({sorted(data)})")
     arrays, mapping = {}, {}
     for key, value in data.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"invalid key {key!r}: keys must be non-empty strings")
         arr = np.asarray(value)
         name = names.get(key, lerobot_name(key))
         if not isinstance(name, str) or not name or "/" in name:
