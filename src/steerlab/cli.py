@@ -1,7 +1,7 @@
 """``steerlab`` command line.
 
     steerlab demo                       collect 2-D particle demos, train a diffusion policy, evaluate, stress-test, report
-    steerlab collect particle --n-dim N --episodes 2000
+    steerlab collect particle --n-dim N --episodes 2000 [--format zarr|lerobot]
     steerlab collect nav2d --episodes 500 [--family mixed]
     steerlab train <preset> [--n-dim N] [--device auto|cpu|cuda] [--config-file F.yaml] [--resume] [any --field overrides]
     steerlab eval <run-dir> [--episodes 100] [--device auto|cpu|cuda] [--correct steps=3,alpha=0.1] [--rerank 16]
@@ -171,7 +171,7 @@ def cmd_eval(args: list[str]) -> None:
 
 @dataclass(frozen=True)
 class CollectArgs:
-    """Collect oracle demonstrations into a zarr dataset (diffusion_policy layout)."""
+    """Collect oracle demonstrations into a zarr dataset (diffusion_policy layout) or a LeRobotDataset v3.0."""
 
     task: tyro.conf.Positional[Literal["particle", "nav2d"]] = "particle"
     """particle (IBC's oracle) or nav2d (the route-planner oracle on steerlab/Nav2D-v0; successful episodes only)"""
@@ -195,6 +195,13 @@ class CollectArgs:
     workers: int | None = None
     """processes (default: all cores)"""
     overwrite: bool = False
+    format: Literal["zarr", "lerobot"] = "zarr"
+    """zarr (diffusion_policy layout) or lerobot (a LeRobotDataset v3.0 directory; default path ends -lerobot)"""
+
+
+def _format_path(zarr_path: str, format: str) -> str:
+    """The default output path of a dataset in ``format``: ``x.zarr``, or the directory ``x-lerobot``."""
+    return zarr_path if format == "zarr" else zarr_path.removesuffix(".zarr") + "-lerobot"
 
 
 def cmd_collect(args: list[str]) -> None:
@@ -202,18 +209,19 @@ def cmd_collect(args: list[str]) -> None:
     if a.task == "nav2d":
         from steerlab.data.collect_nav2d import collect_nav2d, nav_dataset_name
 
-        out = a.out or nav_dataset_name(a.family, a.episodes, a.action_noise, a.noise_prob)
+        out = a.out or _format_path(nav_dataset_name(a.family, a.episodes, a.action_noise, a.noise_prob), a.format)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         res = collect_nav2d(out, episodes=a.episodes, seed=a.seed, family=a.family, workers=a.workers,
-                            overwrite=a.overwrite, action_noise=a.action_noise, noise_prob=a.noise_prob)
+                            overwrite=a.overwrite, action_noise=a.action_noise, noise_prob=a.noise_prob,
+                            format=a.format)
         print(json.dumps(res, indent=2, default=str))
         return
     from steerlab.data.collect import collect_particle
 
-    out = a.out or f"data/{a.task}-{a.n_dim}d-{a.episodes}{'-mm' if a.multimodal else ''}.zarr"
+    out = a.out or _format_path(f"data/{a.task}-{a.n_dim}d-{a.episodes}{'-mm' if a.multimodal else ''}.zarr", a.format)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     res = collect_particle(out, n_dim=a.n_dim, episodes=a.episodes, seed=a.seed, multimodal=a.multimodal,
-                           workers=a.workers, overwrite=a.overwrite)
+                           workers=a.workers, overwrite=a.overwrite, format=a.format)
     print(json.dumps(res, indent=2, default=str))
 
 

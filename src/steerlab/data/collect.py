@@ -9,7 +9,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from steerlab.data.zarr_io import write_episodes
+from steerlab.data.formats import check_format, write_dataset
 from steerlab.envs import PARTICLE_ID
 from steerlab.envs.particle import OBS_KEYS, ParticleEnv, ParticleOracle, flatten_obs
 
@@ -69,8 +69,10 @@ def run_chunks(fn, tasks: list, workers: int, total: int, desc: str, progress: b
     return results
 
 def collect_particle(out_path, n_dim: int, episodes: int, seed: int = 0, multimodal: bool = False,
-                     workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run :class:`ParticleOracle` for ``episodes`` episodes and write them to ``out_path`` (zarr v2).
+                     workers: int | None = None, overwrite: bool = False, progress: bool = True,
+                     format: str = "zarr") -> dict:
+    """Run :class:`ParticleOracle` for ``episodes`` episodes and write them to ``out_path`` (zarr v2, or a
+    LeRobotDataset v3 directory with ``format="lerobot"``).
 
     Episode ``i`` uses ``env.reset(seed=seed + i)`` (and an oracle RNG derived from ``seed + i``), so the
     data do not depend on ``workers``. Episodes run in ``workers`` processes (default ``os.cpu_count()``)
@@ -85,6 +87,7 @@ def collect_particle(out_path, n_dim: int, episodes: int, seed: int = 0, multimo
     from steerlab import __version__
 
     out_path = os.fspath(out_path)
+    check_format(format)
     if int(episodes) < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes!r}")
     if int(seed) < 0:
@@ -117,7 +120,10 @@ def collect_particle(out_path, n_dim: int, episodes: int, seed: int = 0, multimo
         "episode_seeds": "episode i uses env.reset(seed=seed + i)",
         "steerlab_version": __version__,
     }
-    write_episodes(out_path, [ep for ep, _ in results], attrs=attrs, overwrite=overwrite)
+    env = ParticleEnv(n_dim=n_dim)
+    write_dataset(out_path, [ep for ep, _ in results], attrs=attrs, overwrite=overwrite, format=format,
+                  fps=round(1.0 / (env.dt * env.repeat_actions)), task="reach the first goal, then the second",
+                  feature_names={"obs": [f"{k}_{i}" for k in OBS_KEYS for i in range(n_dim)]})
     steps = int(sum(len(ep["action"]) for ep, _ in results))
     return {
         "path": out_path,

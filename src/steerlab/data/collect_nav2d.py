@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from steerlab.data.collect import run_chunks
-from steerlab.data.zarr_io import write_episodes
+from steerlab.data.formats import check_format, write_dataset
 from steerlab.envs import NAV2D_ID
 from steerlab.envs.nav2d import Nav2DEnv, collides, waypoints_to_world
 from steerlab.envs.nav2d_planner import NavOracle
@@ -126,8 +126,9 @@ def _run_chunk(args) -> list[tuple[int, dict[str, np.ndarray] | None, dict]]:
 
 def collect_nav2d(out_path, episodes: int, seed: int = 0, family: str = "mixed", workers: int | None = None,
                   progress: bool = True, overwrite: bool = False, env_kwargs: dict | None = None,
-                  action_noise: float = 0.0, noise_prob: float = 0.5) -> dict:
-    """Run the oracle for ``episodes`` episodes and write the successful ones to ``out_path`` (zarr v2).
+                  action_noise: float = 0.0, noise_prob: float = 0.5, format: str = "zarr") -> dict:
+    """Run the oracle for ``episodes`` episodes and write the successful ones to ``out_path`` (zarr v2, or a
+    LeRobotDataset v3 directory with ``format="lerobot"``).
 
     Episode ``i`` uses ``env.reset(seed=seed + i)`` and an oracle RNG derived from ``seed + i``, so the data
     do not depend on ``workers`` (default ``os.cpu_count()`` processes; chunks are written in order of
@@ -142,6 +143,7 @@ def collect_nav2d(out_path, episodes: int, seed: int = 0, family: str = "mixed",
     from steerlab import __version__
 
     out_path = os.fspath(out_path)
+    check_format(format)
     if int(episodes) < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes!r}")
     if int(seed) < 0:
@@ -199,7 +201,9 @@ def collect_nav2d(out_path, episodes: int, seed: int = 0, family: str = "mixed",
         "per_family": per_family,
         "steerlab_version": __version__,
     }
-    write_episodes(out_path, [ep for _, ep in kept], attrs=attrs, overwrite=overwrite)
+    write_dataset(out_path, [ep for _, ep in kept], attrs=attrs, overwrite=overwrite, format=format,
+                  fps=Nav2DEnv.metadata["render_fps"], task=f"reach the goal ({family} maps)",
+                  feature_names={"state": ["x", "y", "cos", "sin", "vx", "vy"]})
     steps = int(sum(len(ep["action"]) for _, ep in kept))
     return {
         "path": out_path,

@@ -161,15 +161,22 @@ def write_episodes(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]
 def load_episodes(path: str | os.PathLike, keys: Sequence[str] | None = None) -> EpisodeData:
     """Load ``data/<key>`` arrays (all keys if ``keys`` is None) and ``meta/episode_ends`` into memory.
 
+    A LeRobotDataset v3 directory (``meta/info.json``) is read by :func:`steerlab.data.lerobot_io.read_lerobot`
+    instead, with the same keys (``obs``, ``action``, ...).
+
     Reads zarr format 2 and 3 stores. Raises :class:`DatasetError` with a fix-it message when the path is
     missing or not a zarr group, ``meta/episode_ends`` is missing or not strictly increasing, a requested
     key is missing, an array's length differs from ``episode_ends[-1]``, or a float array holds NaN/inf.
     """
-    import zarr
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DatasetError(f"dataset {path} does not exist; collect one first (e.g. `steerlab collect particle`)")
+    from steerlab.data import lerobot_io
+
+    if lerobot_io.is_lerobot_dir(path) or lerobot_io.looks_like_lerobot(path):  # a LeRobotDataset v3 directory
+        return lerobot_io.read_lerobot(path, keys)
+    import zarr
+
     try:
         root = zarr.open_group(path, mode="r")
     except Exception as e:  # noqa: BLE001 - zarr raises several types here
