@@ -231,3 +231,31 @@ def test_fresh_step_noise_is_independent_of_z0_drawn_with_the_same_seed():
     assert torch.equal(out, ch.sample_fn(z))
     xi0 = ch.sample_fn(z, torch.stack([torch.zeros_like(z), torch.zeros_like(z)]))
     assert not torch.allclose(out, xi0, atol=1e-4)
+
+
+def test_path_obstacle_cost_follows_the_env_and_its_gradient_is_exact():
+    import gymnasium as gym
+    import numpy as np
+
+    import steerlab  # noqa: F401
+    from steerlab.steer.objectives import PathObstacleCost
+
+    env = gym.make("steerlab/Particle-v0", n_dim=2).unwrapped
+    obs, _ = env.reset(seed=1)
+    chunk = torch.rand(1, 4, 2, generator=torch.Generator().manual_seed(0))
+    center = ((obs["pos_agent"] + chunk[0, 0].numpy()) / 2).tolist()  # on the way to the first set-point
+    cost = PathObstacleCost(center, 0.2, obs["pos_agent"][None], obs["vel_agent"][None])
+    path = cost.path(chunk)[0]
+    for h in range(4):
+        o, *_ = env.step(chunk[0, h].numpy())
+        assert np.allclose(path[(h + 1) * 10 - 1].numpy(), o["pos_agent"], atol=1e-5)  # the env's own physics
+    c64 = PathObstacleCost(center, 0.2, obs["pos_agent"][None].astype(np.float64),
+                           obs["vel_agent"][None].astype(np.float64))
+    c64.center, c64.pos, c64.vel = c64.center.double(), c64.pos.double(), c64.vel.double()
+    x = chunk.double().requires_grad_()
+    (g,) = torch.autograd.grad(c64(x).sum(), x)
+    e = torch.zeros_like(x)
+    e[0, 0, 0] = 1e-6
+    fd = (c64(x + e) - c64(x - e)).item() / 2e-6
+    assert abs(fd) > 1e-3  # the path enters the ball here, so the check is not of two zeros
+    assert g[0, 0, 0].item() == pytest.approx(fd, rel=1e-4, abs=1e-9)

@@ -41,6 +41,40 @@ class ObstacleCost:
         return torch.nn.functional.softplus(self.k * (self.radius - d)).sum(1) / self.k
 
 
+class PathObstacleCost:
+    """Soft penetration of a ball by the particle's *path* under a chunk of set-points, summed over every physics
+    sub-step: the particle env's PD controller (``ParticleEnv.step``: ``u = k_p (a - x) - k_v v``, then
+    ``x += v dt``, ``v += u dt``, ``repeat`` sub-steps per action) integrated from the current state
+    ``pos [B, N]``, ``vel [B, N]`` through the first ``steps`` actions of the chunk (default: all).
+
+    A particle policy's actions are set-points, not positions on the path (the oracle's are the goal itself), so a
+    cost on the actions (:class:`ObstacleCost`) does not see an obstacle that the path crosses; this one does."""
+
+    def __init__(self, center, radius: float, pos, vel, steps: int | None = None, k_p: float = 10.0,
+                 k_v: float = 5.0, dt: float = 0.005, repeat: int = 10, sharpness: float = 50.0):
+        self.center, self.radius, self.k = torch.as_tensor(center, dtype=torch.float32), radius, sharpness
+        self.pos, self.vel = torch.as_tensor(pos, dtype=torch.float32), torch.as_tensor(vel, dtype=torch.float32)
+        self.steps, self.k_p, self.k_v, self.dt, self.repeat = steps, k_p, k_v, dt, repeat
+
+    def path(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Positions after every sub-step, ``[B, steps * repeat, N]``."""
+        x = _rows(self.pos, len(chunk), chunk)
+        v = _rows(self.vel, len(chunk), chunk)
+        out = []
+        for h in range(chunk.shape[1] if self.steps is None else min(self.steps, chunk.shape[1])):
+            a = chunk[:, h]
+            for _ in range(self.repeat):
+                u = self.k_p * (a - x) - self.k_v * v
+                x, v = x + v * self.dt, v + u * self.dt
+                out.append(x)
+        return torch.stack(out, 1)
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        c = _rows(self.center, len(chunk), chunk)[:, None]
+        d = (self.path(chunk) - c).norm(dim=-1)
+        return torch.nn.functional.softplus(self.k * (self.radius - d)).sum(1) / self.k
+
+
 class ReferenceDeviation:
     """Mean squared deviation of the chunk from a reference trajectory ``[H, A]`` or ``[B, H, A]``."""
 
