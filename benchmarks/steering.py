@@ -87,7 +87,7 @@ def main() -> None:
         target = torch.where(torch.as_tensor(visited_first[idx])[:, None], g[:, 1], g[:, 0])
         return EndDistance(target)
 
-    stats = {"decisions": 0, "nfe": 0.0, "flat_at_start": 0}
+    stats = {"decisions": 0, "nfe": 0.0, "flat_at_start": 0, "initial": 0.0, "best": 0.0}
 
     def steered(hist, idx):
         chain = policy_sampler(policy, hist, noise_mode="none", grad="full")
@@ -98,6 +98,8 @@ def main() -> None:
         stats["decisions"] += len(idx)
         stats["nfe"] += res.nfe * len(idx)
         stats["flat_at_start"] += int((res.initial_loss.abs() < 1e-6).sum())  # nothing to descend at the first noise
+        stats["initial"] += float(res.initial_loss.sum())
+        stats["best"] += float(res.loss.sum())
         return res.sample
 
     out = {}
@@ -114,6 +116,8 @@ def main() -> None:
                                          if isinstance(v, dict)) + f", {out[name]['seconds']:.0f} s", flush=True)
     out["steered"]["nfe_per_decision"] = stats["nfe"] / max(stats["decisions"], 1)
     out["steered"]["objective_flat_at_start"] = stats["flat_at_start"] / max(stats["decisions"], 1)
+    out["steered"]["objective_initial_mean"] = stats["initial"] / max(stats["decisions"], 1)
+    out["steered"]["objective_best_mean"] = stats["best"] / max(stats["decisions"], 1)
     save(a.name or f"steering_{a.task.replace('-', '_')}", {"task": a.task, "objective": a.objective, "command": "python benchmarks/steering.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
                       "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim,
                       "radius": a.radius if a.task == "obstacle" else None,
