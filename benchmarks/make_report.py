@@ -49,6 +49,52 @@ def section_sweep(lines):
     lines += ["", "![particle sweep](benchmarks/results/particle_sweep.png)", ""]
 
 
+def section_parameterization(lines):
+    d = _load("parameterization")
+    lines += ["### 1b. Network parameterization: precision and spread at exact oracle actions", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    r0 = d["rows"][0]
+    lines += [_cmd(d) + f". At the first observation of {r0['observations']} evaluation episodes the oracle commands "
+              f"the first goal itself; each run samples {r0['samples']} chunks from as many initial noises. *L2*: "
+              "median distance of the executed actions to the oracle's; *spread*: per-coordinate std of the samples' "
+              "executed actions; *success*: the run's own 100-episode evaluation (section 1).", "",
+              "| run | N | network output | sampler | steps | success | median L2 to oracle | spread |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(d["rows"], key=lambda r: (r["kind"], r["n_dim"], r["prediction_type"])):
+        succ = _pct(r["success_rate"]) if r["success_rate"] is not None else "–"
+        lines.append(f"| `{Path(r['run_dir']).name}` | {r['n_dim']} | {r['kind']} {r['prediction_type']} | "
+                     f"{r['sampler']} | {r['steps']} | {succ} | {r['median_l2_to_oracle']:.4f} | {r['spread']:.4f} |")
+    lines.append("")
+
+
+def section_multimodality(lines):
+    d = _load("multimodality")
+    lines += ["### 1c. Multimodality and noise leverage per parameterization", ""]
+    if not d:
+        lines += ["Not measured yet.", ""]
+        return
+    r0 = d["rows"][0]
+    dm = d["demos"]
+    lines += [_cmd(d) + f". {d['n_dim']}-D particle with IBC's multimodal oracle (each demo visits the two goals in a "
+              f"random order; {_pct(dm['second_first'])} of the {dm['episodes']} demos visit the second goal first), "
+              f"{d['steps']:,} steps per run. *closed loop*: share of {r0['closed_loop']['episodes']} episodes "
+              "(among those that reached a goal) that visit the second goal first; *both modes*: share of "
+              f"{r0['fixed_obs']['observations']} first observations at which {r0['fixed_obs']['samples']} noises give "
+              "chunks of both modes (the noise decides the mode there); *spread*: std of those chunks' last actions. "
+              "The env's success rule (first goal, then end at the second) fails every episode of the other order, "
+              "so success is at most about half here.", "",
+              "| network | success | reached a goal | second goal first | 95% CI | both modes at | second-mode share of samples | spread |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        c, f = r["closed_loop"], r["fixed_obs"]
+        lines.append(f"| {r['method']} | {_pct(r['success_rate'])} | {c['reached_a_goal']}/{c['episodes']} | "
+                     f"{_pct(c['second_first'])} | {_ci(c['ci95'])} | {_pct(f['both_modes_share'])} | "
+                     f"{_pct(f['second_mode_share'])} | {f['spread']:.3f} |")
+    lines += ["", "![multimodality](benchmarks/results/multimodality.png)", ""]
+
+
 def _speed_tables(lines, d, png):
     m = d["machine"]
     cmd = d.get("command", f"python benchmarks/bench_langevin.py --n-dim {d['n_dim']}")
@@ -243,17 +289,22 @@ def section_wm_stress(lines):
 def section_steering(lines):
     lines += ["## 8. Steering by noise optimization, closed loop", ""]
     any_ = False
-    for task in ("goal_order", "obstacle"):
+    for task in ("goal_order", "obstacle", "obstacle_x0_actions", "obstacle_x0_path"):
         d = _load(f"steering_{task}")
         if not d:
             continue
         any_ = True
         res = d["results"]
         metrics = [k for k, v in res["base"].items() if isinstance(v, dict)]
-        lines += [f"**{d['task']}** — " + _cmd(d) + f"; Adam {d['optimizer']['steps']} steps, lr {d['optimizer']['lr']}, "
-                  f"z on the √d shell; {res['steered'].get('nfe_per_decision', 0):.0f} NFE per decision.", "",
+        st = res["steered"]
+        flat = (f" The objective was already flat (< 1e-6) at the first noise on {_pct(st['objective_flat_at_start'])} "
+                f"of the decisions; its mean went from {st['objective_initial_mean']:.4f} at the first noise to "
+                f"{st['objective_best_mean']:.4f} at the best." if "objective_initial_mean" in st else "")
+        what = f" (objective on the {d['objective']})" if d.get("objective") else ""
+        lines += [f"**{d['task']}**{what} — " + _cmd(d) + f"; Adam {d['optimizer']['steps']} steps, lr {d['optimizer']['lr']}, "
+                  f"z on the √d shell; {st.get('nfe_per_decision', 0):.0f} NFE per decision." + flat, "",
                   "| policy | " + " | ".join(metrics) + " | s |", "|---|" + "---|" * (len(metrics) + 1)]
-        for name in ("base", "steered"):
+        for name in [n for n in ("base", "steered", "action-gradient") if n in res]:
             lines.append(f"| {name} | " + " | ".join(f"{_pct(res[name][m]['rate'])} {_ci(res[name][m]['ci95'])}"
                                                     for m in metrics) + f" | {res[name]['seconds']:.0f} |")
         lines.append("")
@@ -543,6 +594,8 @@ def main():
              "Every figure below is read from `benchmarks/results/*.json`, written by the committed script named",
              "with it; this file is regenerated by `python benchmarks/make_report.py`. Machine: 2 CPU cores, no GPU.", ""]
     section_sweep(lines)
+    section_parameterization(lines)
+    section_multimodality(lines)
     section_speed(lines)
     section_chain_dtype(lines)
     section_compute(lines)

@@ -18,7 +18,9 @@ best noise; the base policy samples z0 plainly. Both run on the same seeds; metr
   env's PD controller from the current state (:class:`~steerlab.steer.objectives.PathObstacleCost`). Particle
   actions are set-points (the oracle's is the goal itself), so the actions may stay clear of a ball the path
   crosses: the result records, per decision, whether the objective was already ~0 at the first noise.
-  Metrics: episodes whose path never enters the ball, task success, and both.
+  Metrics: episodes whose path never enters the ball, task success, and both. A control, ``action-gradient``,
+  descends the same objective on the base chunk's actions directly: where it avoids and noise optimization does
+  not, the noise does not move the actions (too little leverage), not the objective or the budget.
 
 Writes benchmarks/results/steering_<task>.json (``--name`` overrides).
 """
@@ -57,6 +59,9 @@ def main() -> None:
     ap.add_argument("--seed0", type=int, default=400_000)
     ap.add_argument("--objective", choices=("actions", "path"), default="actions", help="obstacle task: what is penalized")
     ap.add_argument("--name", default=None, help="results file name (default steering_<task>)")
+    ap.add_argument("--action-lr", type=float, default=0.02, help="obstacle task: Adam step of the action-gradient control")
+    ap.add_argument("--action-keep", type=float, default=1.0,
+                    help="obstacle task: weight of the squared deviation from the base chunk in the action-gradient control")
     a = ap.parse_args()
     cfg, policy, ckpt = load_run(a.run_dir)
     seeds = [a.seed0 + i for i in range(a.episodes)]
@@ -102,8 +107,27 @@ def main() -> None:
         stats["best"] += float(res.loss.sum())
         return res.sample
 
+    def action_gradient(hist, idx):
+        """The control: the same objective descended on the base chunk's actions themselves, plus
+        ``--action-keep`` times their squared deviation from the base chunk (Adam, the same number of steps,
+        actions kept in the env's bounds) -- what noise optimization could reach if the noise moved the actions."""
+        base = plain(hist, idx)
+        chunk = base.clone().requires_grad_()
+        opt = torch.optim.Adam([chunk], lr=a.action_lr)
+        obj = objective(hist, idx)
+        for _ in range(a.steps):
+            opt.zero_grad()
+            (obj(chunk) + a.action_keep * ((chunk - base) ** 2).flatten(1).sum(1)).sum().backward()
+            opt.step()
+            with torch.no_grad():
+                chunk.clamp_(0.0, 1.0)
+        return chunk.detach()
+
     out = {}
-    for name, fn in (("base", plain), ("steered", steered)):
+    variants = [("base", plain), ("steered", steered)]
+    if a.task == "obstacle":
+        variants.append(("action-gradient", action_gradient))
+    for name, fn in variants:
         t0 = time.time()
         eps = rollout(policy, cfg.env, cfg.n_dim, seeds, act_fn=fn)
         success = np.array([e["success"] for e in eps])
