@@ -20,7 +20,10 @@ best noise; the base policy samples z0 plainly. Both run on the same seeds; metr
   crosses: the result records, per decision, whether the objective was already ~0 at the first noise.
   Metrics: episodes whose path never enters the ball, task success, and both. A control, ``action-gradient``,
   descends the same objective on the base chunk's actions directly: where it avoids and noise optimization does
-  not, the noise does not move the actions (too little leverage), not the objective or the budget.
+  not, the noise does not move the actions (too little leverage), not the objective or the budget. A second
+  control, ``best-of-N``, samples as many noises as the steered policy's denoiser budget allows, executes the chunk
+  of the best and records at how many decisions at least one of them already meets the objective (the policy's
+  support contains an avoiding chunk) and the spread of the samples' executed actions there.
 
 Writes benchmarks/results/steering_<task>.json (``--name`` overrides).
 """
@@ -123,10 +126,29 @@ def main() -> None:
                 chunk.clamp_(0.0, 1.0)
         return chunk.detach()
 
+    support = {"decisions": 0, "met": 0, "spread": 0.0, "samples": 0}
+
+    def best_of_n(hist, idx):
+        """The zero-order control at the steered policy's budget: ``3 steps + 1`` chains per decision (an Adam
+        step's forward and backward pass count as three forwards, as in ``nfe_per_decision``)."""
+        chain = policy_sampler(policy, hist, noise_mode="none", grad="none")
+        obj = objective(hist, idx)
+        m = 3 * a.steps + 1
+        with torch.no_grad():
+            z = torch.randn((m, *chain.shape), generator=gen)
+            chunks = torch.stack([chain.sample_fn(z[j]) for j in range(m)])  # [M, B, H, A]
+            loss = torch.stack([obj(c) for c in chunks])  # [M, B]
+        best = loss.argmin(0)
+        support["decisions"] += len(idx)
+        support["met"] += int((loss.min(0).values < 1e-6).sum())
+        support["spread"] += float(chunks[:, :, : policy.n_action_steps].std(0).mean(dim=(1, 2)).sum())
+        support["samples"] = m
+        return chunks[best, torch.arange(len(idx))]
+
     out = {}
     variants = [("base", plain), ("steered", steered)]
     if a.task == "obstacle":
-        variants.append(("action-gradient", action_gradient))
+        variants += [("action-gradient", action_gradient), ("best-of-N", best_of_n)]
     for name, fn in variants:
         t0 = time.time()
         eps = rollout(policy, cfg.env, cfg.n_dim, seeds, act_fn=fn)
@@ -142,6 +164,10 @@ def main() -> None:
     out["steered"]["objective_flat_at_start"] = stats["flat_at_start"] / max(stats["decisions"], 1)
     out["steered"]["objective_initial_mean"] = stats["initial"] / max(stats["decisions"], 1)
     out["steered"]["objective_best_mean"] = stats["best"] / max(stats["decisions"], 1)
+    if "best-of-N" in out:
+        d = max(support["decisions"], 1)
+        out["best-of-N"].update(samples_per_decision=support["samples"], objective_met_by_a_sample=support["met"] / d,
+                                sample_spread=support["spread"] / d)
     save(a.name or f"steering_{a.task.replace('-', '_')}", {"task": a.task, "objective": a.objective, "command": "python benchmarks/steering.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
                       "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim,
                       "radius": a.radius if a.task == "obstacle" else None,
