@@ -21,7 +21,7 @@ from steerlab.envs.nav2d import (
     waypoints_to_world,
     world_to_action,
 )
-from steerlab.envs.nav2d_planner import NavOracle, polyline_length, project_onto_polyline, arc_lengths
+from steerlab.envs.nav2d import NavOracle, polyline_length, project_onto_polyline, arc_lengths
 
 G = 48
 
