@@ -99,9 +99,8 @@ def load_policy_run(a):
 
 def switched_route(episodes, seeds, route_id) -> np.ndarray:
     """Per nav episode on a two-route map: whether its closed-loop path overlaps the other route (``1 - route_id``)
-    more than the original one (:func:`~steerlab.envs.nav2d_planner.route_overlap`)."""
-    from steerlab.envs.nav2d import Nav2DEnv
-    from steerlab.envs.nav2d_planner import route_overlap
+    more than the original one (:func:`~steerlab.envs.nav2d.planner.route_overlap`)."""
+    from steerlab.envs.nav2d import Nav2DEnv, route_overlap
 
     flags = []
     for e, s, orig in zip(episodes, seeds, route_id):

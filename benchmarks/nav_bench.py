@@ -15,7 +15,7 @@ adversarial intents and route switching, all in closed loop on ``steerlab/Nav2D-
   and z0 held fixed for every decision, ends in a collision. Plausibility: chi_d CDF of |z| inside [0.005, 0.995].
 - **route switching** (two-route maps): (a) z1 encoded from the other route; (b) z1 of the original route, z2
   optimized toward the other route (objective ``route``) and held fixed. Switched = the closed-loop path overlaps
-  the other route more than the original one (:func:`~steerlab.envs.nav2d_planner.route_overlap`).
+  the other route more than the original one (:func:`~steerlab.envs.nav2d.planner.route_overlap`).
 
 With ``--rerank K`` every rollout is the re-ranked deployment of :mod:`steerlab.nav.safety`: K chunks drawn per
 decision, the first that keeps the robot radius + ``--safety-margin`` from the occupied pixels of the robot's own
@@ -50,8 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, inside_central, rate, save, search_intent, switched_route  # noqa: E402
 
-from steerlab.envs.nav2d import ROBOT_RADIUS, waypoints_to_world, world_to_action  # noqa: E402
-from steerlab.envs.nav2d_planner import resample_polyline  # noqa: E402
+from steerlab.envs.nav2d import ROBOT_RADIUS, resample_polyline, waypoints_to_world, world_to_action  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.nav.intent_opt import (  # noqa: E402
     CandidateChain, CandidateObjective, IntentChain, IntentObjective, hard_collision, make_problem, problem_from_envs,

@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import save  # noqa: E402
 
-from steerlab.data.collect_nav2d import collect_nav2d, seeded_oracle  # noqa: E402
-from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, waypoints_to_world  # noqa: E402
+from steerlab.data.collect_nav2d import collect_nav2d  # noqa: E402
+from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, seeded_oracle, waypoints_to_world  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.nav.data import NavWindowDataset, load_nav_dataset  # noqa: E402
 from steerlab.nav.intent_opt import hard_collision, make_problem, swept_points  # noqa: E402

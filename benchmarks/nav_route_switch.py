@@ -36,8 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import load_policy_run, rate, save, switched_route  # noqa: E402
 
-from steerlab.data.collect_nav2d import seeded_oracle  # noqa: E402
-from steerlab.envs.nav2d import Nav2DEnv, to_robot_frame  # noqa: E402
+from steerlab.envs.nav2d import Nav2DEnv, seeded_oracle, to_robot_frame  # noqa: E402
 from steerlab.nav.intent_opt import (  # noqa: E402
     CandidateChain, CandidateObjective, IntentChain, IntentObjective, make_problem, problem_from_envs, replicate,
     two_route_seeds,

@@ -21,7 +21,7 @@ from steerlab.envs.nav2d import (
     waypoints_to_world,
     world_to_action,
 )
-from steerlab.envs.nav2d_planner import NavOracle, polyline_length, project_onto_polyline, arc_lengths
+from steerlab.envs.nav2d import NavOracle, polyline_length, project_onto_polyline, arc_lengths
 
 G = 48
 
@@ -403,3 +403,115 @@ def test_train_config_demo_noise_names_and_collects_the_dart_dataset(tmp_path):
     assert str(TrainConfig(env="nav2d", episodes=3, demo_noise=0.3).dataset_path()) == "data/nav2d-mixed-3-dart0.3p0.5.zarr"
     path = ensure_dataset("nav2d", 2, 2, tmp_path / "d.zarr", progress=False, demo_noise=0.3)
     assert load_episodes(path).attrs["action_noise"] == 0.3
+
+
+def _module_names(root):
+    """Dotted names of the modules and packages in the source tree at ``root`` (the directory of ``steerlab``)."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        is_init = rel.name == "__init__"
+        names[".".join(rel.parts[:-1] if is_init else rel.parts)] = (path, is_init)
+    return names
+
+
+def _steerlab_imports(path, package: str, modules) -> list[tuple[str, bool]]:
+    """Every steerlab module a source file imports, at any depth (function bodies included) ->
+    ``[(module, inside_a_function)]``. ``from pkg import name`` counts as ``pkg.name`` when that is a module."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+
+    def in_function(node):
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                return True
+        return False
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        out += [(n, in_function(node)) for n in names if n == "steerlab" or n.startswith("steerlab.")]
+    return out
+
+
+def test_env_modules_import_without_cycles():
+    """The modules under ``steerlab.envs`` form an acyclic import graph, counting imports inside functions too;
+    the nav2d package imports no steerlab module inside a function."""
+    from pathlib import Path
+
+    import steerlab
+
+    modules = _module_names(Path(steerlab.__file__).parent)
+    graph = {}
+    for name, (path, is_init) in modules.items():
+        if not name.startswith("steerlab.envs"):
+            continue
+        imports = _steerlab_imports(path, name if is_init else name.rpartition(".")[0], modules)
+        graph[name] = {m for m, _ in imports}
+        if name.startswith("steerlab.envs.nav2d"):
+            assert not [m for m, local in imports if local], f"{name} imports steerlab modules inside a function"
+    assert {"steerlab.envs.nav2d.env", "steerlab.envs.nav2d.planner", "steerlab.envs.nav2d.maps"} <= set(graph)
+    assert "steerlab.envs.nav2d.planner" in graph["steerlab.envs.nav2d.maps"]
+
+    state = {}
+
+    def visit(n, stack):
+        state[n] = "open"
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if m in graph and m not in state:
+                visit(m, stack + [m])
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+
+
+def test_seeded_reset_and_oracle_steps_are_unchanged():
+    """Golden values recorded before the nav2d module became a package: the same seed gives the same map,
+    routes, oracle choice, observations, rewards and frame."""
+    import hashlib
+
+    from steerlab.envs.nav2d import seeded_oracle
+
+    def digest(a):
+        return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+    env = Nav2DEnv(render_mode="rgb_array")
+    obs, info = env.reset(seed=0)
+    assert (info["family"], info["n_routes"], digest(env.grid)) == ("clutter", 2, "d67f70a74f51721b")
+    assert digest(np.concatenate([r.ravel() for r in env.routes])) == "71cb119df51aa2bd"
+    oracle = seeded_oracle(env, 0)
+    assert oracle.route_id == 1
+    rewards = []
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(oracle.act(obs))
+        rewards.append(reward)
+    assert terminated and info["success"]
+    assert obs["state"].tolist() == [0.2991484999656677, 0.6635847687721252, -0.0851738452911377,
+                                     -0.9963660836219788, -0.002934844233095646, -0.03433189168572426]
+    assert obs["goal_rel"].tolist() == [0.030326833948493004, -7.873352525500366e-10]
+    assert (digest(obs["occupancy"]), int(obs["occupancy"].sum())) == ("9bb66cbc92fde178", 144)
+    np.testing.assert_allclose(rewards, [0.2265164560668303, 0.27884979653588293, 1.1755515031866755], rtol=1e-12)
+    assert digest(env.render()) == "7d922a1e081e63ed"
+    for family, grid, routes in [("corridors", "c59dd88990a500e2", "0e43c20c6e08a242"),
+                                 ("rooms", "68dd97532f89ec9c", "aa74e6a2268a7ad5"),
+                                 ("clutter", "82347bccbbf0e97a", "8b6d61e3c04f00e0")]:
+        env = Nav2DEnv(family=family)
+        env.reset(seed=0)
+        assert digest(env.grid) == grid, family
+        assert digest(np.concatenate([r.ravel() for r in env.routes])) == routes, family

@@ -391,8 +391,8 @@ def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_pa
 def test_rotate_heading_matches_the_env_and_finds_first_decisions(tmp_path):
     """A quarter turn of the batch is exactly what the env and the oracle give with the start heading turned:
     same image, goal, route, oracle action and state. Only first decisions are recognised as such."""
-    from steerlab.data.collect_nav2d import collect_nav2d, seeded_oracle
-    from steerlab.envs.nav2d import Nav2DEnv
+    from steerlab.data.collect_nav2d import collect_nav2d
+    from steerlab.envs.nav2d import Nav2DEnv, seeded_oracle
     from steerlab.nav.data import first_decision_rows, rotate_heading
 
     for seed in (5, 11):

@@ -11,7 +11,7 @@ PARTICLE_ID = "steerlab/Particle-v0"
 NAV2D_ID = "steerlab/Nav2D-v0"
 ENV_ENTRY_POINTS = {
     PARTICLE_ID: "steerlab.envs.particle:ParticleEnv",
-    NAV2D_ID: "steerlab.envs.nav2d:Nav2DEnv",
+    NAV2D_ID: "steerlab.envs.nav2d.env:Nav2DEnv",
 }
 
 

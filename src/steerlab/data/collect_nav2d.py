@@ -1,4 +1,4 @@
-"""Collect :class:`~steerlab.envs.nav2d_planner.NavOracle` demonstrations on ``steerlab/Nav2D-v0`` into a zarr
+"""Collect :class:`~steerlab.envs.nav2d.oracle.NavOracle` demonstrations on ``steerlab/Nav2D-v0`` into a zarr
 dataset (diffusion_policy layout, written with :func:`steerlab.data.zarr_io.write_episodes`).
 
 Per-step keys (``T`` = total steps; step ``t`` holds the observation the oracle acted on and its action):
@@ -39,10 +39,8 @@ import numpy as np
 from steerlab.data.collect import run_chunks
 from steerlab.data.formats import check_format, write_dataset
 from steerlab.envs import NAV2D_ID
-from steerlab.envs.nav2d import Nav2DEnv, collides, waypoints_to_world
-from steerlab.envs.nav2d_planner import NavOracle
+from steerlab.envs.nav2d import Nav2DEnv, collides, seeded_oracle, waypoints_to_world
 
-_ORACLE_STREAM = 1  # separates the oracle's random stream from the env's (both derive from seed + i)
 _NOISE_STREAM = 2  # the DART perturbations' stream
 N_REF = 32
 
@@ -51,15 +49,6 @@ def nav_dataset_name(family: str, episodes: int, action_noise: float = 0.0, nois
     """Default path of a nav2d dataset: ``data/nav2d-<family>-<episodes>[-dart<noise>p<prob>].zarr``."""
     dart = f"-dart{action_noise:g}p{noise_prob:g}" if action_noise > 0 else ""
     return f"data/nav2d-{family}-{int(episodes)}{dart}.zarr"
-
-
-def seeded_oracle(env, seed: int, route="random", **kwargs) -> NavOracle:
-    """The oracle the collector runs on env seed ``seed`` (its own random stream ``[seed, 1]``), reset to
-    ``route``: ``"random"`` (its own draw, the route of the dataset's episode) or a route index (clipped to the
-    map's routes). ``env`` must have been reset with ``seed``; ``kwargs`` go to :class:`NavOracle`."""
-    oracle = NavOracle(env, rng=np.random.default_rng([int(seed), _ORACLE_STREAM]), **kwargs)
-    oracle.reset(None if route == "random" else min(int(route), len(env.routes) - 1))
-    return oracle
 
 
 def perturb_action(env, obs, action: np.ndarray, sigma: float, rng: np.random.Generator) -> tuple[np.ndarray, bool]:

@@ -2,7 +2,7 @@
 
 * ``"steerlab/Particle-v0"`` -> :class:`steerlab.envs.particle.ParticleEnv` (kwargs such as ``n_dim`` pass
   through ``gymnasium.make``; the env truncates itself after ``n_steps``).
-* ``"steerlab/Nav2D-v0"`` -> :class:`steerlab.envs.nav2d.Nav2DEnv` (kwargs such as ``family`` pass through;
+* ``"steerlab/Nav2D-v0"`` -> :class:`steerlab.envs.nav2d.env.Nav2DEnv` (kwargs such as ``family`` pass through;
   the env truncates itself after ``max_steps`` decisions).
 """
 

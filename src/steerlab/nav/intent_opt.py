@@ -36,10 +36,9 @@ import torch
 import tyro
 
 from steerlab.envs.nav2d import (
-    ROBOT_RADIUS, Nav2DEnv, densify, sample_distance_field, to_robot_frame, waypoints_to_world,
+    ROBOT_RADIUS, Nav2DEnv, densify, resample_polyline, sample_distance_field, seeded_oracle, to_robot_frame,
+    waypoints_to_world,
 )
-from steerlab.data.collect_nav2d import seeded_oracle
-from steerlab.envs.nav2d_planner import resample_polyline
 from steerlab.hw import module_device, to_device
 from steerlab.sampling import from_seed
 from steerlab.train.rundir import staged_output

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from steerlab.data.collect_nav2d import seeded_oracle
-from steerlab.envs.nav2d import Nav2DEnv, to_robot_frame
+from steerlab.envs.nav2d import Nav2DEnv, seeded_oracle, to_robot_frame
 from steerlab.eval.metrics import wilson_interval
 
 

@@ -1,5 +1,4 @@
-"""Planner oracle for :mod:`steerlab.envs.nav2d`: grid search, route finding, smoothing and a route-following
-expert whose demonstrations are multimodal (it picks one of the map's distinct routes at random).
+"""Route planner for nav2d maps: grid search, smoothing and route finding.
 
 Pieces (all positions in world units, grids indexed ``[iy, ix]`` like the env's):
 
@@ -16,10 +15,6 @@ Pieces (all positions in world units, grids indexed ``[iy, ix]`` like the env's)
   ``penalty_radius`` of routes < k, kept if its overlap with every earlier route (fraction of its points
   within ``overlap_tol`` of that route, endpoints excluded) is <= ``max_overlap`` and it is at most
   ``max_length_ratio`` times as long as route 0.
-* :class:`NavOracle` -- picks a route uniformly at random at :meth:`NavOracle.reset` and follows it at a
-  per-episode speed; waypoints never skip a polyline vertex, so the robot traces the (collision-checked)
-  polyline exactly. If the robot is off the route by more than ``off_track`` it re-plans to a point
-  ``lookahead`` further along the route. ``ref_traj`` is the chosen route resampled to ``n_ref`` points.
 """
 
 from __future__ import annotations
@@ -29,14 +24,10 @@ import math
 
 import numpy as np
 
-from steerlab.envs.nav2d import (
-    PLAN_MARGIN,
-    NavMap,
-    clearance,
-    sample_distance_field_np,
-    to_robot_frame,
-    world_to_action,
-)
+from steerlab.envs.nav2d.constants import PLAN_MARGIN
+from steerlab.envs.nav2d.geometry import clearance, sample_distance_field_np
+from steerlab.envs.nav2d.navmap import NavMap
+from steerlab.envs.nav2d.polyline import dedup_polyline, polyline_length, resample_polyline
 
 SQRT2 = math.sqrt(2.0)
 SMOOTH_CLEARANCE = 0.045
@@ -158,69 +149,6 @@ def astar(free: np.ndarray, cost: np.ndarray, start: tuple[int, int], goal: tupl
     return None
 
 
-# ============================================================================================ polylines
-def polyline_length(poly: np.ndarray) -> float:
-    return float(np.hypot(*np.diff(poly, axis=0).T).sum()) if len(poly) > 1 else 0.0
-
-
-def _dedup(poly: np.ndarray) -> np.ndarray:
-    poly = np.asarray(poly, dtype=np.float64)
-    if len(poly) < 2:
-        return poly
-    keep = np.concatenate([[True], np.hypot(*np.diff(poly, axis=0).T) > 1e-12])
-    return poly[keep]
-
-
-def arc_lengths(poly: np.ndarray) -> np.ndarray:
-    """Cumulative arc length at each vertex, ``[K]`` (starts at 0)."""
-    return np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(poly, axis=0).T))])
-
-
-def interp_polyline(poly: np.ndarray, cum: np.ndarray, s) -> np.ndarray:
-    """Points at arc lengths ``s [...]`` (clipped to the polyline) -> ``[..., 2]``."""
-    s = np.clip(np.asarray(s, dtype=np.float64), 0.0, cum[-1])
-    if len(poly) == 1:
-        return np.broadcast_to(poly[0], (*s.shape, 2)).copy()
-    return np.stack([np.interp(s, cum, poly[:, 0]), np.interp(s, cum, poly[:, 1])], axis=-1)
-
-
-def resample_polyline(poly, n: int | None = None, spacing: float | None = None) -> np.ndarray:
-    """Resample ``poly [K, 2]`` uniformly in arc length to ``n`` points, or to spacing <= ``spacing``."""
-    poly = _dedup(poly)
-    cum = arc_lengths(poly)
-    if n is None:
-        if spacing is None:
-            raise ValueError("give n or spacing")
-        n = max(2, int(math.ceil(cum[-1] / spacing)) + 1)
-    return interp_polyline(poly, cum, np.linspace(0.0, cum[-1], int(n)))
-
-
-def project_onto_polyline(poly: np.ndarray, cum: np.ndarray, p, s_lo: float = -math.inf,
-                          s_hi: float = math.inf) -> tuple[float, float]:
-    """Closest point of ``poly`` to ``p`` among arc lengths in ``[s_lo, s_hi]`` (all if none there)
-    -> ``(arc length, distance)``."""
-    p = np.asarray(p, dtype=np.float64)
-    if len(poly) == 1:
-        return 0.0, float(np.hypot(*(p - poly[0])))
-    a, b = poly[:-1], poly[1:]
-    ab = b - a
-    l2 = np.maximum((ab ** 2).sum(1), 1e-18)
-    t = np.clip(((p - a) * ab).sum(1) / l2, 0.0, 1.0)
-    q = a + ab * t[:, None]
-    d = np.hypot(*(p - q).T)
-    s = cum[:-1] + t * np.sqrt(l2)
-    ok = (s >= s_lo) & (s <= s_hi)
-    if ok.any():
-        d = np.where(ok, d, np.inf)
-    i = int(np.argmin(d))
-    return float(s[i]), float(d[i])
-
-
-def to_ref_robot_frame(state, ref_traj):
-    """``ref_traj [T, 2]`` (world) in the robot frame of ``state [6]`` -> ``[T, 2]`` (numpy or torch)."""
-    return to_robot_frame(state, ref_traj)
-
-
 # ============================================================================================ smoothing
 def smooth_path(m: NavMap, pts: np.ndarray, clear: np.ndarray, spacing: float = 0.005, max_lookahead: int = 48,
                 tol: float = 0.003) -> np.ndarray:
@@ -298,7 +226,7 @@ def plan_path(m: NavMap, p_from, p_to, cost: np.ndarray | None = None, heuristic
     if cells is None:
         return None
     pts, clear = _cells_to_points(m, cells, np.asarray(p_from, float), np.asarray(p_to, float))
-    return _dedup(smooth_path(m, pts, clear))
+    return dedup_polyline(smooth_path(m, pts, clear))
 
 
 def route_overlap(a: np.ndarray, b: np.ndarray, tol: float = 0.05, end_exclude: float = 0.1) -> float:
@@ -355,79 +283,3 @@ def find_routes(m: NavMap, max_routes: int = 2, penalty: float = 6.0, penalty_ra
         routes.append(route)
         cost = np.where(_near_mask(m, route, penalty_radius, end_exclude=0.1), cost * (1.0 + penalty), cost)
     return routes
-
-
-# ============================================================================================ oracle
-class NavOracle:
-    """Route-following expert for :class:`steerlab.envs.nav2d.Nav2DEnv`.
-
-    ``reset()`` (after ``env.reset``) picks a route of ``env.routes`` uniformly at random (or ``route_id``)
-    and a speed ``U(speed) * max_step`` per waypoint; ``act(obs)`` returns the action ``[16]`` (float32) whose
-    8 waypoints continue along the route from the robot's projection onto it. Attributes after reset:
-    ``route_id``, ``route`` (world polyline), ``ref_traj`` (float32 ``[n_ref, 2]``, world), ``replans``.
-    """
-
-    def __init__(self, env, rng=None, speed: tuple[float, float] = (0.75, 0.95), n_ref: int = 32,
-                 off_track: float = 0.05, lookahead: float = 0.15):
-        self.env = getattr(env, "unwrapped", env)
-        self.rng = np.random.default_rng(rng)
-        self.speed = (float(speed[0]), float(speed[1]))
-        if not 0 < self.speed[0] <= self.speed[1] <= 1.0:
-            raise ValueError(f"speed must satisfy 0 < lo <= hi <= 1 (fraction of max_step), got {speed!r}")
-        self.n_ref = int(n_ref)
-        self.off_track = float(off_track)
-        self.lookahead = float(lookahead)
-        self.route_id = None
-
-    def reset(self, route_id: int | None = None) -> None:
-        routes = self.env.routes
-        if not routes:
-            raise RuntimeError("the env has no routes; call env.reset() before oracle.reset()")
-        self.route_id = int(self.rng.integers(len(routes))) if route_id is None else int(route_id)
-        self.route = np.asarray(routes[self.route_id], dtype=np.float64)
-        self.ref_traj = resample_polyline(self.route, n=self.n_ref).astype(np.float32)
-        self.step_len = float(self.rng.uniform(*self.speed)) * self.env.max_step
-        self._set_track(self.route)
-        self.replans = 0
-
-    def _set_track(self, track: np.ndarray) -> None:
-        self._track = _dedup(track)
-        self._cum = arc_lengths(self._track)
-        self.s = 0.0
-
-    def ref_traj_robot(self, state) -> np.ndarray:
-        """``ref_traj`` in the robot frame of ``state [6]`` -> float32 ``[n_ref, 2]``."""
-        return to_robot_frame(np.asarray(state, np.float64), self.ref_traj.astype(np.float64)).astype(np.float32)
-
-    def _replan(self, p: np.ndarray, s: float) -> None:
-        s_t = min(s + self.lookahead, self._cum[-1])
-        target = interp_polyline(self._track, self._cum, s_t)
-        detour = plan_path(self.env.map, p, target)
-        rest = self._track[self._cum > s_t + 1e-9]
-        if detour is None:  # give up on the detour: head straight for the target
-            detour = np.stack([p, target])
-        self._set_track(np.vstack([detour, rest]))
-        self.replans += 1
-
-    def act(self, obs) -> np.ndarray:
-        state = np.asarray(obs["state"], dtype=np.float64)
-        p = state[:2]
-        s, d = project_onto_polyline(self._track, self._cum, p, self.s - 0.05, self.s + 0.5)
-        if d > self.off_track:
-            self._replan(p, s)
-            s, d = 0.0, 0.0
-        self.s = s
-        cum, L = self._cum, self._cum[-1]
-        targets = []
-        vi = int(np.searchsorted(cum, s + 1e-9, side="right"))  # next vertex strictly ahead
-        for _ in range(self.env.n_waypoints):
-            nxt = s + self.step_len
-            if vi < len(cum) and cum[vi] < nxt:  # never skip a vertex: the chords then lie on the route
-                nxt = cum[vi]
-                vi += 1
-            s = min(nxt, L)
-            targets.append(s)
-        wp = interp_polyline(self._track, cum, np.asarray(targets))
-        return world_to_action(state, wp, self.env.max_step, clip=True).astype(np.float32)
-
-    __call__ = act
