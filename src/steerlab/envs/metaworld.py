@@ -84,7 +84,9 @@ class MetaWorldEnv(gym.Wrapper):
         self.terminate_on_success = bool(terminate_on_success)
         # MetaWorld truncates (and refuses further steps) at its own max_path_length
         env.unwrapped.max_path_length = self.max_episode_steps
-        box = env.observation_space
+        # MetaWorld's goal-observable classes keep the goal-hidden space (goal bounds 0) as observation_space;
+        # sawyer_observation_space is the one their observations are clipped to
+        box = env.unwrapped.sawyer_observation_space
         self.observation_space = gym.spaces.Box(box.low.astype(np.float32), box.high.astype(np.float32),
                                                 dtype=np.float32)
         self.steps = 0
