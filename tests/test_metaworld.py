@@ -100,6 +100,27 @@ def test_expert_succeeds_through_the_evaluator():
         assert e["hand"].shape == (e["length"] + 1, 3)
 
 
+def test_policy_history_holds_past_observations():
+    from steerlab.policy import Policy
+
+    class Recorder(Policy):
+        n_obs_steps = 2
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def predict_action_chunk(self, obs, generator=None):
+            self.seen.append(obs.clone())
+            return torch.full((obs.shape[0], 1, ACT_DIM), 0.5)
+
+    pol = Recorder()
+    res = evaluate_metaworld(pol, TASK, eval_seeds(2), max_episode_steps=4, record_obs=True)
+    for i, e in enumerate(res["episodes"]):
+        for t in range(1, 4):  # at step t the history is (obs[t-1], obs[t])
+            np.testing.assert_array_equal(pol.seen[t][i].numpy(), e["obs"][t - 1: t + 1])
+
+
 def test_small_diffusion_policy_runs_an_episode(tmp_path):
     from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, GenerativePolicy
 

@@ -82,9 +82,10 @@ def evaluate_metaworld(policy_or_act_fn, task: str, seeds: Sequence[int], max_ep
         while active.any():
             if is_policy:
                 with torch.no_grad():
-                    actions = policy.select_action(torch.as_tensor(obs, device=dev), generator=generator)
+                    # a copy: the policy keeps it in its observation history while obs is updated in place
+                    actions = policy.select_action(torch.tensor(obs, device=dev), generator=generator)
             else:
-                actions = policy_or_act_fn(obs)
+                actions = policy_or_act_fn(obs.copy())
             if isinstance(actions, torch.Tensor):
                 actions = actions.detach().cpu().numpy()
             actions = np.asarray(actions, dtype=np.float32)
