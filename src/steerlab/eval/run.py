@@ -18,9 +18,9 @@ import torch
 from steerlab.eval.plots import plot_energy_landscape, plot_rollouts, plot_training_curves
 from steerlab.eval.rollout import evaluate_policy, write_metrics
 from steerlab.hw import module_device, resolve_device
+from steerlab.registry import build_policy
 from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_meta, load_weights
 from steerlab.train.config import TrainConfig, from_dict
-from steerlab.train.loop import build_policy
 from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
 
 RESULT_FILES = ("metrics.json", "report.md", "plots")
@@ -36,7 +36,7 @@ def load_run(run_dir: str | Path, ema: bool | None = None, device: str | torch.d
     cfg = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()), "config.json")
     ckpt = latest_checkpoint(run_dir)
     meta = load_meta(ckpt)
-    policy = build_policy(cfg, meta["obs_dim"], meta["act_dim"])
+    policy = build_policy(cfg.policy, meta["obs_dim"], meta["act_dim"])
     use_ema = cfg.ema_decay is not None if ema is None else ema
     state = load_weights(ckpt, ema=use_ema)
     missing, unexpected = policy.load_state_dict(state, strict=False)

@@ -25,8 +25,11 @@ import torch
 
 from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
 from steerlab.policy import Policy
+from steerlab.registry import register_policy
 from steerlab.sampling.process import energy_guided
 from steerlab.steer.critic import CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank
+from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
+from steerlab.train.config import config_from_dict_policy
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class EnergyPolicyConfig:
     test_time: TestTime = field(default_factory=TestTime)
 
 
+@register_policy("energy", EnergyPolicyConfig)
 class EnergyPolicy(Policy):
     def __init__(self, cfg: EnergyPolicyConfig, obs_dim: int, act_dim: int):
         super().__init__()
@@ -282,9 +286,6 @@ def load_base_policy(policy: EnergyPolicy, run_dir: str | Path) -> list[str]:
     The checkpoint has no energy weights: they are reported (the returned list names every missing
     ``critic.*`` key) and keep their fresh initialization. Any other mismatch — a base key missing from the
     checkpoint, a key the policy does not have, a config that differs — is an error naming the keys."""
-    from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
-    from steerlab.train.config import config_from_dict_policy
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"base_run {run_dir} is not a run directory (no config.json)")
