@@ -23,9 +23,9 @@ from typing import Literal
 
 import torch
 
-from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
+from steerlab.generative.policy import DiffusionConfig, FlowConfig
 from steerlab.policy import Policy
-from steerlab.registry import register_policy
+from steerlab.registry import build_policy, register_policy
 from steerlab.sampling.process import energy_guided
 from steerlab.steer.critic import CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank
 from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
@@ -115,7 +115,7 @@ class EnergyPolicy(Policy):
         super().__init__()
         self.cfg = cfg
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.base = GenerativePolicy(cfg.base, obs_dim, act_dim)
+        self.base = build_policy(cfg.base, obs_dim, act_dim)
         self.n_obs_steps, self.n_action_steps = self.base.n_obs_steps, self.base.n_action_steps
         self.critic = EnergyCritic(CriticConfig(context_dim=obs_dim, act_dim=cfg.act_dim or act_dim,
                                                 horizon=cfg.base.horizon, width=cfg.width, heads=cfg.heads,
