@@ -3,6 +3,9 @@
 Importing the package registers its gymnasium environments (as gym_pusht and gym_aloha do), so
 ``import steerlab, gymnasium as gym; gym.make("steerlab/Particle-v0")`` works. Registration stores only the
 entry-point strings: the environment modules load when an environment is made.
+
+``steerlab.load_policy(path)`` loads a trained policy (a run directory or a ``policy.save`` directory); it is
+imported on first use, so ``import steerlab`` stays light.
 """
 
 __version__ = "0.1.0"
@@ -26,3 +29,11 @@ def register_envs() -> None:
 
 
 register_envs()
+
+
+def __getattr__(name: str):
+    if name == "load_policy":  # torch and the policy modules load on first use
+        from steerlab.policy_io import load_policy
+
+        return load_policy
+    raise AttributeError(f"module 'steerlab' has no attribute {name!r}")

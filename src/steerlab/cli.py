@@ -59,7 +59,7 @@ def resolve_train_config(preset: str, args: list[str]):
     if cfg_file:
         cfg = merge(cfg, load_config_file(cfg_file), where=str(cfg_file))
     return tyro.cli(
-        TrainConfig, default=cfg, args=args, prog=f"steerlab train {preset}",
+        TrainConfig[type(cfg.policy)], default=cfg, args=args, prog=f"steerlab train {preset}",
         description=f"Train preset '{preset}'. Options override the preset; --config-file F.json|yaml "
                     f"applies a file of overrides first; --resume continues the run from its latest checkpoint.",
         config=(tyro.conf.AvoidSubcommands,),

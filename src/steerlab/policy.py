@@ -11,17 +11,30 @@
   space and of IBC's particle observations) -- keeps the observation history and the queue of not-yet-executed
   actions (receding horizon), and ``reset()`` clears them.
 
-A policy owns its normalizers as buffers, so a checkpoint of its ``state_dict`` is self-contained.
+A policy owns its normalizers as buffers, so a checkpoint of its ``state_dict`` is self-contained:
+:meth:`Policy.save` writes it with the policy's kind, config and dims, and :func:`steerlab.load_policy` reads it back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
+
+from steerlab import __version__
+from steerlab.registry import PolicySpec
+from steerlab.train.checkpoint import cpu_tensors, file_record
+from steerlab.train.rundir import atomic_write_bytes, atomic_write_json
+
+#: ``format`` of the ``config.json`` that :meth:`Policy.save` writes
+SAVED_POLICY_FORMAT = "steerlab-policy"
+SAVED_POLICY_VERSION = 1
 
 
 class Policy(nn.Module):
@@ -31,6 +44,8 @@ class Policy(nn.Module):
     n_action_steps: int = 1
     #: False for policies with nothing to optimize (nearest neighbour)
     trainable: bool = True
+    #: what the policy was built from; set by :func:`steerlab.registry.build_policy`, written by :meth:`save`
+    spec: PolicySpec | None = None
 
     def __init__(self):
         super().__init__()
@@ -64,6 +79,33 @@ class Policy(nn.Module):
             self._act_queue.extend(chunk[:, : self.n_action_steps].unbind(1))
         a = self._act_queue.popleft()
         return a[0] if single else a
+
+    def save(self, path: str | Path) -> Path:
+        """Write the policy into directory ``path`` (created if needed): ``model.safetensors`` (the whole
+        ``state_dict``, normalizers included) and ``config.json`` (kind, config, dims and the weights' SHA-256),
+        each written atomically. :func:`steerlab.load_policy` reads it back. Returns the directory."""
+        spec = self.spec or self._spec_from_attributes()
+        d = Path(path)
+        if (d / "checkpoints").is_dir():
+            raise ValueError(f"{d} is a run directory of `steerlab train`; save the policy into another directory")
+        d.mkdir(parents=True, exist_ok=True)
+        weights = d / "model.safetensors"
+        atomic_write_bytes(weights, safetensors_bytes(cpu_tensors(self.state_dict())))
+        atomic_write_json(d / "config.json", {
+            "format": SAVED_POLICY_FORMAT, "format_version": SAVED_POLICY_VERSION, "steerlab_version": __version__,
+            "kind": spec.kind, "policy": dataclasses.asdict(spec.config), "obs_dim": spec.obs_dim,
+            "act_dim": spec.act_dim, "n_obs_steps": self.n_obs_steps, "n_action_steps": self.n_action_steps,
+            "files": {weights.name: file_record(weights)},
+        })
+        return d
+
+    def _spec_from_attributes(self) -> PolicySpec:
+        """The spec of a policy constructed directly rather than by ``build_policy``: its ``cfg`` and dims."""
+        cfg = getattr(self, "cfg", None)
+        if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "kind"):
+            raise ValueError(f"this {type(self).__name__} does not know its config; build it with "
+                             f"steerlab.registry.build_policy(config, obs_dim, act_dim) to save it")
+        return PolicySpec(cfg.kind, cfg, getattr(self, "obs_dim", None), getattr(self, "act_dim", None))
 
     def check_obs(self, obs: torch.Tensor, obs_dim: int) -> None:
         if obs.dim() != 3 or obs.shape[1] != self.n_obs_steps or obs.shape[2] != obs_dim:

@@ -15,6 +15,7 @@ import torch
 from steerlab.data.normalize import ZScore
 from steerlab.nets.mlp import MLPResNet
 from steerlab.policy import Policy
+from steerlab.registry import register_policy
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class MSEConfig:
     """windows used for the normalizer statistics; None: all"""
 
 
+@register_policy("mse", MSEConfig)
 class MSEPolicy(Policy):
     def __init__(self, cfg: MSEConfig, obs_dim: int, act_dim: int):
         super().__init__()

@@ -11,6 +11,7 @@ import torch
 from steerlab.data.normalize import ZScore
 from steerlab.data.windows import window_indices
 from steerlab.policy import Policy
+from steerlab.registry import register_policy
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class NearestConfig:
     """observation history length used as the key"""
 
 
+@register_policy("nearest", NearestConfig)
 class NearestPolicy(Policy):
     trainable = False
 

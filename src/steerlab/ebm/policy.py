@@ -22,6 +22,7 @@ from steerlab.ebm.losses import gradient_penalty, info_nce
 from steerlab.hw import native_bf16
 from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.policy import Policy
+from steerlab.registry import register_policy
 
 
 def counter_example_split(n: int, fraction_langevin: float) -> tuple[int, int]:
@@ -122,6 +123,7 @@ class IBCConfig:
     """sampling bounds = data range ± margin·range, clipped to the env bounds"""
 
 
+@register_policy("ibc", IBCConfig)
 class IBCPolicy(Policy):
     """An implicit policy ``argmin_a E(o, a)`` with ``E = -f``, ``f`` an :class:`MLPResNet`
     (or, with ``layers='mlp'``, an :class:`MLPPlain`)."""

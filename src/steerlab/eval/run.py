@@ -17,34 +17,18 @@ import torch
 
 from steerlab.eval.plots import plot_energy_landscape, plot_rollouts, plot_training_curves
 from steerlab.eval.rollout import evaluate_policy, write_metrics
-from steerlab.hw import module_device, resolve_device
-from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_meta, load_weights
-from steerlab.train.config import TrainConfig, from_dict
-from steerlab.train.loop import build_policy
+from steerlab.hw import module_device
+from steerlab.policy_io import load_run_policy
+from steerlab.train.config import TrainConfig
 from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
 
 RESULT_FILES = ("metrics.json", "report.md", "plots")
 
 
 def load_run(run_dir: str | Path, ema: bool | None = None, device: str | torch.device | None = "cpu"):
-    """``(cfg, policy, checkpoint_path)`` of a run directory (latest checkpoint; EMA weights when the run has them),
-    the policy on ``device`` ("auto", "cpu", "cuda"; None: the run's own ``device``). Checkpoints hold CPU tensors,
-    so a run trained on either device loads on either."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); pass the directory `steerlab train` wrote")
-    cfg = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()), "config.json")
-    ckpt = latest_checkpoint(run_dir)
-    meta = load_meta(ckpt)
-    policy = build_policy(cfg, meta["obs_dim"], meta["act_dim"])
-    use_ema = cfg.ema_decay is not None if ema is None else ema
-    state = load_weights(ckpt, ema=use_ema)
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{ckpt}: weights do not match the config: missing {missing}, unexpected {unexpected}")
-    policy.to(resolve_device(str(cfg.device if device is None else device)))
-    policy.eval()
-    return cfg, policy, ckpt
+    """``(cfg, policy, checkpoint_path)`` of a run directory; see :func:`steerlab.policy_io.load_run_policy` (the
+    loading :func:`steerlab.load_policy` does)."""
+    return load_run_policy(run_dir, ema=ema, device=device)
 
 
 def check_episodes(episodes) -> None:

@@ -30,6 +30,7 @@ from steerlab.data.normalize import MinMax
 from steerlab.nets.denoiser_mlp import DenoiserMLP
 from steerlab.nets.unet1d import ConditionalUnet1D
 from steerlab.policy import Policy
+from steerlab.registry import register_policy
 from steerlab.sampling import (
     DiffusionProcess, FlowProcess, NoiseSource, alphas_cumprod, default_noise, get_sampler, run_sampler,
     squaredcos_cap_v2,
@@ -125,6 +126,8 @@ def build_denoiser(cfg: DenoiserConfig, horizon: int, act_dim: int, cond_dim: in
     raise ValueError(f"unknown denoiser arch {cfg.arch!r}; use 'mlp' or 'unet'")
 
 
+@register_policy("diffusion", DiffusionConfig)
+@register_policy("flow", FlowConfig)
 class GenerativePolicy(Policy):
     def __init__(self, cfg: GenerativeConfig, obs_dim: int, act_dim: int):
         super().__init__()

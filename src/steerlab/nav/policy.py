@@ -43,6 +43,7 @@ from steerlab.nav.data import first_decision_rows, rotate_heading
 from steerlab.nav.intent import drop_masks, gaussian_kl
 from steerlab.nav.model import NavModel, NavModelConfig
 from steerlab.policy import Policy
+from steerlab.registry import register_policy
 from steerlab.sampling import (
     DiffusionProcess, NoiseSource, alphas_cumprod, default_noise, get_sampler, run_sampler, squaredcos_cap_v2,
 )
@@ -87,6 +88,7 @@ class NavPolicyConfig:
     waypoints): four times the first-decision views, which are the least precise chunks"""
 
 
+@register_policy("nav", NavPolicyConfig)
 class NavPolicy(Policy):
     n_action_steps = 1
 

@@ -23,10 +23,13 @@ from typing import Literal
 
 import torch
 
-from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
+from steerlab.generative.policy import DiffusionConfig, FlowConfig
 from steerlab.policy import Policy
+from steerlab.registry import build_policy, register_policy
 from steerlab.sampling.process import energy_guided
 from steerlab.steer.critic import CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank
+from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
+from steerlab.train.config import config_from_dict_policy
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,13 @@ class EnergyPolicyConfig:
     test_time: TestTime = field(default_factory=TestTime)
 
 
+@register_policy("energy", EnergyPolicyConfig)
 class EnergyPolicy(Policy):
     def __init__(self, cfg: EnergyPolicyConfig, obs_dim: int, act_dim: int):
         super().__init__()
         self.cfg = cfg
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.base = GenerativePolicy(cfg.base, obs_dim, act_dim)
+        self.base = build_policy(cfg.base, obs_dim, act_dim)
         self.n_obs_steps, self.n_action_steps = self.base.n_obs_steps, self.base.n_action_steps
         self.critic = EnergyCritic(CriticConfig(context_dim=obs_dim, act_dim=cfg.act_dim or act_dim,
                                                 horizon=cfg.base.horizon, width=cfg.width, heads=cfg.heads,
@@ -282,9 +286,6 @@ def load_base_policy(policy: EnergyPolicy, run_dir: str | Path) -> list[str]:
     The checkpoint has no energy weights: they are reported (the returned list names every missing
     ``critic.*`` key) and keep their fresh initialization. Any other mismatch — a base key missing from the
     checkpoint, a key the policy does not have, a config that differs — is an error naming the keys."""
-    from steerlab.train.checkpoint import CheckpointError, latest_checkpoint, load_weights
-    from steerlab.train.config import config_from_dict_policy
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"base_run {run_dir} is not a run directory (no config.json)")

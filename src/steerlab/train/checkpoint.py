@@ -25,7 +25,8 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def _tensors(state: dict) -> dict[str, torch.Tensor]:
+def cpu_tensors(state: dict) -> dict[str, torch.Tensor]:
+    """A state dict as safetensors stores it: contiguous CPU copies that share no memory."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
@@ -38,9 +39,9 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict, trainer_state: 
         shutil.rmtree(left, ignore_errors=True)
     tmp = ckpt_root / f".tmp-step_{step:08d}-{os.getpid()}"
     tmp.mkdir()
-    save_file(_tensors(model_state), str(tmp / "model.safetensors"))
+    save_file(cpu_tensors(model_state), str(tmp / "model.safetensors"))
     if ema_state is not None:
-        save_file(_tensors(ema_state), str(tmp / "ema.safetensors"))
+        save_file(cpu_tensors(ema_state), str(tmp / "ema.safetensors"))
     torch.save(trainer_state, tmp / "trainer.pt")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -85,9 +86,13 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
+def file_record(f: Path) -> dict:
+    """``{"sha256", "bytes"}`` of file ``f``, as :func:`check_sha256` checks it."""
+    return {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+
+
 def _file_records(d: Path) -> dict:
-    return {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-            for f in sorted(Path(d).iterdir()) if f.name != "meta.json" and f.is_file()}
+    return {f.name: file_record(f) for f in sorted(Path(d).iterdir()) if f.name != "meta.json" and f.is_file()}
 
 
 def record_checksums(ckpt: Path) -> None:
@@ -102,27 +107,36 @@ def verify_file(ckpt: Path, name: str) -> None:
     f = Path(ckpt) / name
     if not f.exists():
         raise CheckpointError(f"{f} is missing: the checkpoint {ckpt} is incomplete; delete it to fall back to an earlier one")
-    rec = load_meta(ckpt).get("files", {}).get(name)
-    if rec is None:
+    check_sha256(f, load_meta(ckpt).get("files", {}).get(name),
+                 f"delete {ckpt} to fall back to an earlier checkpoint, or restore the file")
+
+
+def check_sha256(f: Path, record: dict | None, remedy: str) -> None:
+    """Check file ``f`` against its ``{"sha256", "bytes"}`` record (None: nothing recorded, not checked); the
+    error ends with ``remedy``, what the user can do about it."""
+    if record is None:
         return
     digest = sha256_file(f)
-    if digest != rec["sha256"]:
+    if digest != record["sha256"]:
         raise CheckpointError(
-            f"{f} is corrupt: its SHA-256 {digest[:12]}... differs from the {rec['sha256'][:12]}... recorded when it was "
-            f"written ({f.stat().st_size} bytes now, {rec['bytes']} then). The file was damaged on disk or in a copy; "
-            f"delete {ckpt} to fall back to an earlier checkpoint, or restore the file"
+            f"{f} is corrupt: its SHA-256 {digest[:12]}... differs from the {record['sha256'][:12]}... recorded when it "
+            f"was written ({f.stat().st_size} bytes now, {record['bytes']} then). The file was damaged on disk or in a "
+            f"copy; {remedy}"
         )
+
+
+def read_safetensors(f: Path, remedy: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``f``; a :class:`CheckpointError` naming the file and ``remedy`` if it cannot be read."""
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{f} is corrupt ({e}); {remedy}") from e
 
 
 def load_weights(ckpt: Path, ema: bool = False) -> dict[str, torch.Tensor]:
     f = Path(ckpt) / ("ema.safetensors" if ema else "model.safetensors")
     verify_file(ckpt, f.name)
-    try:
-        return load_file(str(f))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{f} is corrupt ({e}); delete {ckpt} to fall back to an earlier checkpoint"
-        ) from e
+    return read_safetensors(f, f"delete {ckpt} to fall back to an earlier checkpoint")
 
 
 def load_trainer_state(ckpt: Path) -> dict:

@@ -1,7 +1,7 @@
 """The run configuration: one frozen dataclass that holds every hyper-parameter of a run.
 
-``TrainConfig.policy`` is one of the policy configs; ``kind`` tells which, so a ``config.json`` written
-by a run can be read back by :func:`config_from_dict`.
+``TrainConfig.policy`` is a config of any registered policy (:mod:`steerlab.registry`); its ``kind`` tells
+which, so a ``config.json`` written by a run can be read back by :func:`from_dict`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Generic, Literal, TypeVar, Union
 
-from steerlab.baselines.mse import MSEConfig, MSEPolicy
-from steerlab.baselines.nearest import NearestConfig, NearestPolicy
-from steerlab.ebm.policy import IBCConfig, IBCPolicy
-from steerlab.generative.policy import DiffusionConfig, FlowConfig, GenerativePolicy
-from steerlab.nav.policy import NavPolicy, NavPolicyConfig
-from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig
+from steerlab.ebm.policy import IBCConfig
+from steerlab.registry import UnknownPolicyError, policy_entry, registered_kinds
 
-PolicyConfig = Union[IBCConfig, DiffusionConfig, FlowConfig, EnergyPolicyConfig, MSEConfig, NearestConfig, NavPolicyConfig]
-POLICY_CLASSES = {"ibc": IBCPolicy, "diffusion": GenerativePolicy, "flow": GenerativePolicy, "energy": EnergyPolicy,
-                  "mse": MSEPolicy, "nearest": NearestPolicy, "nav": NavPolicy}
-POLICY_CONFIGS = {"ibc": IBCConfig, "diffusion": DiffusionConfig, "flow": FlowConfig, "energy": EnergyPolicyConfig,
-                  "mse": MSEConfig, "nearest": NearestConfig, "nav": NavPolicyConfig}
+#: the policy config of a :class:`TrainConfig`: any registered policy's config
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -49,7 +42,7 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Generic[P]):
     """A whole run. Every field can be overridden on the command line or from a JSON/YAML file."""
 
     preset: str = "custom"
@@ -70,7 +63,7 @@ class TrainConfig:
     dataset: str | None = None
     """zarr dataset; default data/particle-<N>d-<episodes>.zarr (nav2d: data/nav2d-mixed-<episodes>[-dart..].zarr),
     collected if missing"""
-    policy: PolicyConfig = field(default_factory=IBCConfig)
+    policy: P = field(default_factory=IBCConfig)
     """the policy and all its hyper-parameters"""
     steps: int = 100_000
     """optimizer steps"""
@@ -179,8 +172,10 @@ def _number(value, where: str, tp):
 
 
 def _convert(tp, value, where: str):
-    """Build a value of declared type ``tp`` from JSON/YAML data (dataclasses recursively, policy unions by
-    ``kind``), or raise :class:`ConfigError` naming the key, the expected type and the value."""
+    """Build a value of declared type ``tp`` from JSON/YAML data (dataclasses recursively, policy configs and
+    unions of configs by ``kind``), or raise :class:`ConfigError` naming the key, the expected type and the value."""
+    if isinstance(tp, TypeVar):  # TrainConfig.policy: the registered config class of the value's kind
+        return config_from_dict_policy(value, where)
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -312,9 +307,16 @@ def _all_keys(data: dict):
             yield from _all_keys(v)
 
 
-def config_from_dict_policy(data: dict):
-    """A policy config from its JSON form (``kind`` picks the class)."""
-    return _convert(PolicyConfig, data, "policy")
+def config_from_dict_policy(data: dict, where: str = "policy"):
+    """A policy config from its JSON form (``kind`` picks the registered class)."""
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ConfigError(f"{where}: expected a mapping with a 'kind' key (one of {', '.join(registered_kinds())}), "
+                          f"got {data!r}")
+    try:
+        entry = policy_entry(data["kind"])
+    except UnknownPolicyError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return from_dict(entry.config_cls, data, where)
 
 
 # (field path, lowest allowed, highest allowed, lowest included); None as a value is always allowed where the

@@ -44,8 +44,8 @@ from steerlab.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from steerlab.registry import build_policy
 from steerlab.train.config import (
-    POLICY_CLASSES,
     RESUMABLE_FIELDS,
     TrainConfig,
     config_changes,
@@ -60,13 +60,6 @@ from steerlab.train.schedule import lr_multiplier
 
 class TrainingError(RuntimeError):
     pass
-
-
-def build_policy(cfg: TrainConfig, obs_dim: int, act_dim: int):
-    kind = cfg.policy.kind
-    if kind not in POLICY_CLASSES:
-        raise ValueError(f"unknown policy kind {kind!r}; known: {sorted(POLICY_CLASSES)}")
-    return POLICY_CLASSES[kind](cfg.policy, obs_dim, act_dim)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -254,7 +247,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
         dist.barrier()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    policy = build_policy(cfg, obs_dim, act_dim)
+    policy = build_policy(cfg.policy, obs_dim, act_dim)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
     ds, val_ds = tasks.training_windows(cfg.env, cfg.n_dim, path, policy, horizon, cfg.val_episodes, cfg.seed)
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds),
