@@ -1,7 +1,7 @@
 """``steerlab`` command line.
 
     steerlab demo                       collect 2-D particle demos, train a diffusion policy, evaluate, stress-test, report
-    steerlab collect particle --n-dim N --episodes 2000 [--format zarr|lerobot]
+    steerlab collect particle --n-dim N --episodes 2000 [--format zarr|lerobot]   (each task its own options)
     steerlab collect nav2d --episodes 500 [--family mixed]
     steerlab train <preset> [--n-dim N] [--device auto|cpu|cuda] [--config-file F.yaml] [--resume] [any --field overrides]
     steerlab eval <run-dir> [--episodes 100] [--device auto|cpu|cuda] [--correct steps=3,alpha=0.1] [--rerank 16]
@@ -179,7 +179,7 @@ def cmd_collect(args: list[str]) -> None:
         raise SystemExit(f"steerlab collect: no collector for task {name!r}; tasks with one: {', '.join(collectors)}")
     task = get_task(name)
     a = tyro.cli(task.collect_args, args=rest, prog=f"steerlab collect {name}",
-                 description=f"{(task.collect_args.__doc__ or '').strip()} Tasks: {', '.join(collectors)}.")
+                 description=" ".join((task.collect_args.__doc__ or "").split()) + f" Tasks: {', '.join(collectors)}.")
     print(json.dumps(task.collect(a), indent=2, default=str))
 
 

@@ -57,7 +57,7 @@ class TrainConfig:
     env: str = "particle"
     """task: 'particle' (steerlab/Particle-v0), 'nav2d' (steerlab/Nav2D-v0, the nav policy) or 'particle-wm' (a
     world model of future particle positions given the state and a plan; needs --dataset, see
-    steerlab.data.collect_wm; no rollout evaluation)"""
+    steerlab.data.collect_wm; no rollout evaluation); any name registered in steerlab.tasks"""
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000

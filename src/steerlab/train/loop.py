@@ -34,8 +34,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from steerlab.tasks import get_task
 from steerlab.hw import resolve_device, to_device
+from steerlab.tasks import get_task
 from steerlab.train.checkpoint import (
     CheckpointError,
     latest_checkpoint,
