@@ -2,6 +2,7 @@
 through the one loop, normalizers fitted on the training split only, and no task-name branch outside the task
 modules."""
 
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import steerlab
 from steerlab.baselines.mse import MSEConfig, MSEPolicy
 from steerlab.baselines.nearest import NearestConfig, NearestPolicy
 from steerlab.cli import main
-from steerlab.data.zarr_io import write_episodes
+from steerlab.data.zarr_io import load_episodes, write_episodes
 from steerlab.eval.rollout import evaluate_policy
 from steerlab.eval.run import evaluate_run, load_run
 from steerlab.generative.policy import DiffusionConfig, GenerativePolicy
@@ -132,3 +133,13 @@ def test_no_task_name_branch_outside_the_task_modules():
             if TASK_BRANCH.search(line):
                 hits.append(f"{path.relative_to(SRC)}:{i}: {line.strip()}")
     assert not hits, "task-name branches outside steerlab/tasks/ (add a Task method instead):\n" + "\n".join(hits)
+
+
+def test_collect_defaults_to_the_particle_task_and_takes_its_options(tmp_path, capsys):
+    main(["collect", "--episodes", "2", "--n-dim", "3", "--workers", "1", "--out", str(tmp_path / "p.zarr")])
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["path"] == str(tmp_path / "p.zarr")
+    assert load_episodes(tmp_path / "p.zarr").data["action"].shape[1] == 3
+    with pytest.raises(SystemExit):  # a nav2d option is not a particle option
+        main(["collect", "particle", "--family", "rooms", "--out", str(tmp_path / "q.zarr")])
+
