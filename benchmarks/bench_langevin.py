@@ -102,7 +102,7 @@ def main():
     def make(dtype):
         cfg = get_preset("ibc-particle-langevin").policy
         pol = IBCPolicy(IBCConfig(**{**cfg.__dict__, "chain_dtype": dtype}), 4 * N, N)
-        pol.fit_normalizers(obs_data, act_data, np.zeros(N), np.ones(N))
+        pol.fit_normalizers({"obs": obs_data, "action": act_data}, action_low=np.zeros(N), action_high=np.ones(N))
         return pol
 
     pol32, pol16 = make("float32"), make("bfloat16")
@@ -161,7 +161,7 @@ def main():
     # ---- inference latency per action, batch 1
     obs1 = torch.rand(1, 2, 4 * N)
     dfo_pol = IBCPolicy(IBCConfig(inference="dfo", inference_samples=16384, fraction_langevin_samples=0.0), 4 * N, N)
-    dfo_pol.fit_normalizers(obs_data, act_data, np.zeros(N), np.ones(N))
+    dfo_pol.fit_normalizers({"obs": obs_data, "action": act_data}, action_low=np.zeros(N), action_high=np.ones(N))
     pol32.eval(), pol16.eval(), dfo_pol.eval()
     t = interleaved(variants({
         "langevin_512x100_fp32": lambda: pol32.predict_action_chunk(obs1, torch.Generator().manual_seed(0)),

@@ -195,7 +195,7 @@ def _batch(b=16):
 def test_modes_train_what_they_say(mode):
     torch.manual_seed(0)
     pol = EnergyPolicy(_cfg(mode), 3, 2)
-    pol.fit_normalizers(np.random.rand(20, 3), np.random.rand(20, 2), np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": np.random.rand(20, 3), "action": np.random.rand(20, 2)}, action_low=np.zeros(2), action_high=np.ones(2))
     before = {k: v.clone() for k, v in pol.state_dict().items()}
     params = [p for p in pol.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, 1e-2)
@@ -221,7 +221,7 @@ def test_energy_loss_shares_the_batch_negatives_encoding():
     parameter gradients as scoring the concatenated candidates directly."""
     torch.manual_seed(0)
     pol = EnergyPolicy(_cfg("energy-only"), 3, 2)
-    pol.fit_normalizers(np.random.rand(20, 3), np.random.rand(20, 2), np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": np.random.rand(20, 3), "action": np.random.rand(20, 2)}, action_low=np.zeros(2), action_high=np.ones(2))
     batch = _batch()
     params = list(pol.critic.parameters())
     loss, _ = pol.energy_loss(batch, torch.Generator().manual_seed(1))
@@ -295,7 +295,8 @@ def test_loading_mismatches_are_errors_naming_keys(base_run, tmp_path):
 
     pol = EnergyPolicy(EnergyPolicyConfig(base=FlowConfig(), base_run=str(base_run)), 8, 2)
     with pytest.raises(CheckpointError, match="different policy config"):
-        pol.fit_normalizers(np.zeros((4, 8)), np.zeros((4, 2)), np.zeros(2), np.ones(2))
+        pol.fit_normalizers({"obs": np.zeros((4, 8)), "action": np.zeros((4, 2))}, action_low=np.zeros(2),
+                            action_high=np.ones(2))
     # a checkpoint with a foreign key and a missing one
     import shutil
 
@@ -325,7 +326,7 @@ def test_critic_learns_and_test_time_uses_it():
     pol = EnergyPolicy(_cfg("energy-only", temperature=0.5, n_perturbed=6), 1, 2)
     obs = np.random.default_rng(0).random((2000, 1)).astype(np.float32)
     demo = lambda o: np.stack([np.repeat(o, 4, 1), np.repeat(1 - o, 4, 1)], -1)  # noqa: E731
-    pol.fit_normalizers(obs, demo(obs).reshape(-1, 2), np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": obs, "action": demo(obs).reshape(-1, 2)}, action_low=np.zeros(2), action_high=np.ones(2))
     opt = torch.optim.Adam([p for p in pol.parameters() if p.requires_grad], 3e-3)
     g = torch.Generator().manual_seed(0)
     def batch_of(idx):
@@ -400,7 +401,7 @@ def test_guidance_wraps_the_denoiser_of_every_configured_sampler(name):
     base_cfg = GUIDED_BASES[name]
     torch.manual_seed(0)
     pol = EnergyPolicy(_cfg("energy-only", base=base_cfg), 3, 2)
-    pol.fit_normalizers(np.random.rand(20, 3), np.random.rand(20, 2), np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": np.random.rand(20, 3), "action": np.random.rand(20, 2)}, action_low=np.zeros(2), action_high=np.ones(2))
     obs = torch.rand(3, 1, 3, generator=torch.Generator().manual_seed(1))
     z = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(2))
     base, noise = pol.base, from_seed(4)

@@ -144,7 +144,8 @@ def test_minmax_golden_with_a_constant_dimension():
     # the IBC policy's sampling bounds on a constant action dimension collapse to its normalized value 0
     pol = IBCPolicy(IBCConfig(width=8, stats_samples=None), 2, 2)
     act = np.stack([np.linspace(0.2, 0.8, 16), np.full(16, 0.4)], 1).astype(np.float32)
-    pol.fit_normalizers(np.random.default_rng(0).random((16, 2)), act, np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": np.random.default_rng(0).random((16, 2)), "action": act}, action_low=np.zeros(2),
+                        action_high=np.ones(2))
     assert pol.lo[1].item() == 0.0 and pol.hi[1].item() == 0.0
     assert pol.lo[0].item() == pytest.approx(-1.1) and pol.hi[0].item() == pytest.approx(1.1)
     assert pol.act_norm.unnormalize(pol.lo)[1].item() == pytest.approx(0.4)
@@ -426,7 +427,7 @@ def test_uniform_warmup_uses_uniform_counter_examples_then_langevin():
     def loss(cfg, step):
         torch.manual_seed(0)
         pol = IBCPolicy(cfg, 3, 2)
-        pol.fit_normalizers(obs, act, np.zeros(2), np.ones(2))
+        pol.fit_normalizers({"obs": obs, "action": act}, action_low=np.zeros(2), action_high=np.ones(2))
         return pol.compute_loss(batch, torch.Generator().manual_seed(5), step=step)
 
     small = dict(width=32, stats_samples=None, langevin=LangevinConfig(num_steps=5))

@@ -24,7 +24,7 @@ def _train(cfg, steps=500, seed=0):
     torch.manual_seed(seed)
     obs, chunks = _data()
     pol = GenerativePolicy(cfg, 1, 1)
-    pol.fit_normalizers(obs, chunks.reshape(-1, 1), np.full(1, -1.0), np.ones(1))
+    pol.fit_normalizers({"obs": obs, "action": chunks.reshape(-1, 1)}, action_low=np.full(1, -1.0), action_high=np.ones(1))
     opt = torch.optim.AdamW(pol.parameters(), 2e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -93,7 +93,7 @@ def test_unet_denoiser_trains_and_samples():
                           sampler="ddim", denoiser=DenoiserConfig(arch="unet", down_dims=(16, 32), n_groups=4,
                                                                  time_embed_dim=16))
     pol = GenerativePolicy(cfg, 3, 2)
-    pol.fit_normalizers(np.random.rand(50, 3), np.random.rand(50, 2), np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": np.random.rand(50, 3), "action": np.random.rand(50, 2)}, action_low=np.zeros(2), action_high=np.ones(2))
     batch = {"obs": torch.rand(8, 2, 3), "action": torch.rand(8, H, 2), "action_mask": torch.ones(8, H, dtype=torch.bool)}
     loss, _ = pol.compute_loss(batch, torch.Generator().manual_seed(0))
     loss.backward()

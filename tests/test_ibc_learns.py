@@ -15,7 +15,7 @@ def _train(cfg, steps=300, seed=0):
     obs = rng.random((2000, 1)).astype(np.float32)
     act = np.concatenate([obs, 1 - obs], 1)
     pol = IBCPolicy(cfg, 1, 2)
-    pol.fit_normalizers(obs, act, np.zeros(2), np.ones(2))
+    pol.fit_normalizers({"obs": obs, "action": act}, action_low=np.zeros(2), action_high=np.ones(2))
     opt = torch.optim.Adam(pol.parameters(), 2e-3)
     g = torch.Generator().manual_seed(seed)
     pol.train()

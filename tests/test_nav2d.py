@@ -396,12 +396,13 @@ def test_collect_nav2d_dart_noise_records_clean_actions(tmp_path):
 
 def test_train_config_demo_noise_names_and_collects_the_dart_dataset(tmp_path):
     from steerlab.data.zarr_io import load_episodes
-    from steerlab.tasks import ensure_dataset
+    from steerlab.tasks import get_task
     from steerlab.train.config import TrainConfig
 
     assert str(TrainConfig(env="nav2d", episodes=3).dataset_path()) == "data/nav2d-mixed-3.zarr"
     assert str(TrainConfig(env="nav2d", episodes=3, demo_noise=0.3).dataset_path()) == "data/nav2d-mixed-3-dart0.3p0.5.zarr"
-    path = ensure_dataset("nav2d", 2, 2, tmp_path / "d.zarr", progress=False, demo_noise=0.3)
+    path = get_task("nav2d").ensure_dataset(TrainConfig(env="nav2d", episodes=2, demo_noise=0.3), tmp_path / "d.zarr",
+                                            progress=False)
     assert load_episodes(path).attrs["action_noise"] == 0.3
 
 

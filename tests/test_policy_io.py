@@ -114,7 +114,7 @@ def test_save_then_load_gives_the_same_tensors_and_actions(tmp_path, kind):
 def test_nearest_table_and_a_directly_built_policy_round_trip(tmp_path):
     pol = build_policy(NearestConfig(n_obs_steps=1), 8, 2)
     rng = np.random.default_rng(0)
-    pol.fit_normalizers(rng.normal(size=(30, 8)), rng.normal(size=(30, 2)), None, None)
+    pol.fit_normalizers({"obs": rng.normal(size=(30, 8)), "action": rng.normal(size=(30, 2))})
     loaded = steerlab.load_policy(pol.save(tmp_path / "nn"))
     assert loaded.keys.shape == (30, 8)
     _assert_same_state(pol, loaded)

@@ -6,6 +6,7 @@ import pytest
 from steerlab import tasks
 from steerlab.data.collect_wm import WM_HORIZON, world_model_arrays
 from steerlab.envs.wrappers import ActionNoise
+from steerlab.train.config import TrainConfig
 
 
 def _run(env, seed, actions):
@@ -30,7 +31,7 @@ def test_action_noise_seeded_and_has_the_right_scale():
     import gymnasium as gym
 
     acts = np.full((400, 2), 0.5)
-    env = ActionNoise(gym.make(tasks.env_id("particle"), n_dim=2, n_steps=1000), 0.05)
+    env = ActionNoise(gym.make(tasks.get_task("particle").env_id, n_dim=2, n_steps=1000), 0.05)
     a = _run(env, 5, acts)
     b = _run(env, 5, acts)
     c = _run(env, 6, acts)
@@ -71,7 +72,7 @@ def test_particle_wm_task(tmp_path):
     with pytest.raises(ValueError, match="no environment"):
         tasks.make_env("particle-wm", 2)
     with pytest.raises(FileNotFoundError, match="collect_wm"):
-        tasks.ensure_dataset("particle-wm", 2, 10, tmp_path / "missing.zarr")
+        tasks.get_task("particle-wm").ensure_dataset(TrainConfig(env="particle-wm", episodes=10), tmp_path / "missing.zarr")
 
 
 def test_rollout_records_observations_and_actions():
@@ -82,7 +83,8 @@ def test_rollout_records_observations_and_actions():
 
     policy = GenerativePolicy(FlowConfig(num_inference_steps=2), obs_dim=8, act_dim=2)
     rng = np.random.default_rng(0)
-    policy.fit_normalizers(rng.random((50, 8)), rng.random((50, 2)), np.zeros(2), np.ones(2))
+    policy.fit_normalizers({"obs": rng.random((50, 8)), "action": rng.random((50, 2))}, action_low=np.zeros(2),
+                           action_high=np.ones(2))
     (ep,) = rollout(policy, "particle", 2, [11], generator=torch.Generator().manual_seed(0))
     assert ep["obs"].shape == (51, 8) and ep["actions"].shape == (50, 2)
     np.testing.assert_allclose(ep["obs"][:, :2], ep["positions"], atol=1e-6)

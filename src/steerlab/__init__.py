@@ -8,25 +8,9 @@ entry-point strings: the environment modules load when an environment is made.
 imported on first use, so ``import steerlab`` stays light.
 """
 
-__version__ = "0.1.0"
+from steerlab.version import __version__  # noqa: F401  (re-exported)
 
-PARTICLE_ID = "steerlab/Particle-v0"
-NAV2D_ID = "steerlab/Nav2D-v0"
-ENV_ENTRY_POINTS = {
-    PARTICLE_ID: "steerlab.envs.particle:ParticleEnv",
-    NAV2D_ID: "steerlab.envs.nav2d.env:Nav2DEnv",
-}
-
-
-def register_envs() -> None:
-    """Register every steerlab environment with gymnasium; ids already registered are left alone (re-imports and
-    module reloads must not re-register)."""
-    from gymnasium.envs.registration import register, registry
-
-    for env_id, entry_point in ENV_ENTRY_POINTS.items():
-        if env_id not in registry:
-            register(id=env_id, entry_point=entry_point)
-
+from steerlab.gym_registration import ENV_ENTRY_POINTS, NAV2D_ID, PARTICLE_ID, register_envs  # noqa: F401
 
 register_envs()
 

@@ -1,7 +1,7 @@
 """``steerlab`` command line.
 
     steerlab demo                       collect 2-D particle demos, train a diffusion policy, evaluate, stress-test, report
-    steerlab collect particle --n-dim N --episodes 2000 [--format zarr|lerobot]
+    steerlab collect particle --n-dim N --episodes 2000 [--format zarr|lerobot]   (each task its own options)
     steerlab collect nav2d --episodes 500 [--family mixed]
     steerlab train <preset> [--n-dim N] [--device auto|cpu|cuda] [--config-file F.yaml] [--resume] [any --field overrides]
     steerlab eval <run-dir> [--episodes 100] [--device auto|cpu|cuda] [--correct steps=3,alpha=0.1] [--rerank 16]
@@ -90,9 +90,9 @@ def cmd_train(args: list[str]) -> None:
     from steerlab.train.loop import train
 
     run_dir = train(cfg, resume=resume)
-    from steerlab.tasks import MODEL_TASKS
+    from steerlab.tasks import get_task
 
-    if cfg.env in MODEL_TASKS:
+    if not get_task(cfg.env).has_env:
         print(f"[steerlab] {run_dir}: {cfg.env} is a model task with no environment; rollout evaluation skipped")
     elif not no_eval:
         import torch.distributed as dist
@@ -169,60 +169,18 @@ def cmd_eval(args: list[str]) -> None:
     _eval(Path(a.run_dir), a.episodes, out=a.out, overwrite=a.overwrite, device=a.device, **over)
 
 
-@dataclass(frozen=True)
-class CollectArgs:
-    """Collect oracle demonstrations into a zarr dataset (diffusion_policy layout) or a LeRobotDataset v3.0."""
-
-    task: tyro.conf.Positional[Literal["particle", "nav2d"]] = "particle"
-    """particle (IBC's oracle) or nav2d (the route-planner oracle on steerlab/Nav2D-v0; successful episodes only)"""
-    n_dim: int = 2
-    """particle dimension N (particle only)"""
-    episodes: int = 2000
-    """episodes to collect; episode i uses env seed seed + i"""
-    seed: int = 0
-    out: str | None = None
-    """output path (default data/particle-<N>d-<episodes>[-mm].zarr,
-    data/nav2d-<family>-<episodes>[-dart<noise>p<prob>].zarr)"""
-    multimodal: bool = False
-    """IBC's multimodal oracle (particle only)"""
-    family: Literal["mixed", "corridors", "rooms", "clutter"] = "mixed"
-    """nav2d map family; mixed draws one per episode (nav2d only)"""
-    action_noise: float = 0.0
-    """nav2d: DART noise injection, std of the perturbation added to the executed waypoint deltas (action units;
-    the recorded action stays the oracle's); 0: none"""
-    noise_prob: float = 0.5
-    """nav2d: probability that a decision is perturbed when --action-noise > 0"""
-    workers: int | None = None
-    """processes (default: all cores)"""
-    overwrite: bool = False
-    format: Literal["zarr", "lerobot"] = "zarr"
-    """zarr (diffusion_policy layout) or lerobot (a LeRobotDataset v3.0 directory; default path ends -lerobot)"""
-
-
-def _format_path(zarr_path: str, format: str) -> str:
-    """The default output path of a dataset in ``format``: ``x.zarr``, or the directory ``x-lerobot``."""
-    return zarr_path if format == "zarr" else zarr_path.removesuffix(".zarr") + "-lerobot"
-
-
 def cmd_collect(args: list[str]) -> None:
-    a = tyro.cli(CollectArgs, args=args, prog="steerlab collect")
-    if a.task == "nav2d":
-        from steerlab.data.collect_nav2d import collect_nav2d, nav_dataset_name
+    """``steerlab collect [<task>] [options]``: the task's own options (default task: particle)."""
+    from steerlab.tasks import get_task, task_names
 
-        out = a.out or _format_path(nav_dataset_name(a.family, a.episodes, a.action_noise, a.noise_prob), a.format)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        res = collect_nav2d(out, episodes=a.episodes, seed=a.seed, family=a.family, workers=a.workers,
-                            overwrite=a.overwrite, action_noise=a.action_noise, noise_prob=a.noise_prob,
-                            format=a.format)
-        print(json.dumps(res, indent=2, default=str))
-        return
-    from steerlab.data.collect import collect_particle
-
-    out = a.out or _format_path(f"data/{a.task}-{a.n_dim}d-{a.episodes}{'-mm' if a.multimodal else ''}.zarr", a.format)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    res = collect_particle(out, n_dim=a.n_dim, episodes=a.episodes, seed=a.seed, multimodal=a.multimodal,
-                           workers=a.workers, overwrite=a.overwrite, format=a.format)
-    print(json.dumps(res, indent=2, default=str))
+    collectors = [n for n in task_names() if get_task(n).collect_args is not None]
+    name, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else ("particle", args)
+    if name not in collectors:
+        raise SystemExit(f"steerlab collect: no collector for task {name!r}; tasks with one: {', '.join(collectors)}")
+    task = get_task(name)
+    a = tyro.cli(task.collect_args, args=rest, prog=f"steerlab collect {name}",
+                 description=" ".join((task.collect_args.__doc__ or "").split()) + f" Tasks: {', '.join(collectors)}.")
+    print(json.dumps(task.collect(a), indent=2, default=str))
 
 
 def cmd_demo(args: list[str]) -> None:

@@ -1,5 +1,11 @@
 """The policy interface every steerlab policy implements (LeRobot's convention).
 
+- ``fit_normalizers(data, *, action_low, action_high, episode_ends, seed)`` once before training, on the training
+  split of the dataset only (held-out episodes never reach it): ``data`` maps the dataset's keys to per-step
+  arrays ``[T, ...]`` (``obs`` / ``action`` for flat tasks; the nav policy reads ``state``, ``goal_rel``,
+  ``action`` and ``ref_traj``), ``action_low`` / ``action_high`` are the task's action bounds
+  (:meth:`steerlab.tasks.base.Task.dims`), ``episode_ends`` the cumulative episode ends of ``data`` and ``seed``
+  the seed of any subsampling;
 - ``compute_loss(batch, generator, step) -> (loss, metrics)`` on a training batch
   ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units;
 - ``predict_action_chunk(obs [B, n_obs, Do], generator=None, *, ...) -> [B, H, A]`` raw actions. Steering inputs
@@ -27,7 +33,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from steerlab import __version__
+from steerlab.version import __version__
 from steerlab.registry import PolicySpec
 from steerlab.train.checkpoint import cpu_tensors, file_record
 from steerlab.train.rundir import atomic_write_bytes, atomic_write_json
@@ -51,6 +57,23 @@ class Policy(nn.Module):
         super().__init__()
         self._obs_hist: deque | None = None
         self._act_queue: deque = deque()
+
+    def fit_normalizers(self, data: Mapping[str, np.ndarray], *, action_low: np.ndarray | None = None,
+                        action_high: np.ndarray | None = None, episode_ends: np.ndarray | None = None,
+                        seed: int = 0) -> None:
+        """Fit the normalizers (and anything else taken from the data) on the training split: ``data`` maps keys
+        to per-step arrays, ``action_low`` / ``action_high`` are the task's action bounds, ``episode_ends`` the
+        cumulative ends of ``data``'s episodes (None: one episode) and ``seed`` seeds any subsampling."""
+        raise NotImplementedError
+
+    def set_action_bounds(self, action_low, action_high) -> None:
+        """Copy the task's action bounds into the ``env_low`` / ``env_high`` buffers (predictions are clipped to
+        them); an error naming what to pass if they are missing."""
+        if action_low is None or action_high is None:
+            raise ValueError(f"{type(self).__name__}.fit_normalizers needs action_low and action_high (the task's "
+                             "action bounds, steerlab.tasks.get_task(name).dims(n_dim))")
+        self.env_low.copy_(torch.as_tensor(np.asarray(action_low), dtype=torch.float32))
+        self.env_high.copy_(torch.as_tensor(np.asarray(action_high), dtype=torch.float32))
 
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
         """``(loss, metrics)`` on one batch; ``step`` is the number of optimizer steps taken before this one (for

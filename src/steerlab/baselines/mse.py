@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
 from steerlab.data.normalize import ZScore
@@ -46,11 +45,10 @@ class MSEPolicy(Policy):
         self.register_buffer("env_low", torch.zeros(act_dim))
         self.register_buffer("env_high", torch.ones(act_dim))
 
-    def fit_normalizers(self, obs: np.ndarray, action: np.ndarray, env_low: np.ndarray, env_high: np.ndarray, episode_ends=None, seed: int = 0):
-        self.obs_norm = ZScore.fit(obs, self.cfg.stats_samples, seed)
-        self.act_norm = ZScore.fit(action, self.cfg.stats_samples, seed)
-        self.env_low.copy_(torch.as_tensor(env_low, dtype=torch.float32))
-        self.env_high.copy_(torch.as_tensor(env_high, dtype=torch.float32))
+    def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
+        self.obs_norm = ZScore.fit(data["obs"], self.cfg.stats_samples, seed)
+        self.act_norm = ZScore.fit(data["action"], self.cfg.stats_samples, seed)
+        self.set_action_bounds(action_low, action_high)
 
     def _predict_normalized(self, obs: torch.Tensor) -> torch.Tensor:
         self.check_obs(obs, self.obs_dim)

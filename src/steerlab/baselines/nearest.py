@@ -34,13 +34,15 @@ class NearestPolicy(Policy):
         self.register_buffer("keys", torch.zeros(0, obs_dim * cfg.n_obs_steps))
         self.register_buffer("values", torch.zeros(0, act_dim))
 
-    def fit_normalizers(self, obs, action, env_low, env_high, episode_ends=None, seed=0):
+    def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
+        """The table: every training step's observation history (normalized) and its action."""
+        obs = data["obs"]
         self.obs_norm = ZScore.fit(obs)
         ends = np.asarray(episode_ends if episode_ends is not None else [len(obs)])
         oi, _, _ = window_indices(ends, self.n_obs_steps, 1)
         o = torch.as_tensor(np.asarray(obs)[oi], dtype=torch.float32)
         self.keys = self.obs_norm.normalize(o).flatten(1)
-        self.values = torch.as_tensor(np.asarray(action), dtype=torch.float32)
+        self.values = torch.as_tensor(np.asarray(data["action"]), dtype=torch.float32)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("keys", "values"):  # the table's size is the dataset's, known only from the checkpoint

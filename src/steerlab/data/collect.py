@@ -84,7 +84,7 @@ def collect_particle(out_path, n_dim: int, episodes: int, seed: int = 0, multimo
 
     Returns ``{"path", "episodes", "steps", "n_success", "success_rate", "seconds"}``.
     """
-    from steerlab import __version__
+    from steerlab.version import __version__
 
     out_path = os.fspath(out_path)
     check_format(format)

@@ -104,7 +104,7 @@ def collect_metaworld(path, task: str, episodes: int, seed: int = 0, action_nois
     Returns ``{"path", "episodes", "episodes_written", "steps", "success_rate", "seconds",
     "episodes_per_second", "perturbed_steps", "via_counts"}`` (``via_counts``: written episodes per via-point).
     """
-    from steerlab import __version__
+    from steerlab.version import __version__
 
     path = os.fspath(path)
     check_format(format)

@@ -129,7 +129,7 @@ def collect_nav2d(out_path, episodes: int, seed: int = 0, family: str = "mixed",
     "episodes_per_second", "perturbed_decisions", "per_family"}`` (``per_family``: episodes, success rate and fraction of maps with
     >= 2 routes, per map family).
     """
-    from steerlab import __version__
+    from steerlab.version import __version__
 
     out_path = os.fspath(out_path)
     check_format(format)

@@ -27,9 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab.data.zarr_io import write_episodes
-
-WM_HORIZON = 16  # plan / future length of the particle world model
-WM_TASK = "particle-wm"
+from steerlab.tasks.particle_wm import WM_HORIZON, WM_TASK
 
 
 def world_model_arrays(episodes: list[dict], horizon: int = WM_HORIZON) -> list[dict[str, np.ndarray]]:
@@ -53,7 +51,8 @@ def collect_world_model(out_path, policy_run, episodes: int, seed: int = 0, acti
     """Roll the trained particle policy of ``policy_run`` out ``episodes`` times (env seeds ``seed + i``, its
     own sampling noise from a generator seeded by ``seed``) in ``steerlab/Particle-v0`` wrapped in
     :class:`~steerlab.envs.wrappers.ActionNoise` (``action_noise`` std), and write the world-model arrays."""
-    from steerlab import __version__, tasks
+    from steerlab import tasks
+    from steerlab.version import __version__
     from steerlab.envs.wrappers import ActionNoise
     from steerlab.eval.rollout import rollout
     from steerlab.eval.run import load_run
@@ -64,7 +63,7 @@ def collect_world_model(out_path, policy_run, episodes: int, seed: int = 0, acti
     if os.path.lexists(out_path) and not overwrite:
         raise FileExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
     cfg, policy, ckpt = load_run(policy_run)
-    if cfg.env != "particle":
+    if not isinstance(tasks.get_task(cfg.env), tasks.ParticleTask):
         raise ValueError(f"{policy_run} is a {cfg.env!r} run; world-model data need a particle policy")
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed))

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from steerlab.data.zarr_io import DatasetError, EpisodeData, _jsonable, _remove
+from steerlab.data.episodes import DatasetError, EpisodeData, concat_episodes, jsonable, remove_path
 
 CODEBASE_VERSION = "v3.0"
 DEFAULT_CHUNK_SIZE = 1000  # files per chunk directory
@@ -371,18 +371,18 @@ def _staged(path: str):
     """Yield a fresh ``path + ".tmp-<pid>"`` to build a dataset in; on success it replaces ``path`` (an old
     dataset there is moved aside first and deleted after), on any error it is deleted."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    _remove(tmp)  # a leftover of a crashed run with the same pid
+    remove_path(tmp)  # a leftover of a crashed run with the same pid
     try:
         yield tmp
         aside = f"{path}.old-{os.getpid()}" if os.path.lexists(path) else None
         if aside:
-            _remove(aside)
+            remove_path(aside)
             os.replace(path, aside)
         os.replace(tmp, path)
         if aside:
-            _remove(aside)
+            remove_path(aside)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
@@ -428,7 +428,7 @@ def write_lerobot(path: str | os.PathLike, data: dict[str, np.ndarray], episode_
     unknown = sorted(set(feature_names) - set(arrays))
     if unknown:
         raise ValueError(f"feature_names= names key(s) {unknown} that are not in data ({sorted(arrays)})")
-    attrs = _jsonable(dict(attrs or {}))
+    attrs = jsonable(dict(attrs or {}))
     try:
         json.dumps(attrs)
     except TypeError as e:
@@ -793,7 +793,5 @@ def write_lerobot_episodes(path: str | os.PathLike, episodes: list[dict[str, np.
                            attrs: dict | None = None, overwrite: bool = False, **kwargs) -> None:
     """:func:`write_lerobot` for a list of episodes (``{key: array [T_i, ...]}``, same keys in all), the form
     :func:`steerlab.data.zarr_io.write_episodes` takes."""
-    from steerlab.data.zarr_io import _concat_episodes
-
-    data, ends = _concat_episodes(episodes)
+    data, ends = concat_episodes(episodes)
     write_lerobot(path, data, ends, fps, attrs=attrs, overwrite=overwrite, **kwargs)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -169,16 +168,16 @@ class IBCPolicy(Policy):
         self.register_buffer("env_high", torch.ones(act_dim))
 
     # ------------------------------------------------------------------ normalizers
-    def fit_normalizers(self, obs: np.ndarray, action: np.ndarray, env_low: np.ndarray, env_high: np.ndarray, episode_ends=None, seed: int = 0):
-        """Fit IBC's normalizers and sampling bounds from raw ``obs [T, Do]`` and ``action [T, A]``."""
+    def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
+        """Fit IBC's normalizers and sampling bounds from raw ``data["obs"] [T, Do]`` and ``data["action"] [T, A]``."""
         n = self.cfg.stats_samples
-        self.obs_norm = ZScore.fit(obs, n, seed)
-        self.act_norm = MinMax.fit(action, n, seed)
-        lo, hi = sampling_bounds(self.act_norm.lo.numpy(), self.act_norm.hi.numpy(), env_low, env_high, self.cfg.bounds_margin)
+        self.set_action_bounds(action_low, action_high)
+        self.obs_norm = ZScore.fit(data["obs"], n, seed)
+        self.act_norm = MinMax.fit(data["action"], n, seed)
+        lo, hi = sampling_bounds(self.act_norm.lo.numpy(), self.act_norm.hi.numpy(), action_low, action_high,
+                                 self.cfg.bounds_margin)
         self.lo.copy_(self.act_norm.normalize(torch.as_tensor(lo, dtype=torch.float32)))
         self.hi.copy_(self.act_norm.normalize(torch.as_tensor(hi, dtype=torch.float32)))
-        self.env_low.copy_(torch.as_tensor(env_low, dtype=torch.float32))
-        self.env_high.copy_(torch.as_tensor(env_high, dtype=torch.float32))
 
     def _obs_features(self, obs: torch.Tensor) -> torch.Tensor:
         """raw ``[B, n_obs, Do]`` -> normalized flat ``[B, n_obs * Do]``."""

@@ -1,4 +1,4 @@
-"""Environments, registered with gymnasium by ``import steerlab`` (see :func:`steerlab.register_envs`):
+"""Environments, registered with gymnasium by ``import steerlab`` (see :func:`steerlab.gym_registration.register_envs`):
 
 * ``"steerlab/Particle-v0"`` -> :class:`steerlab.envs.particle.ParticleEnv` (kwargs such as ``n_dim`` pass
   through ``gymnasium.make``; the env truncates itself after ``n_steps``).
@@ -6,7 +6,7 @@
   the env truncates itself after ``max_steps`` decisions).
 """
 
-from steerlab import NAV2D_ID, PARTICLE_ID
+from steerlab.gym_registration import NAV2D_ID, PARTICLE_ID
 from steerlab.envs.particle import OBS_KEYS, ParticleEnv, ParticleOracle, flatten_obs
 
 __all__ = ["NAV2D_ID", "OBS_KEYS", "PARTICLE_ID", "ParticleEnv", "ParticleOracle", "flatten_obs"]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from steerlab.eval.plots import plot_energy_landscape, plot_rollouts, plot_training_curves
+from steerlab.eval.plots import plot_energy_landscape, plot_training_curves
 from steerlab.eval.rollout import evaluate_policy, write_metrics
 from steerlab.hw import module_device
 from steerlab.policy_io import load_run_policy
+from steerlab.tasks import get_task
 from steerlab.train.config import TrainConfig
 from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
 
@@ -94,12 +95,9 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
     write_metrics(dest / "metrics.json", res)
     plots = dest / "plots"
     plots.mkdir(exist_ok=True)
-    if cfg.env == "nav2d":
-        from steerlab.eval.plots import plot_nav_rollouts
-
-        made = [plot_nav_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset}: success {res['success_rate']:.0%}")]
-    else:
-        made = [plot_rollouts(eps, plots / "rollouts.png", title=f"{cfg.preset} {cfg.n_dim}-D: success {res['success_rate']:.0%}")]
+    task = get_task(cfg.env)
+    made = [task.plot_rollouts(eps, plots / "rollouts.png",
+                               title=f"{cfg.preset}{task.dims_label(cfg)}: success {res['success_rate']:.0%}")]
     curves = plot_training_curves(run_dir / "metrics.csv", plots / "training.png") \
         if (run_dir / "metrics.csv").exists() else None
     if curves is None:
@@ -119,17 +117,16 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
 def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) -> None:
     lo, hi = res["success_ci95"]
     tr = res.get("train", {})
+    task = get_task(cfg.env)
     lines = [
-        f"# {cfg.preset} on {cfg.env}" + ("" if cfg.env == "nav2d" else f" {cfg.n_dim}-D"),
+        f"# {cfg.preset} on {cfg.env}{task.dims_label(cfg)}",
         "",
         f"- policy: `{cfg.policy.kind}`; dataset `{cfg.dataset_path()}` ({cfg.episodes} demos)",
         f"- trained {tr.get('steps', '?')} steps in {tr.get('train_seconds', float('nan')):.0f} s"
         + (" (stopped by the time budget)" if tr.get("stopped_by_budget") else ""),
         f"- **success {res['success_rate']:.1%}** (95% Wilson [{lo:.1%}, {hi:.1%}]) over {res['episodes']} episodes, "
         f"env seeds {res['seeds'][0]}…{res['seeds'][-1]}",
-        (f"- mean return {res['mean_return']:.3f}" if "mean_return" in res else
-         f"- collision {res['collision_rate']:.1%}, time-out {res['timeout_rate']:.1%}")
-        + f"; {res['episodes_per_s']:.2f} episodes/s",
+        f"- {task.summary_line(res)}; {res['episodes_per_s']:.2f} episodes/s",
         f"- checkpoint `{res['checkpoint']}`",
         "",
     ]
@@ -147,9 +144,10 @@ def evaluate_test_time(run_dir: str | Path, correct: str | None = None, rerank: 
     (and the same inference generator seed): base, re-rank, correct, re-rank + correct, guidance — those asked
     for. Writes ``metrics_test_time.json`` and a table in ``report_test_time.md``.
 
-    A nav run (``env == "nav2d"``) has one test-time use: ``rerank`` chunks per decision scored by the clearance
-    they keep in the robot's egocentric image (:mod:`steerlab.nav.safety`), optionally executing only the first
-    ``execute_waypoints`` waypoints; rows: the single draw, and the re-ranked deployment.
+    A task may define its own test-time evaluation instead (:meth:`steerlab.tasks.base.Task.test_time`): a nav run
+    has one test-time use, ``rerank`` chunks per decision scored by the clearance they keep in the robot's
+    egocentric image (:mod:`steerlab.nav.safety`), optionally executing only the first ``execute_waypoints``
+    waypoints; rows: the single draw, and the re-ranked deployment.
 
     The files go where :func:`results_dir` says (``metrics_test_time.json`` as the marker); the directory is in
     the result's ``out_dir``."""
@@ -166,13 +164,12 @@ def _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, e
     progress = cfg.progress if progress is None else progress
     if overrides:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
-    if cfg.env == "nav2d":
-        if correct or guidance:
-            raise ValueError("--correct and --guide need an energy-critic run; a nav run takes --rerank K "
-                             "[--execute-waypoints W] (chunks re-ranked by their clearance in the egocentric image)")
-        if not rerank or rerank < 2:
-            raise ValueError(f"--rerank must be >= 2 candidate chunks for a nav run, got {rerank!r}")
-        return _nav_test_time(run_dir, cfg, policy, ckpt, int(rerank), execute_waypoints, episodes, progress, dest)
+    task = get_task(cfg.env)
+    own = task.test_time(policy, cfg, correct=correct, rerank=rerank, guidance=guidance,
+                         execute_waypoints=execute_waypoints, episodes=episodes, progress=progress)
+    if own is not None:
+        rows, title, rates = own
+        return _write_test_time(run_dir, ckpt, rows, title, rates=rates, dest=dest)
     if execute_waypoints is not None:
         raise ValueError("--execute-waypoints applies to nav runs only")
     from steerlab.steer.critic_policy import TestTime, set_test_time
@@ -194,7 +191,7 @@ def _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, e
         lo, hi = res["success_ci95"]
         print(f"[steerlab] {tt.label():28s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}] "
               f"({res['episodes_per_s']:.2f} episodes/s)")
-    return _write_test_time(run_dir, ckpt, rows, f"test-time use of the energy critic — {cfg.preset} {cfg.n_dim}-D",
+    return _write_test_time(run_dir, ckpt, rows, f"test-time use of the energy critic — {cfg.preset}{task.dims_label(cfg)}",
                             dest=dest)
 
 
@@ -213,20 +210,3 @@ def _write_test_time(run_dir: Path, ckpt, rows: dict, title: str, rates=(), dest
     atomic_write_text(d / "report_test_time.md", "\n".join(lines) + "\n")
     print(f"[steerlab] wrote {d / 'metrics_test_time.json'} and {d / 'report_test_time.md'}")
     return out
-
-
-def _nav_test_time(run_dir, cfg, policy, ckpt, k: int, execute_waypoints, episodes, progress, dest) -> dict:
-    ec = cfg.eval
-    w = f", execute {execute_waypoints} of 8 waypoints" if execute_waypoints else ""
-    variants = {"single draw": dataclasses.replace(ec, nav_rerank=0, nav_execute_waypoints=None),
-                f"re-rank {k} by clearance{w}": dataclasses.replace(ec, nav_rerank=k,
-                                                                    nav_execute_waypoints=execute_waypoints)}
-    rows = {}
-    for label, e in variants.items():
-        res = evaluate_policy(policy, dataclasses.replace(cfg, eval=e), episodes=episodes, progress=progress)
-        rows[label] = {**res, "eval": dataclasses.asdict(e)}
-        lo, hi = res["success_ci95"]
-        print(f"[steerlab] {label:44s} success {res['success_rate']:.1%} [{lo:.1%}, {hi:.1%}], collision "
-              f"{res['collision_rate']:.1%} ({res['episodes_per_s']:.2f} episodes/s)")
-    return _write_test_time(run_dir, ckpt, rows, f"re-ranked deployment of the nav policy — {cfg.preset}",
-                            rates=("collision", "timeout"), dest=dest)

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 
 from steerlab.data.normalize import MinMax
@@ -154,12 +153,11 @@ class GenerativePolicy(Policy):
             raise AttributeError("a flow policy has no cumulative-alpha table")
         return self.process.abar
 
-    def fit_normalizers(self, obs: np.ndarray, action: np.ndarray, env_low: np.ndarray, env_high: np.ndarray,
-                        episode_ends=None, seed: int = 0):
-        self.obs_norm = MinMax.fit(obs, self.cfg.stats_samples, seed)
-        self.act_norm = MinMax.fit(action, self.cfg.stats_samples, seed)
-        self.env_low.copy_(torch.as_tensor(env_low, dtype=torch.float32))
-        self.env_high.copy_(torch.as_tensor(env_high, dtype=torch.float32))
+    def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
+        """Min-max normalizers of ``data["obs"]`` and ``data["action"]`` (see :class:`steerlab.policy.Policy`)."""
+        self.obs_norm = MinMax.fit(data["obs"], self.cfg.stats_samples, seed)
+        self.act_norm = MinMax.fit(data["action"], self.cfg.stats_samples, seed)
+        self.set_action_bounds(action_low, action_high)
 
     # ------------------------------------------------------------------------------------------- the chain
 

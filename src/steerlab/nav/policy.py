@@ -121,9 +121,11 @@ class NavPolicy(Policy):
     def z2_dim(self) -> int:
         return self.cfg.model.intent.z2_dim
 
-    def fit_normalizers(self, data: Mapping[str, np.ndarray], seed: int = 0) -> None:
+    def fit_normalizers(self, data: Mapping[str, np.ndarray], *, action_low=None, action_high=None, episode_ends=None,
+                        seed: int = 0) -> None:
         """Fit the normalizers on the collector's per-step arrays (``state``, ``goal_rel``, ``action``,
-        ``ref_traj``; e.g. ``load_nav_dataset(path).data``)."""
+        ``ref_traj``; e.g. ``load_nav_dataset(path).data``). The action bounds and episode ends are not used: the
+        waypoint normalizer is fitted on the data, whose waypoints the env clips itself."""
         missing = [k for k in ("state", "goal_rel", "action", "ref_traj") if k not in data]
         if missing:
             raise KeyError(f"fit_normalizers needs the dataset arrays {missing} (from steerlab.nav.data.load_nav_dataset)")

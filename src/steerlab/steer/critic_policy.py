@@ -127,14 +127,15 @@ class EnergyPolicy(Policy):
         if cfg.mode == "monitor":
             self.critic.requires_grad_(False)
 
-    def fit_normalizers(self, obs, action, env_low, env_high, episode_ends=None, seed: int = 0):
+    def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
         """Start of training: with ``base_run`` load the trained base policy (weights and the normalizers it was
         trained with), else fit the base policy's normalizers. A trained energy run's checkpoint holds all of it,
         so evaluating one never reads ``base_run``."""
         if self.cfg.base_run:
             self.missing_energy_keys = load_base_policy(self, self.cfg.base_run)
         else:
-            self.base.fit_normalizers(obs, action, env_low, env_high, episode_ends, seed)
+            self.base.fit_normalizers(data, action_low=action_low, action_high=action_high, episode_ends=episode_ends,
+                                      seed=seed)
 
     @property
     def chunk_shape(self):

@@ -19,6 +19,7 @@ from steerlab.sampling.noise import NoiseMode
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
 from steerlab.steer.policy_chain import initial_noise, policy_sampler
+from steerlab.tasks import ParticleTask, get_task
 from steerlab.train.rundir import staged_output
 
 # the seed project's parameter-file keys -> ours
@@ -105,10 +106,9 @@ def apply_params_file(a: NoiseArgs) -> NoiseArgs:
 
 
 def initial_observations(cfg, policy, seeds: list[int]):
-    from steerlab import tasks
     from steerlab.envs.particle import flatten_obs
 
-    env = tasks.make_env(cfg.env, cfg.n_dim)
+    env = get_task(cfg.env).make_env(cfg.n_dim)
     obs = [env.reset(seed=int(s))[0] for s in seeds]
     env.close()
     flat = torch.as_tensor(np.stack([flatten_obs(o) for o in obs]), dtype=torch.float32)
@@ -123,7 +123,7 @@ def check_noise_args(a: NoiseArgs, cfg, policy) -> None:
         if text is not None and len(parse_vector(text)) != act_dim:
             raise ValueError(f"--{name} {text} has {len(parse_vector(text))} numbers; the policy's actions have "
                              f"{act_dim} dimensions (--{name} " + ",".join(["0.5"] * act_dim) + ")")
-    if a.objective == "goal-distance" and cfg.env != "particle":
+    if a.objective == "goal-distance" and not isinstance(get_task(cfg.env), ParticleTask):
         raise ValueError(f"--objective goal-distance reads the particle task's first goal; {a.run_dir} is a {cfg.env} "
                          "run: use end-distance, obstacle or reference")
     positive = {"episodes": a.episodes, "radius": a.radius, "lr": a.lr, "num_steps": a.num_steps,

@@ -50,7 +50,7 @@ class TrainConfig(Generic[P]):
     env: str = "particle"
     """task: 'particle' (steerlab/Particle-v0), 'nav2d' (steerlab/Nav2D-v0, the nav policy) or 'particle-wm' (a
     world model of future particle positions given the state and a plan; needs --dataset, see
-    steerlab.data.collect_wm; no rollout evaluation)"""
+    steerlab.data.collect_wm; no rollout evaluation); any name registered in steerlab.tasks"""
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000
@@ -116,16 +116,14 @@ class TrainConfig(Generic[P]):
     def dataset_path(self) -> Path:
         if self.dataset:
             return Path(self.dataset)
-        if self.env == "nav2d":
-            from steerlab.data.collect_nav2d import nav_dataset_name  # `steerlab collect nav2d`'s default name
+        from steerlab.tasks import get_task
 
-            return Path(nav_dataset_name("mixed", self.episodes, self.demo_noise))
-        mm = "-mm" if self.multimodal else ""
-        return Path("data") / f"{self.env}-{self.n_dim}d-{self.episodes}{mm}.zarr"
+        return get_task(self.env).default_dataset_path(self)
 
     def run_dir(self) -> Path:
-        dims = "" if self.env == "nav2d" else f"-{self.n_dim}d"  # n_dim is a particle parameter
-        return Path(self.out_dir) / (self.run_name or f"{self.preset}{dims}-s{self.seed}")
+        from steerlab.tasks import get_task
+
+        return Path(self.out_dir) / (self.run_name or f"{self.preset}{get_task(self.env).run_dir_suffix(self)}-s{self.seed}")
 
 
 def config_to_dict(cfg) -> dict:

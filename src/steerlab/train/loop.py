@@ -34,8 +34,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from steerlab import tasks
 from steerlab.hw import resolve_device, to_device
+from steerlab.tasks import get_task
 from steerlab.train.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -238,18 +238,18 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
             atomic_write_json(run_dir / "config.json", config_to_dict(cfg))
 
     # ---- data and policy
-    obs_dim, act_dim, _, _ = tasks.dims(cfg.env, cfg.n_dim)
+    task = get_task(cfg.env)
+    obs_dim, act_dim, _, _ = task.dims(cfg.n_dim)
     path = cfg.dataset_path()
     if rank == 0:
-        tasks.ensure_dataset(cfg.env, cfg.n_dim, cfg.episodes, path, cfg.multimodal, progress=cfg.progress,
-                             demo_noise=cfg.demo_noise)
+        task.ensure_dataset(cfg, path, progress=cfg.progress)
     if world > 1:
         dist.barrier()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     policy = build_policy(cfg.policy, obs_dim, act_dim)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
-    ds, val_ds = tasks.training_windows(cfg.env, cfg.n_dim, path, policy, horizon, cfg.val_episodes, cfg.seed)
+    ds, val_ds = task.training_windows(cfg, path, policy, horizon)
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds),
             **getattr(policy, "runtime_info", {})}
     if rank == 0:
