@@ -34,6 +34,7 @@ from common import RESULTS, interleaved, save  # noqa: E402
 
 from steerlab.generative.policy import FlowConfig, GenerativePolicy  # noqa: E402
 from steerlab.steer.critic import SEED_SHAPES, EnergyCritic  # noqa: E402
+from steerlab.commands.eval_args import parse_test_time  # noqa: E402
 from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig, TestTime  # noqa: E402
 
 
@@ -204,7 +205,7 @@ def task(a) -> None:
     base = rows["base"]["success_rate"]
     _plot_training(run / "metrics.csv", RESULTS / "critic_training.png")
     cfg, policy, _ = load_run(run)
-    _plot_landscape(policy, str(cfg.dataset_path()), RESULTS / "critic_landscape.png", TestTime.parse(a.correct))
+    _plot_landscape(policy, str(cfg.dataset_path()), RESULTS / "critic_landscape.png", parse_test_time(a.correct))
     last = list(csv.DictReader(open(run / "metrics.csv")))[-1]
     save("critic_task", {
         "command": "python benchmarks/critic_bench.py task " + " ".join(sys.argv[2:]),

@@ -34,7 +34,7 @@ from steerlab.envs.particle import GOAL_DISTANCE  # noqa: E402
 from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.rollout import rollout  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
+from steerlab.steer.policy_chain import initial_observations  # noqa: E402
 
 METHODS = {
     "diffusion-eps": ["diffusion-particle", "--policy.prediction-type", "epsilon"],

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import save  # noqa: E402
 
 from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
+from steerlab.steer.policy_chain import initial_observations  # noqa: E402
 
 
 @torch.no_grad()

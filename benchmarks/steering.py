@@ -42,10 +42,9 @@ from common import rate, save  # noqa: E402
 from steerlab.eval.rollout import rollout  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.sampling import no_noise  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
 from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise  # noqa: E402
 from steerlab.steer.objectives import EndDistance, ObstacleCost, PathObstacleCost  # noqa: E402
-from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab.steer.policy_chain import initial_observations, policy_sampler  # noqa: E402
 
 
 def main() -> None:

@@ -40,10 +40,9 @@ from steerlab.eval.metrics import wilson_interval  # noqa: E402
 from steerlab.eval.run import load_run  # noqa: E402
 from steerlab.steer.stress import FAILURE_MODES as MODES  # noqa: E402
 from steerlab.steer.stress import closed_loop, failure_mode, inside_central, run_searches  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
 from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
 from steerlab.steer.objectives import EndDistance  # noqa: E402
-from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab.steer.policy_chain import initial_observations, policy_sampler  # noqa: E402
 
 
 def main() -> None:
