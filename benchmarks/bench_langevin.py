@@ -49,9 +49,9 @@ def naive_chain(net, o, a, lo, hi, steps, gen):
 def naive_train_step(pol: IBCPolicy, opt, batch, gen):
     """One repo-preset IBC step, every piece written the plain way."""
     cfg = pol.cfg
-    o = pol._obs_features(batch["obs"])
+    o = pol.obs_features(batch["obs"])
     pos = pol.act_norm.normalize(batch["action"][:, 0])
-    neg = pol._uniform((o.shape[0], cfg.num_counter_examples), gen, o.device)
+    neg = pol.uniform_actions((o.shape[0], cfg.num_counter_examples), gen, o.device)
     pol.eval()
     neg = naive_chain(pol.net, o, neg, pol.lo, pol.hi, cfg.langevin.num_steps, gen)
     pol.train()
@@ -121,8 +121,8 @@ def main():
         tebm = LangevinDynamics(torchebm_energy(net, o), step_size=1e-3, noise_scale=1.0)
         fns = variants({
             "naive": lambda: naive_chain(net, o, a0, lo, hi, K, gen()),
-            "steerlab_fp32": lambda: langevin(pol32._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
-            "steerlab_bf16": lambda: langevin(pol16._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
+            "steerlab_fp32": lambda: langevin(pol32.grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
+            "steerlab_bf16": lambda: langevin(pol16.grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
         })
         with torch.no_grad():
