@@ -17,7 +17,7 @@ import tyro
 from steerlab.hw import module_device, to_device
 from steerlab.sampling.noise import NoiseMode
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
-from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
+from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation
 from steerlab.steer.policy_chain import initial_noise, initial_observations, policy_sampler
 from steerlab.train.rundir import staged_output
 
@@ -113,6 +113,14 @@ def apply_params_file(a: NoiseArgs) -> NoiseArgs:
             raise ValueError(f"{p}: unknown key {k!r}; known: learn_noise, noise_steps, noise_lr, learnable_step_noise "
                              f"and the options of `steerlab noise --help`")
     return dataclasses.replace(a, **changes)
+
+
+def parse_vector(text: str) -> list[float]:
+    """``"0.2,0.8"`` -> ``[0.2, 0.8]`` with an error that says what a vector looks like."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers like 0.2,0.8, got {text!r}") from None
 
 
 def check_noise_args(a: NoiseArgs, cfg, policy) -> None:
