@@ -18,20 +18,16 @@ Variants:
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved, save  # noqa: E402
+from common import command_line, interleaved, parser, results_path, save
 
-from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size  # noqa: E402
-from steerlab.ebm.losses import gradient_penalty, info_nce  # noqa: E402
-from steerlab.ebm.policy import IBCConfig, IBCPolicy  # noqa: E402
-from steerlab.presets import get_preset  # noqa: E402
+from steerlab.ebm.langevin import langevin, langevin_step, langevin_step_size
+from steerlab.ebm.losses import gradient_penalty, info_nce
+from steerlab.ebm.policy import IBCConfig, IBCPolicy
+from steerlab.presets import get_preset
 
 
 def naive_chain(net, o, a, lo, hi, steps, gen):
@@ -49,9 +45,9 @@ def naive_chain(net, o, a, lo, hi, steps, gen):
 def naive_train_step(pol: IBCPolicy, opt, batch, gen):
     """One repo-preset IBC step, every piece written the plain way."""
     cfg = pol.cfg
-    o = pol._obs_features(batch["obs"])
+    o = pol.obs_features(batch["obs"])
     pos = pol.act_norm.normalize(batch["action"][:, 0])
-    neg = pol._uniform((o.shape[0], cfg.num_counter_examples), gen, o.device)
+    neg = pol.uniform_actions((o.shape[0], cfg.num_counter_examples), gen, o.device)
     pol.eval()
     neg = naive_chain(pol.net, o, neg, pol.lo, pol.hi, cfg.langevin.num_steps, gen)
     pol.train()
@@ -82,7 +78,7 @@ def torchebm_energy(net, o):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--n-dim", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 variants (slow without native bf16)")
@@ -93,7 +89,7 @@ def main():
     rng = np.random.default_rng(0)
     obs_data, act_data = rng.random((5000, 4 * N)), rng.random((5000, N))
     res: dict = {"n_dim": N, "repeats": args.repeats,
-                 "command": "python benchmarks/bench_langevin.py " + " ".join(sys.argv[1:])}
+                 "command": command_line()}
 
     def variants(fns: dict) -> dict:
         """``fns`` without its bf16 variants under ``--skip-bf16``."""
@@ -121,8 +117,8 @@ def main():
         tebm = LangevinDynamics(torchebm_energy(net, o), step_size=1e-3, noise_scale=1.0)
         fns = variants({
             "naive": lambda: naive_chain(net, o, a0, lo, hi, K, gen()),
-            "steerlab_fp32": lambda: langevin(pol32._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
-            "steerlab_bf16": lambda: langevin(pol16._grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
+            "steerlab_fp32": lambda: langevin(pol32.grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
+            "steerlab_bf16": lambda: langevin(pol16.grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
         })
         with torch.no_grad():
@@ -171,7 +167,7 @@ def main():
     res["inference_latency_s"] = t
     print("latency", {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
     save(args.name, res)
-    plot(res, Path(__file__).parent / "results" / f"{args.name}.png")
+    plot(res, results_path(f"{args.name}.png"))
 
 
 def plot(res, path):

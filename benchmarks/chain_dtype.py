@@ -10,19 +10,15 @@ benchmarks/results/chain_dtype.json.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, interleaved, machine  # noqa: E402
+from common import interleaved, machine, parser, results_path
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--n-dim", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
@@ -42,10 +38,9 @@ def main():
         cell["bf16_over_fp32"][str(chains)] = t["bfloat16"] / t["float32"]
         print(f"{chains} chains: fp32 {1e3 * t['float32']:.2f} ms, bf16 {1e3 * t['bfloat16']:.2f} ms "
               f"(bf16 / fp32 = {t['bfloat16'] / t['float32']:.2f})")
-    out = RESULTS / "chain_dtype.json"
+    out = results_path("chain_dtype.json")
     data = json.loads(out.read_text()) if out.exists() else {"command": "python benchmarks/chain_dtype.py", "cpus": {}}
     data["cpus"][cell["machine"]["cpu"]] = cell
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2))
     print(f"wrote {out}; auto -> {cell['auto_resolves_to']}")
 

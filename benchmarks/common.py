@@ -1,12 +1,18 @@
-"""Helpers shared by the benchmark scripts: timing side by side, JSON results, environment facts."""
+"""Helpers shared by the benchmark scripts: their argument parser, results paths, timing side by side, JSON results,
+environment facts.
+
+The scripts run as ``python benchmarks/<script>.py``, so this directory is first on ``sys.path`` and they import
+this module as ``common``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +22,34 @@ import torch
 from steerlab.steer.stress import inside_central, run_searches  # noqa: F401  (shared by the scripts)
 
 RESULTS = Path(__file__).parent / "results"
+
+# flags that several scripts define identically: name -> (flag, add_argument keywords)
+SHARED_FLAGS = {
+    "run_dir": ("--run-dir", {"required": True}),
+    "runs_dir": ("--runs-dir", {"default": "runs"}),
+    "threads": ("--threads", {"type": int, "default": None}),
+}
+
+
+def parser(description: str | None, *shared: str) -> argparse.ArgumentParser:
+    """A benchmark script's argument parser: ``description`` (the script's docstring) shown as written, and the
+    ``shared`` flags of :data:`SHARED_FLAGS` (e.g. ``"run_dir"``, ``"threads"``) added first."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in shared:
+        flag, kw = SHARED_FLAGS[name]
+        ap.add_argument(flag, **kw)
+    return ap
+
+
+def command_line() -> str:
+    """The invocation recorded in a results file: ``python benchmarks/<script>.py <its arguments>``."""
+    return f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+
+
+def results_path(name: str) -> Path:
+    """``benchmarks/results/<name>`` (the directory created if missing)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return RESULTS / name
 
 
 def cpu_model() -> str:

@@ -12,18 +12,14 @@ preset and dimension).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_brief, write_json_atomic  # noqa: E402
+from common import machine_brief, parser, results_path, write_json_atomic
 
-RESULTS = Path(__file__).parent / "results"
-OUT = RESULTS / "compute_to_success.json"
+OUT = results_path("compute_to_success.json")
 
 
 def save_cell(key: str, cell: dict) -> None:
@@ -32,21 +28,18 @@ def save_cell(key: str, cell: dict) -> None:
     old = json.loads(OUT.read_text()).get("cells") if OUT.exists() else None
     cells = old if isinstance(old, dict) else {}  # cells of earlier invocations, keyed preset/N
     cells[key] = cell
-    RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT, {"cells": cells})
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "runs_dir", "threads")
     ap.add_argument("--presets", nargs="+", default=["flow-particle", "ibc-particle-langevin-budget"])
     ap.add_argument("--dims", nargs="+", type=int, default=[2, 8])
     ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--target", type=float, default=0.9)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="steerlab train --device")
-    ap.add_argument("--runs-dir", default="runs")
     args = ap.parse_args()
     for preset in args.presets:
         for n in args.dims:

@@ -17,7 +17,6 @@ budget), then evaluates base / re-rank / correct / both on the same seeds (`stee
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -26,15 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, interleaved, save  # noqa: E402
+from common import interleaved, parser, results_path, save
 
-from steerlab.generative.policy import FlowConfig, GenerativePolicy  # noqa: E402
-from steerlab.steer.critic import SEED_SHAPES, EnergyCritic  # noqa: E402
-from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig, TestTime  # noqa: E402
+from steerlab.generative.policy import FlowConfig, GenerativePolicy
+from steerlab.steer.critic import SEED_SHAPES, EnergyCritic
+from steerlab.commands.eval_args import parse_test_time
+from steerlab.steer.critic_policy import EnergyPolicy, EnergyPolicyConfig, TestTime
 
 
 def _speed_for_base(base, repeats: int) -> tuple[dict, dict]:
@@ -202,9 +200,9 @@ def task(a) -> None:
     res = evaluate_test_time(run, a.correct, a.rerank, None, a.episodes, progress=False)
     rows = res["variants"]
     base = rows["base"]["success_rate"]
-    _plot_training(run / "metrics.csv", RESULTS / "critic_training.png")
+    _plot_training(run / "metrics.csv", results_path("critic_training.png"))
     cfg, policy, _ = load_run(run)
-    _plot_landscape(policy, str(cfg.dataset_path()), RESULTS / "critic_landscape.png", TestTime.parse(a.correct))
+    _plot_landscape(policy, str(cfg.dataset_path()), results_path("critic_landscape.png"), parse_test_time(a.correct))
     last = list(csv.DictReader(open(run / "metrics.csv")))[-1]
     save("critic_task", {
         "command": "python benchmarks/critic_bench.py task " + " ".join(sys.argv[2:]),
@@ -217,7 +215,7 @@ def task(a) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--repeats", type=int, default=30)

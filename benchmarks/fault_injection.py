@@ -18,7 +18,6 @@ every logged loss) and whether anything was lost. Writes benchmarks/results/faul
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -30,12 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_brief, save  # noqa: E402
+from common import machine_brief, parser, save
 
-import torch  # noqa: E402
+import torch
 
-from steerlab.train.checkpoint import list_checkpoints, load_weights  # noqa: E402
+from steerlab.train.checkpoint import list_checkpoints, load_weights
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = ["--batch-size", "32", "--policy.width", "64", "--no-progress", "--threads", "1"]
@@ -274,7 +272,7 @@ def kill_trials(data, root, n: int, rng: random.Random) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--kills", type=int, default=20, help="kill -9 trials")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")

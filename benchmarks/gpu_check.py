@@ -12,7 +12,6 @@ The 2,000 demonstrations per N are collected by the trainer when missing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_brief, write_json_atomic  # noqa: E402
+from common import machine_brief, parser, results_path, write_json_atomic
 
-OUT = Path(__file__).parent / "results" / "gpu_check.json"
+OUT = results_path("gpu_check.json")
 PRESET = "ibc-particle-langevin"
 
 
@@ -46,14 +44,13 @@ def run_cell(n_dim: int, a, runs_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "runs_dir")
     ap.add_argument("--device", default="cuda", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--dims", nargs="+", type=int, default=[2, 8, 16, 32])
     ap.add_argument("--max-minutes", type=float, default=2.0, help="training budget per N")
     ap.add_argument("--episodes", type=int, default=100, help="evaluation episodes per N")
     ap.add_argument("--demos", type=int, default=2000, help="oracle demonstrations per N")
-    ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--out", default=None, help=f"results file (default {OUT}, for CUDA runs only)")
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/gpu_check.json, for CUDA runs only)")
     a = ap.parse_args(argv)
     from steerlab.hw import device_name, resolve_device
 

@@ -24,15 +24,13 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved, save  # noqa: E402
+from common import command_line, interleaved, parser, results_path, save
 
-from steerlab.nets.unet1d import ConditionalUnet1D  # noqa: E402
-from steerlab.sampling import alphas_cumprod, inference_timesteps, sample_ddim, squaredcos_cap_v2  # noqa: E402
+from steerlab.nets.unet1d import ConditionalUnet1D
+from steerlab.sampling import alphas_cumprod, inference_timesteps, sample_ddim, squaredcos_cap_v2
 
 B, H, A, COND = 256, 16, 2, 16
 
@@ -68,7 +66,7 @@ def child(mode: str, steps: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 10, 50, 100])
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -97,7 +95,7 @@ def main() -> None:
               f"({t['checkpoint'] / t['full']:.2f}x)")
     n_max, n_min = max(a.steps), min(a.steps)
     res = {
-        "command": "python benchmarks/grad_memory.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "chain": f"DDIM over ConditionalUnet1D(64/128/256), batch {B}, chunk {H}x{A}; gradient w.r.t. z0 only",
         "extra_rss_mb": mem["default"], "extra_rss_mb_trimmed_malloc": mem["trim"], "seconds": times,
         "checkpoint_mem_ratio_max_vs_1": mem["default"][f"checkpoint/{n_max}"] / mem["default"][f"checkpoint/{n_min}"],
@@ -123,7 +121,7 @@ def main() -> None:
     for ax in axes:
         ax.legend()
     fig.tight_layout()
-    out = Path(__file__).parent / "results" / "grad_memory.png"
+    out = results_path("grad_memory.png")
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 

@@ -16,25 +16,21 @@ Writes benchmarks/results/multimodality.json and .png.
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_brief, save  # noqa: E402
+from common import command_line, machine_brief, parser, results_path, save
 
-from steerlab.data.zarr_io import load_episodes  # noqa: E402
-from steerlab.envs.particle import GOAL_DISTANCE  # noqa: E402
-from steerlab.eval.metrics import wilson_interval  # noqa: E402
-from steerlab.eval.rollout import rollout  # noqa: E402
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
+from steerlab.data.zarr_io import load_episodes
+from steerlab.envs.particle import GOAL_DISTANCE
+from steerlab.eval.metrics import wilson_interval
+from steerlab.eval.rollout import rollout
+from steerlab.eval.run import load_run
+from steerlab.steer.policy_chain import initial_observations
 
 METHODS = {
     "diffusion-eps": ["diffusion-particle", "--policy.prediction-type", "epsilon"],
@@ -139,14 +135,13 @@ def plot(res: dict, out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "runs_dir")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--n-dim", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--observations", type=int, default=50)
     ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--runs-dir", default="runs")
     a = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -159,11 +154,11 @@ def main() -> None:
               f"{r['closed_loop']['reached_a_goal']}; both modes at {r['fixed_obs']['both_modes_share']:.0%} of the "
               f"observations, spread {r['fixed_obs']['spread']:.3f}", flush=True)
     cfg, _, _ = load_run(rows[0]["run_dir"])
-    res = {"command": "python benchmarks/multimodality.py " + " ".join(sys.argv[1:]), "n_dim": a.n_dim,
+    res = {"command": command_line(), "n_dim": a.n_dim,
            "steps": a.steps, "demos": demo_share(cfg.dataset_path(), a.n_dim), "rows": rows,
            "machine": machine_brief(), "seconds": time.time() - t0}
     save("multimodality", res)
-    plot(res, Path(__file__).parent / "results" / "multimodality.png")
+    plot(res, results_path("multimodality.png"))
 
 
 if __name__ == "__main__":

@@ -22,20 +22,16 @@ not tuned on. The objective scores the first W waypoints (what is executed befor
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import inside_central, load_policy_run, rate, save, search_intent  # noqa: E402
+from common import command_line, inside_central, load_policy_run, parser, rate, save, search_intent
 
-from steerlab.nav.intent_opt import IntentChain, IntentObjective, make_problem, problem_from_envs, replicate  # noqa: E402
-from steerlab.nav.rollout import rollout_nav  # noqa: E402
-from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
+from steerlab.nav.intent_opt import IntentChain, IntentObjective, make_problem, problem_from_envs, replicate
+from steerlab.nav.rollout import rollout_nav
+from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost
 
 METHODS = {"prior": "prior z2", "best-of-N": "best-of-N z2", "gradient": "gradient z2",
            "screen+gradient": "screen+gradient z2"}
@@ -43,8 +39,7 @@ DEFAULT_METHODS = ["prior", "best-of-N", "gradient"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True)
+    ap = parser(__doc__, "run_dir", "threads")
     ap.add_argument("--maps", type=int, default=50)
     ap.add_argument("--seed0", type=int, default=710_000)
     ap.add_argument("--rerank", type=int, default=16)
@@ -57,14 +52,13 @@ def main() -> None:
     ap.add_argument("--backward-cost", type=float, default=None,
                     help="cost of a backward pass in forward passes, for the gradient budget (default: timed once; "
                          "the timing varies with machine load and with it the number of gradient steps)")
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_adversary")
     a = ap.parse_args()
     cfg, policy, ckpt = load_policy_run(a)
     K = a.rerank
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     route = make_problem(policy, seeds).route_id
-    out: dict = {"command": "python benchmarks/nav_adversary.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+    out: dict = {"command": command_line(), "checkpoint": str(ckpt),
                  "maps": a.maps, "rerank": K, "budget_nfe": a.budget, "rows": []}
     bwd = a.backward_cost
     for w in a.execute_waypoints:

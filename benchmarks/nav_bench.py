@@ -39,26 +39,22 @@ nav_adversarial.gif (the gradient z2+z0 intent, an episode that collides).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, inside_central, rate, save, search_intent, switched_route  # noqa: E402
+from common import command_line, inside_central, parser, rate, results_path, save, search_intent, switched_route
 
-from steerlab.envs.nav2d import ROBOT_RADIUS, resample_polyline, waypoints_to_world, world_to_action  # noqa: E402
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.nav.intent_opt import (  # noqa: E402
+from steerlab.envs.nav2d import ROBOT_RADIUS, resample_polyline, waypoints_to_world, world_to_action
+from steerlab.eval.run import load_run
+from steerlab.nav.intent_opt import (
     CandidateChain, CandidateObjective, IntentChain, IntentObjective, hard_collision, make_problem, problem_from_envs,
     two_route_seeds,
 )
-from steerlab.nav.safety import rerank, safe_threshold  # noqa: E402
-from steerlab.nav.rollout import rollout_nav, save_gif, summarize  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
+from steerlab.nav.safety import rerank, safe_threshold
+from steerlab.nav.rollout import rollout_nav, save_gif, summarize
+from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise
 
 
 def path_to_route(path: np.ndarray, route: np.ndarray) -> float:
@@ -146,15 +142,13 @@ def adversarial_reranked(policy, problem, seeds, z2r, a, deploy, rows, g, gif) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True)
+    ap = parser(__doc__, "run_dir", "threads")
     ap.add_argument("--maps", type=int, default=100)
     ap.add_argument("--sweep-maps", type=int, default=50)
     ap.add_argument("--adv-maps", type=int, default=50)
     ap.add_argument("--route-maps", type=int, default=30)
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--seed0", type=int, default=700_000)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_bench",
                     help="results file benchmarks/results/<name>.json; videos <prefix>_*.gif with prefix nav for the "
                          "default name, else <name>")
@@ -171,9 +165,9 @@ def main() -> None:
     deploy = {"rerank": K, "execute_waypoints": W, "safety_margin": a.safety_margin}
     if a.threads:
         torch.set_num_threads(a.threads)
-    gif = lambda kind: RESULTS / f"{'nav' if a.name == 'nav_bench' else a.name}_{kind}.gif"  # noqa: E731
+    gif = lambda kind: results_path(f"{'nav' if a.name == 'nav_bench' else a.name}_{kind}.gif")  # noqa: E731
     cfg, policy, ckpt = load_run(a.run_dir)
-    out: dict = {"command": "python benchmarks/nav_bench.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+    out: dict = {"command": command_line(), "checkpoint": str(ckpt),
                  "deployment": deploy}
     g = lambda s=0: torch.Generator().manual_seed(s)  # noqa: E731
 

@@ -17,22 +17,19 @@ and first-chunk collisions by intent level, for one or more trained runs side by
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import command_line, parser, save
 
-from steerlab.data.collect_nav2d import collect_nav2d  # noqa: E402
-from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, seeded_oracle, waypoints_to_world  # noqa: E402
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.nav.data import NavWindowDataset, load_nav_dataset  # noqa: E402
-from steerlab.nav.intent_opt import hard_collision, make_problem, swept_points  # noqa: E402
+from steerlab.data.collect_nav2d import collect_nav2d
+from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, seeded_oracle, waypoints_to_world
+from steerlab.eval.run import load_run
+from steerlab.nav.data import NavWindowDataset, load_nav_dataset
+from steerlab.nav.intent_opt import hard_collision, make_problem, swept_points
 
 
 def chunk_slack(problem, wp: torch.Tensor) -> np.ndarray:
@@ -93,16 +90,15 @@ def first_chunk(policy, maps: int, seed: int = 0, samples: int = 4) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "threads")
     ap.add_argument("--run-dirs", nargs="+", required=True)
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--maps", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_chunk_error")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    out = {"command": "python benchmarks/nav_chunk_error.py " + " ".join(sys.argv[1:]), "runs": []}
+    out = {"command": command_line(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "oracle.zarr"
         collect_nav2d(store, episodes=a.episodes, seed=900_000, workers=1, progress=False)

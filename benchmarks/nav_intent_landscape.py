@@ -22,19 +22,15 @@ waypoints:
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import load_policy_run, save, search_intent  # noqa: E402
+from common import command_line, load_policy_run, parser, save, search_intent
 
-from steerlab.nav.intent_opt import IntentChain, IntentObjective, hard_collision, make_problem, replicate  # noqa: E402
-from steerlab.steer.noise_opt import measure_backward_cost  # noqa: E402
+from steerlab.nav.intent_opt import IntentChain, IntentObjective, hard_collision, make_problem, replicate
+from steerlab.steer.noise_opt import measure_backward_cost
 
 
 def local_maxima(v: np.ndarray) -> int:
@@ -43,15 +39,13 @@ def local_maxima(v: np.ndarray) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True)
+    ap = parser(__doc__, "run_dir", "threads")
     ap.add_argument("--maps", type=int, default=10)
     ap.add_argument("--seed0", type=int, default=710_000)
     ap.add_argument("--rerank", type=int, default=16)
     ap.add_argument("--execute-waypoints", type=int, default=4)
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.5)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_intent_landscape")
     a = ap.parse_args()
     cfg, policy, ckpt = load_policy_run(a)
@@ -70,7 +64,7 @@ def main() -> None:
         with torch.no_grad():
             return hard_collision(rep, ch.sample_fn(z)[:, :W])
 
-    out: dict = {"command": "python benchmarks/nav_intent_landscape.py " + " ".join(sys.argv[1:]),
+    out: dict = {"command": command_line(),
                  "checkpoint": str(ckpt), "maps": M, "rerank": K, "execute_waypoints": W, "budget_nfe": a.budget,
                  "lr": a.lr}
     z = torch.randn((M * K, policy.z2_dim), generator=g)  # prior draws, the start of every search

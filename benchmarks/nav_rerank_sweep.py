@@ -14,29 +14,23 @@ intent, e.g. by an adversary), so only the chain noise differs between them.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import load_policy_run, save  # noqa: E402
+from common import command_line, load_policy_run, parser, save
 
-from steerlab.nav.rollout import rollout_nav, summarize  # noqa: E402
+from steerlab.nav.rollout import rollout_nav, summarize
 
 CELLS = ([(k, w, 0.01, False) for w in (8, 4, 2) for k in (1, 4, 16)]
          + [(32, 4, 0.01, False), (16, 4, 0.0, False), (16, 4, 0.02, False), (16, 4, 0.01, True)])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True)
+    ap = parser(__doc__, "run_dir", "threads")
     ap.add_argument("--maps", type=int, default=100)
     ap.add_argument("--seed0", type=int, default=700_000)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_rerank_sweep")
     a = ap.parse_args()
     cfg, policy, ckpt = load_policy_run(a)
@@ -62,7 +56,7 @@ def main() -> None:
         print(f"K={k:2d} W={w} margin {margin:.3f}{' shared z2' if shared else ''}: success {row['success_rate']:.0%} collision "
               f"{row['collision_rate']:.0%} time-out {row['timeout_rate']:.0%}, "
               f"{row['decisions_mean']:.1f} decisions, {row['seconds']:.0f} s", flush=True)
-    save(a.name, {"command": "python benchmarks/nav_rerank_sweep.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+    save(a.name, {"command": command_line(), "checkpoint": str(ckpt),
                   "maps": a.maps, "rows": rows})
 
 

@@ -25,24 +25,20 @@ as the other route's own encoding).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import load_policy_run, rate, save, switched_route  # noqa: E402
+from common import command_line, load_policy_run, parser, rate, save, switched_route
 
-from steerlab.envs.nav2d import Nav2DEnv, seeded_oracle, to_robot_frame  # noqa: E402
-from steerlab.nav.intent_opt import (  # noqa: E402
+from steerlab.envs.nav2d import Nav2DEnv, seeded_oracle, to_robot_frame
+from steerlab.nav.intent_opt import (
     CandidateChain, CandidateObjective, IntentChain, IntentObjective, make_problem, problem_from_envs, replicate,
     two_route_seeds,
 )
-from steerlab.nav.rollout import rollout_nav  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise  # noqa: E402
+from steerlab.nav.rollout import rollout_nav
+from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
 
 METHODS = {"original": "original intent", "other-z1": "z1 of the other route", "z2": "z2 optimized",
            "z1": "z1 optimized"}
@@ -60,8 +56,7 @@ def other_routes(seeds, route_id) -> list[np.ndarray]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True)
+    ap = parser(__doc__, "run_dir", "threads")
     ap.add_argument("--maps", type=int, default=30)
     ap.add_argument("--seed0", type=int, default=720_000)
     ap.add_argument("--rerank", type=int, default=16)
@@ -70,7 +65,6 @@ def main() -> None:
     ap.add_argument("--lr-z1", type=float, default=0.2)
     ap.add_argument("--lr-z2", type=float, default=0.1)
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="nav_route_intent")
     a = ap.parse_args()
     cfg, policy, ckpt = load_policy_run(a)
@@ -82,7 +76,7 @@ def main() -> None:
     route = make_problem(policy, seeds).route_id
     other = [1 - r for r in route]
     other_ref = other_routes(seeds, route)
-    out: dict = {"command": "python benchmarks/nav_route_switch.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+    out: dict = {"command": command_line(), "checkpoint": str(ckpt),
                  "maps": len(seeds), "deployment": deploy, "steps_per_decision": a.steps, "lr_z1": a.lr_z1,
                  "lr_z2": a.lr_z2, "rows": []}
 

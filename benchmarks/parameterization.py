@@ -13,19 +13,16 @@ benchmarks/results/parameterization.json.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import command_line, parser, save
 
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
+from steerlab.eval.run import load_run
+from steerlab.steer.policy_chain import initial_observations
 
 
 @torch.no_grad()
@@ -44,7 +41,7 @@ def measure(run: Path, n_obs: int, samples: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--observations", type=int, default=50)
     ap.add_argument("--samples", type=int, default=8)
@@ -56,7 +53,7 @@ def main() -> None:
         x = rows[-1]
         print(f"{r}: {x['kind']}/{x['prediction_type']} {x['n_dim']}-D, success {x['success_rate']}, median L2 "
               f"{x['median_l2_to_oracle']:.4f}, spread {x['spread']:.4f}", flush=True)
-    save("parameterization", {"command": "python benchmarks/parameterization.py " + " ".join(sys.argv[1:]), "rows": rows})
+    save("parameterization", {"command": command_line(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,18 +13,15 @@ Methods map to presets (``steerlab presets``) and overrides:
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_brief, write_json_atomic  # noqa: E402
+from common import machine_brief, parser, results_path, write_json_atomic
 
-RESULTS = Path(__file__).parent / "results"
-OUT = RESULTS / "particle_sweep.json"
+OUT = results_path("particle_sweep.json")
 
 METHODS: dict[str, list[str]] = {
     # IBC-Langevin sized for the budget: the repo config with batch 128 and bf16 chains where the CPU has native bf16
@@ -112,25 +109,23 @@ def plot(data: dict) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(RESULTS / "particle_sweep.png", dpi=90)
-    print(f"wrote {RESULTS / 'particle_sweep.png'}")
+    fig.savefig(results_path("particle_sweep.png"), dpi=90)
+    print(f"wrote {results_path('particle_sweep.png')}")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "runs_dir")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--dims", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per training run (e.g. 1 to run two sweep parts side by side on 2 cores)")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="steerlab train --device")
     ap.add_argument("--force", action="store_true", help="re-run cells already in the results file")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
     data = load()
     if not args.plot_only:
         for n in args.dims:

@@ -10,16 +10,12 @@ one process. Writes benchmarks/results/policy_latency.json.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved, save  # noqa: E402
+from common import command_line, interleaved, parser, save
 
-from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig, GenerativePolicy  # noqa: E402
+from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig, GenerativePolicy
 
 OBS, ACT = 8, 2  # 2-D particle: 8 observation features, 2 action dims
 
@@ -38,7 +34,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--repeats", type=int, default=20)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -57,7 +53,7 @@ def main() -> None:
         t = interleaved(fns, repeats=reps, warmup=1)
         out[dname] = {"params": params, "ms_per_chunk": {k: 1000 * v for k, v in t.items()}}
         print(dname, f"({params / 1e6:.1f}M params):", ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in t.items()))
-    save("policy_latency", {"command": "python benchmarks/policy_latency.py " + " ".join(sys.argv[1:]),
+    save("policy_latency", {"command": command_line(),
                             "batch": 1, "chunk": "16 x 2", "results": out})
 
 

@@ -30,31 +30,25 @@ Writes benchmarks/results/steering_<task>.json (``--name`` overrides).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import rate, save  # noqa: E402
+from common import command_line, parser, rate, save
 
-from steerlab.eval.rollout import rollout  # noqa: E402
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.sampling import no_noise  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise  # noqa: E402
-from steerlab.steer.objectives import EndDistance, ObstacleCost, PathObstacleCost  # noqa: E402
-from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab.eval.rollout import rollout
+from steerlab.eval.run import load_run
+from steerlab.sampling import no_noise
+from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
+from steerlab.steer.objectives import EndDistance, ObstacleCost, PathObstacleCost
+from steerlab.steer.policy_chain import initial_observations, policy_sampler
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "run_dir")
     ap.add_argument("--task", choices=("goal-order", "obstacle"), default="goal-order")
-    ap.add_argument("--run-dir", required=True)
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.1)
@@ -168,7 +162,7 @@ def main() -> None:
         d = max(support["decisions"], 1)
         out["best-of-N"].update(samples_per_decision=support["samples"], objective_met_by_a_sample=support["met"] / d,
                                 sample_spread=support["spread"] / d)
-    save(a.name or f"steering_{a.task.replace('-', '_')}", {"task": a.task, "objective": a.objective, "command": "python benchmarks/steering.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+    save(a.name or f"steering_{a.task.replace('-', '_')}", {"task": a.task, "objective": a.objective, "command": command_line(), "checkpoint": str(ckpt),
                       "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim,
                       "radius": a.radius if a.task == "obstacle" else None,
                       "optimizer": {"lr": a.lr, "steps": a.steps, "project_shell": True}, "results": out})

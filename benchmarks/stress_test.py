@@ -26,29 +26,23 @@ Writes benchmarks/results/stress_test.json and .png.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import save  # noqa: E402
+from common import command_line, parser, results_path, save
 
-from steerlab.eval.metrics import wilson_interval  # noqa: E402
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.steer.stress import FAILURE_MODES as MODES  # noqa: E402
-from steerlab.steer.stress import closed_loop, failure_mode, inside_central, run_searches  # noqa: E402
-from steerlab.steer.noise_cli import initial_observations  # noqa: E402
-from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
-from steerlab.steer.objectives import EndDistance  # noqa: E402
-from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab.eval.metrics import wilson_interval
+from steerlab.eval.run import load_run
+from steerlab.steer.stress import FAILURE_MODES as MODES
+from steerlab.steer.stress import closed_loop, failure_mode, inside_central, run_searches
+from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost
+from steerlab.steer.objectives import EndDistance
+from steerlab.steer.policy_chain import initial_observations, policy_sampler
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True)
+    ap = parser(__doc__, "run_dir")
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000])
     ap.add_argument("--seed0", type=int, default=300_000)
@@ -99,7 +93,7 @@ def main() -> None:
 
     record("random", chain.nfe, z_rand, chain.nfe, 0.0)
     run_searches(chain, objective, z_rand, a.budgets, bwd, a.lr, record)
-    res = {"command": "python benchmarks/stress_test.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
+    res = {"command": command_line(), "checkpoint": str(ckpt),
            "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim, "chain_nfe": chain.nfe,
            "backward_cost": bwd, "rows": rows}
     for b in a.budgets:
@@ -139,7 +133,7 @@ def plot(rows, budgets):
         ax.legend(fontsize=8)
     fig.suptitle("noises found to make the policy fail, held fixed in rollouts", fontsize=10)
     fig.tight_layout()
-    out = Path(__file__).parent / "results" / "stress_test.png"
+    out = results_path("stress_test.png")
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 

@@ -26,29 +26,26 @@ Writes benchmarks/results/world_model_stress.json and .png.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import inside_central, run_searches, save  # noqa: E402
+from common import command_line, inside_central, parser, results_path, run_searches, save
 
-from steerlab import tasks  # noqa: E402
-from steerlab.data.collect_wm import WM_HORIZON, collect_world_model  # noqa: E402
-from steerlab.envs.particle import GOAL_DISTANCE, flatten_obs  # noqa: E402
-from steerlab.envs.wrappers import ActionNoise  # noqa: E402
-from steerlab.eval.metrics import wilson_interval  # noqa: E402
-from steerlab.eval.run import load_run  # noqa: E402
-from steerlab.sampling import no_noise  # noqa: E402
-from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost  # noqa: E402
-from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab import tasks
+from steerlab.data.collect_wm import WM_HORIZON, collect_world_model
+from steerlab.envs.particle import GOAL_DISTANCE, flatten_obs
+from steerlab.envs.wrappers import ActionNoise
+from steerlab.eval.metrics import wilson_interval
+from steerlab.eval.run import load_run
+from steerlab.sampling import no_noise
+from steerlab.steer.noise_opt import chi_cdf, measure_backward_cost
+from steerlab.steer.policy_chain import policy_sampler
 
 
 
@@ -106,7 +103,7 @@ def test_cases(policy, cfg, n_states: int, seed0: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "runs_dir")
     ap.add_argument("--policy-run", required=True)
     ap.add_argument("--data-episodes", type=int, default=1000)
     ap.add_argument("--noise", type=float, default=0.05)
@@ -116,7 +113,6 @@ def main() -> None:
     ap.add_argument("--sim-draws", type=int, default=200)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed0", type=int, default=600_000)
-    ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--data-dir", default="data")
     a = ap.parse_args()
     cfg, policy, ckpt = load_run(a.policy_run)
@@ -187,7 +183,7 @@ def main() -> None:
     run_searches(chain, objective, z_rand, a.budgets, bwd, a.lr, record)
 
     save("world_model_stress", {
-        "command": "python benchmarks/world_model_stress.py " + " ".join(sys.argv[1:]),
+        "command": command_line(),
         "policy_checkpoint": str(ckpt), "world_model_checkpoint": str(wckpt), "world_model_run": str(run),
         "world_model": dataclasses.asdict(wcfg.policy), "world_model_train": train_summary,
         "data": str(data), "data_episodes": a.data_episodes, "action_noise": a.noise, "n_dim": n,
@@ -221,7 +217,7 @@ def plot(rows, budgets, p_sim):
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    out = Path(__file__).parent / "results" / "world_model_stress.png"
+    out = results_path("world_model_stress.png")
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 

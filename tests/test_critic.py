@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from steerlab.commands.eval_args import parse_test_time
 from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig
 from steerlab.steer.critic import (
     SEED_SHAPES, CriticConfig, EnergyCritic, correct_actions, info_nce_energy, rerank,
@@ -167,11 +168,11 @@ def test_correction_by_hand():
 
 
 def test_test_time_parse():
-    tt = TestTime.parse("steps=3,alpha=0.2", 16, None)
+    tt = parse_test_time("steps=3,alpha=0.2", 16, None)
     assert (tt.correct_steps, tt.alpha, tt.rerank) == (3, 0.2, 16)
     assert tt.label() == "rerank 16 + correct 3x0.2"
     with pytest.raises(ValueError, match="steps=N"):
-        TestTime.parse("step3", None, None)
+        parse_test_time("step3", None, None)
 
 
 # ----------------------------------------------------------------------------------- modes and loading

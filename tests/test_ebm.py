@@ -458,7 +458,7 @@ def test_counter_examples_are_uniform_first_then_langevin():
     pol = IBCPolicy(IBCConfig(width=16, fraction_langevin_samples=0.7, langevin=LangevinConfig(num_steps=3)), 2, 2)
     o = torch.randn(4, 4)
     neg = pol.counter_examples(o, 8, torch.Generator().manual_seed(3))
-    uni = pol._uniform((4, 8), torch.Generator().manual_seed(3), o.device)
+    uni = pol.uniform_actions((4, 8), torch.Generator().manual_seed(3), o.device)
     assert torch.equal(neg[:, :3], uni[:, :3])
     assert not torch.isclose(neg[:, 3:], uni[:, 3:]).all(-1).any()
 

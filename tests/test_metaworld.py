@@ -130,7 +130,8 @@ def test_small_diffusion_policy_runs_an_episode(tmp_path):
                           denoiser=DenoiserConfig(width=32, depth=2, time_embed_dim=16))
     torch.manual_seed(0)
     pol = GenerativePolicy(cfg, OBS_DIM, ACT_DIM)
-    pol.fit_normalizers(data.data["obs"], data.data["action"], -np.ones(ACT_DIM), np.ones(ACT_DIM))
+    pol.fit_normalizers(data.data, action_low=-np.ones(ACT_DIM), action_high=np.ones(ACT_DIM),
+                        episode_ends=data.episode_ends)
     res = evaluate_metaworld(pol, TASK, eval_seeds(2), max_episode_steps=50,
                              generator=torch.Generator().manual_seed(0))
     for e in res["episodes"]:

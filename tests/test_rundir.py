@@ -386,7 +386,7 @@ def test_second_signal_aborts_at_once_and_the_cli_prints_no_traceback(capsys):
 @pytest.mark.parametrize("bad, match", [({"maps": 0}, "--maps"), ({"steps": 0}, "--steps"), ({"lr": -1.0}, "--lr"),
                                         ({"route": "left"}, "--route"), ({"candidates": 0}, "--candidates")])
 def test_intent_arguments_are_checked_before_any_map_is_built(tmp_path, bad, match):
-    from steerlab.nav.intent_opt import IntentArgs, optimize_intent
+    from steerlab.commands.intent import IntentArgs, optimize_intent
 
     with pytest.raises(ValueError, match=match):
         optimize_intent(dataclasses.replace(IntentArgs(run_dir=str(tmp_path / "nope")), **bad))

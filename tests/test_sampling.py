@@ -204,9 +204,9 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="explicit noise"):
         run_sampler("ddpm", z, explicit(torch.zeros(2, 3, 3, dtype=torch.float64)), "full")
     with pytest.raises(ValueError, match="noise mode"):
-        from steerlab.sampling import make_noise
+        from steerlab.sampling import NoiseSource
 
-        make_noise("gaussian")
+        NoiseSource("gaussian")
 
 
 @pytest.mark.parametrize("clipped_eps", [False, True])

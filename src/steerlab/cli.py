@@ -190,7 +190,7 @@ def cmd_demo(args: list[str]) -> None:
 
 
 def cmd_noise(args: list[str]) -> None:
-    from steerlab.steer.noise_cli import NoiseArgs, run_noise
+    from steerlab.commands.noise import NoiseArgs, run_noise
 
     a = tyro.cli(NoiseArgs, args=args, prog="steerlab noise")
     run_noise(a)
@@ -203,7 +203,7 @@ def cmd_intent(args: list[str]) -> None:
         return
     if args[0] != "optimize":
         raise SystemExit(f"unknown intent command {args[0]!r}; use: steerlab intent optimize <run-dir> ...")
-    from steerlab.nav.intent_opt import IntentArgs, optimize_intent
+    from steerlab.commands.intent import IntentArgs, optimize_intent
 
     optimize_intent(tyro.cli(IntentArgs, args=args[1:], prog="steerlab intent optimize"))
 

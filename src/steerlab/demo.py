@@ -23,10 +23,9 @@ import torch
 
 from steerlab.eval.run import evaluate_run, load_run
 from steerlab.presets import get_preset
-from steerlab.steer.noise_cli import initial_observations
 from steerlab.steer.noise_opt import measure_backward_cost
 from steerlab.steer.objectives import EndDistance
-from steerlab.steer.policy_chain import policy_sampler
+from steerlab.steer.policy_chain import initial_observations, policy_sampler
 from steerlab.steer.stress import StressRow, evaluate_noises, search_noises
 from steerlab.train.loop import train
 from steerlab.train.rundir import atomic_write_text

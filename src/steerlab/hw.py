@@ -34,10 +34,6 @@ def native_bf16() -> bool:
     return platform.system() == "Linux" and any(f in cpu_flags() for f in BF16_FLAGS)
 
 
-#: the values ``--device`` takes
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
 def resolve_device(name: str = "cpu") -> torch.device:
     """``"auto"``: CUDA when a GPU is visible, else the CPU; ``"cpu"``/``"cuda"`` (or ``"cuda:1"``) as named. A
     CUDA device on a machine without one is a ``ValueError`` that says what to pass instead."""

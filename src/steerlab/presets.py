@@ -59,7 +59,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "ibc-particle-langevin-warmup": (
         "The budget IBC-Langevin preset with a uniform warm-up (not in IBC): the first 5,000 steps train with "
         "uniform counter-examples only (the DFO config's, a few per cent of a Langevin step's cost), then Langevin "
-        "counter-examples as in the repo config. Measured worse than the budget preset on 2-D (BENCHMARKS section 3)",
+        "counter-examples as in the repo config; compared with the budget preset in BENCHMARKS.md §3",
         TrainConfig(policy=IBCConfig(chain_dtype="auto", uniform_warmup_steps=5000), steps=100_000, batch_size=128,
                     **_IBC_OPT),
     ),

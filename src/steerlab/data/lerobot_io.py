@@ -49,7 +49,6 @@ STEERLAB_PATH = "meta/steerlab.json"
 CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
 DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
 EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE + ".parquet"
-VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 # The per-frame columns LeRobot adds after the features, in this order.
 INDEX_FEATURES = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
                   "task_index": "int64"}

@@ -179,8 +179,9 @@ class IBCPolicy(Policy):
         self.lo.copy_(self.act_norm.normalize(torch.as_tensor(lo, dtype=torch.float32)))
         self.hi.copy_(self.act_norm.normalize(torch.as_tensor(hi, dtype=torch.float32)))
 
-    def _obs_features(self, obs: torch.Tensor) -> torch.Tensor:
-        """raw ``[B, n_obs, Do]`` -> normalized flat ``[B, n_obs * Do]``."""
+    def obs_features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The energy network's observation input: raw ``[B, n_obs, Do]`` -> normalized flat ``[B, n_obs * Do]``
+        (the ``o`` of :meth:`logits`, :meth:`grad_energy_fn` and :meth:`infer_normalized`)."""
         self.check_obs(obs, self.obs_dim)
         return self.obs_norm.normalize(obs).flatten(1)
 
@@ -208,18 +209,22 @@ class IBCPolicy(Policy):
 
     def energy(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``E(o, a) = -f`` for raw ``obs [B, n_obs, Do]`` and raw ``action [B, N, A]`` -> ``[B, N]``."""
-        o = self._obs_features(obs)
+        o = self.obs_features(obs)
         a = self.act_norm.normalize(action)
         if self.cfg.energy == "autoregressive":
             return -self.ar_logits(o, a, self.act_dim - 1)
         return -self.logits(o, a)
 
-    def _grad_energy_fn(self, o: torch.Tensor):
-        """``a -> dE/da`` with the hand-written backward of the MLP (no autograd)."""
+    def grad_energy_fn(self, o: torch.Tensor):
+        """``a -> dE/da`` at the observation features ``o [B, Dh]`` (:meth:`obs_features`) for normalized actions
+        ``a [B, N, A]``, with the hand-written backward of the MLP (no autograd) in the policy's ``chain_dtype``: the
+        gradient the Langevin chains (:func:`~steerlab.ebm.langevin.langevin`) descend."""
         dt = torch.bfloat16 if self.chain_dtype == "bfloat16" else None
         return lambda a: -self.net.input_grad(o, a, dtype=dt)[1]
 
-    def _uniform(self, shape, generator, device) -> torch.Tensor:
+    def uniform_actions(self, shape, generator, device) -> torch.Tensor:
+        """Normalized actions ``[*shape, A]`` drawn uniformly over the sampling bounds ``[lo, hi]`` (the uniform
+        counter-examples and the initial points of the Langevin chains)."""
         u = torch.rand(*shape, self.act_dim, generator=generator, device=device)
         return self.lo + (self.hi - self.lo) * u
 
@@ -230,14 +235,14 @@ class IBCPolicy(Policy):
         :func:`counter_example_split` ``(n, fraction_langevin)[1]`` of them (default fraction: the config's
         ``fraction_langevin_samples``) refined by a Langevin chain, as IBC's ``_make_counter_example_actions``
         lays them out (uniform first, Langevin last)."""
-        neg = self._uniform((o.shape[0], n), generator, o.device)
+        neg = self.uniform_actions((o.shape[0], n), generator, o.device)
         frac = self.cfg.fraction_langevin_samples if fraction_langevin is None else fraction_langevin
         n_uni, n_lang = counter_example_split(n, frac)
         if n_lang > 0 and self.cfg.energy == "joint":
             lc = self.cfg.langevin
             with torch.no_grad():
                 refined = langevin(
-                    self._grad_energy_fn(o),
+                    self.grad_energy_fn(o),
                     neg[:, n_uni:],
                     self.lo,
                     self.hi,
@@ -256,7 +261,7 @@ class IBCPolicy(Policy):
 
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
         cfg = self.cfg
-        o = self._obs_features(batch["obs"])
+        o = self.obs_features(batch["obs"])
         pos = self.act_norm.normalize(batch["action"][:, 0])  # [B, A]
         if cfg.energy == "autoregressive":
             return self._ar_loss(o, pos, generator)
@@ -303,7 +308,7 @@ class IBCPolicy(Policy):
             raise ValueError(f"ar_train_heads must be 'all' or 'random', got {cfg.ar_train_heads!r}")
         b, n = pos.shape[0], cfg.num_counter_examples
         neg = pos[:, None, :].repeat(1, n, 1)
-        u = self._uniform((b, n), generator, pos.device)
+        u = self.uniform_actions((b, n), generator, pos.device)
         dims = torch.arange(self.act_dim, device=pos.device)
         only_j = (dims[None, :] == j[:, None])[:, None, :].expand(b, n - n // 2, -1)
         prefix = (dims[None, :] <= j[:, None])[:, None, :].expand(b, n // 2, -1)
@@ -325,14 +330,14 @@ class IBCPolicy(Policy):
         """
         cfg, lc = self.cfg, self.cfg.langevin
         n = num_samples or cfg.inference_samples
-        init = self._uniform((o.shape[0], n), generator, o.device)
+        init = self.uniform_actions((o.shape[0], n), generator, o.device)
         if cfg.inference == "langevin":
             chain = dict(
                 power=lc.power, noise_scale=lc.noise_scale, delta_action_clip=lc.delta_action_clip,
                 grad_clip=lc.grad_clip, form=lc.form, generator=generator,
                 num_steps=cfg.inference_langevin_steps or lc.num_steps,
             )
-            gfn = self._grad_energy_fn(o)
+            gfn = self.grad_energy_fn(o)
             a = langevin(gfn, init, self.lo, self.hi, step_size_init=lc.step_size_init, step_size_final=lc.step_size_final, **chain)
             if cfg.optimize_again:
                 a = langevin(gfn, a, self.lo, self.hi, step_size_init=cfg.again_step_size_init,
@@ -353,14 +358,14 @@ class IBCPolicy(Policy):
     @torch.no_grad()
     def predict_action_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """raw ``obs [B, n_obs, Do]`` -> raw ``[B, 1, A]`` clipped to the env bounds."""
-        a = self.infer_normalized(self._obs_features(obs), generator)["action"]
+        a = self.infer_normalized(self.obs_features(obs), generator)["action"]
         a = self.act_norm.unnormalize(a)
         return torch.maximum(torch.minimum(a, self.env_high), self.env_low)[:, None]
 
     @torch.no_grad()
     def monitor(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
         """Monitor-only metric: MSE (normalized units) of the inferred action against the demonstration."""
-        o = self._obs_features(batch["obs"])
+        o = self.obs_features(batch["obs"])
         pos = self.act_norm.normalize(batch["action"][:, 0])
         a = self.infer_normalized(o, generator)["action"]
         return {"action_mse": float(((a - pos) ** 2).mean())}

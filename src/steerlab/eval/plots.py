@@ -98,7 +98,7 @@ def plot_energy_landscape(policy, obs_hist: torch.Tensor, path: Path, demo_actio
     dev = policy.env_low.device  # tensors go to the policy's device, arrays for matplotlib come back to the CPU
     lo, hi = policy.env_low.cpu().numpy(), policy.env_high.cpu().numpy()
     obs = torch.as_tensor(obs_hist, dtype=torch.float32, device=dev)[None]
-    o = policy._obs_features(obs)
+    o = policy.obs_features(obs)
     inf = policy.infer_normalized(o, generator, num_samples=min(policy.cfg.inference_samples, 256))
     samples = policy.act_norm.unnormalize(inf["samples"][0]).cpu().numpy()
     init = policy.act_norm.unnormalize(inf["init"][0]).cpu().numpy()

@@ -172,17 +172,18 @@ def _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, e
         return _write_test_time(run_dir, ckpt, rows, title, rates=rates, dest=dest)
     if execute_waypoints is not None:
         raise ValueError("--execute-waypoints applies to nav runs only")
+    from steerlab.commands.eval_args import parse_test_time
     from steerlab.steer.critic_policy import TestTime, set_test_time
-    full = TestTime.parse(correct, rerank, None)
+    full = parse_test_time(correct, rerank, None)
     variants = [TestTime()]
     if rerank:
-        variants.append(TestTime.parse(None, rerank, None))
+        variants.append(parse_test_time(None, rerank, None))
     if correct:
-        variants.append(TestTime.parse(correct, None, None))
+        variants.append(parse_test_time(correct, None, None))
     if rerank and correct:
         variants.append(full)
     if guidance:
-        variants.append(TestTime.parse(None, None, guidance))
+        variants.append(parse_test_time(None, None, guidance))
     rows = {}
     for tt in variants:
         set_test_time(policy, tt)

@@ -1,4 +1,4 @@
-"""NoMaD-style goal-conditioned navigation policy with a two-stage latent intent (issue 5).
+"""NoMaD-style goal-conditioned navigation policy with a two-stage latent intent.
 
 - :mod:`steerlab.nav.model`: the network (vision encoder with goal masking, noise-prediction U-Net, distance head)
   behind NoMaD's ``model(name, **kwargs)`` call interface;

@@ -9,7 +9,7 @@
 
 **Prior choice: the standard normal p(z2) = N(0, I)**, not a learned conditional prior p(z2 | z1, obs). Reasons:
 (1) z2 is then optimized exactly like the sampler's initial noise z0 (both unit isotropic Gaussians), so the
-same prior terms apply to both (``0.5 ||z2||^2`` log-likelihood, chi-square norm bounds) and the issue's
+same prior terms apply to both (``0.5 ||z2||^2`` log-likelihood, chi-square norm bounds) and the
 plausibility criterion "z2 inside the prior's 99th percentile" is a closed-form chi-square(d_z2) quantile that
 does not depend on a network's calibration; (2) a learned prior is one more network to fit and, with a small
 dataset, tends to collapse to a narrow variance that makes every optimized z2 look implausible. The cost: the

@@ -6,7 +6,7 @@
 - :mod:`steerlab.sampling.noise`: per-step noise sources.
 """
 
-from steerlab.sampling.noise import NoiseSource, explicit, fresh, from_seed, make_noise, no_noise
+from steerlab.sampling.noise import NoiseSource, explicit, fresh, from_seed, no_noise
 from steerlab.sampling.process import DiffusionProcess, FlowProcess, Process
 from steerlab.sampling.registry import (
     SAMPLERS, SamplerSpec, chain_nfe, default_noise, get_sampler, is_stochastic, register_sampler, run_sampler,
@@ -19,7 +19,7 @@ from steerlab.sampling.samplers import (
 from steerlab.sampling.schedules import alphas_cumprod, inference_timesteps, karras_sigmas, squaredcos_cap_v2
 
 __all__ = [
-    "NoiseSource", "explicit", "fresh", "from_seed", "make_noise", "no_noise",
+    "NoiseSource", "explicit", "fresh", "from_seed", "no_noise",
     "DiffusionProcess", "FlowProcess", "Process",
     "SAMPLERS", "SamplerSpec", "chain_nfe", "default_noise", "get_sampler", "is_stochastic", "register_sampler",
     "run_sampler", "samplers_for",

@@ -74,6 +74,3 @@ def from_seed(seed: int = 0) -> NoiseSource:
 def explicit(noises: torch.Tensor) -> NoiseSource:
     return NoiseSource("explicit", noises=noises)
 
-
-def make_noise(mode: NoiseMode, *, generator=None, seed: int = 0, noises=None) -> NoiseSource:
-    return NoiseSource(mode, generator=generator, seed=seed, noises=noises)

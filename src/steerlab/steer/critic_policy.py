@@ -48,24 +48,6 @@ class TestTime:
     guidance: float = 0.0
     """energy guidance weight during sampling, evaluated at the predicted clean chunk (0: off)"""
 
-    @classmethod
-    def parse(cls, correct: str | None = None, rerank: int | None = None, guidance: float | None = None) -> "TestTime":
-        """``correct="steps=3,alpha=0.1[,clip=0.05]"``, ``rerank=16``, ``guidance=0.5``."""
-        kw = {}
-        if correct:
-            names = {"steps": "correct_steps", "alpha": "alpha", "clip": "clip_frac", "clip_frac": "clip_frac"}
-            for part in correct.split(","):
-                k, _, v = part.partition("=")
-                if k.strip() not in names or not v:
-                    raise ValueError(f"--correct expects steps=N,alpha=A[,clip=C], got {correct!r}")
-                kw[names[k.strip()]] = int(v) if k.strip() == "steps" else float(v)
-            kw.setdefault("correct_steps", 3)
-        if rerank:
-            kw["rerank"] = int(rerank)
-        if guidance:
-            kw["guidance"] = float(guidance)
-        return cls(**kw)
-
     def label(self) -> str:
         parts = []
         if self.rerank > 1:

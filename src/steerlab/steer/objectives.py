@@ -6,12 +6,7 @@ optimizer, not to the objective. Any user function with this signature works too
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-
-Objective = Callable[[torch.Tensor], torch.Tensor]
-
 
 def _rows(v, b: int, like: torch.Tensor) -> torch.Tensor:
     v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
@@ -87,21 +82,3 @@ class ReferenceDeviation:
         if ref.shape != chunk.shape:
             raise ValueError(f"reference {list(ref.shape)} does not match the chunk {list(chunk.shape)}")
         return ((chunk - ref) ** 2).flatten(1).mean(1)
-
-
-class EnergyObjective:
-    """An energy model's energy of the chunk, ``energy_fn(chunk) -> [B]`` (lower = better)."""
-
-    def __init__(self, energy_fn: Callable[[torch.Tensor], torch.Tensor]):
-        self.energy_fn = energy_fn
-
-    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
-        return self.energy_fn(chunk).reshape(len(chunk))
-
-
-def parse_vector(text: str) -> list[float]:
-    """``"0.2,0.8"`` -> ``[0.2, 0.8]`` with an error that says what a vector looks like."""
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"expected comma-separated numbers like 0.2,0.8, got {text!r}") from None

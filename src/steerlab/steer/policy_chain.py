@@ -8,11 +8,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from steerlab.envs.particle import flatten_obs
 from steerlab.sampling import NoiseSource, chain_nfe, explicit, fresh, from_seed, no_noise
 from steerlab.sampling.noise import NOISE_MODES
+from steerlab.tasks import get_task
 
-__all__ = ["NOISE_MODES", "PolicyChain", "chain_nfe", "check_noise_mode", "initial_noise", "policy_sampler",
-           "step_noise_seed", "step_noise_source"]
+__all__ = ["NOISE_MODES", "PolicyChain", "chain_nfe", "check_noise_mode", "initial_noise", "initial_observations",
+           "policy_sampler", "step_noise_seed", "step_noise_source"]
 
 
 def check_noise_mode(noise_mode: str) -> None:
@@ -85,3 +87,14 @@ def policy_sampler(policy, obs: torch.Tensor, *, noise_mode: str = "none", grad:
         return policy.unnormalize_actions(policy.sample(cond, z, noise=src, grad=grad, sampler=name, num_steps=n))
 
     return PolicyChain(sample_fn, chain_nfe(name, n), shape, n)
+
+
+def initial_observations(cfg, policy, seeds: list[int]):
+    """The first observation of the run's env (``cfg.env``, ``cfg.n_dim``) at each of ``seeds``: the flattened
+    observations repeated over the policy's observation horizon ``[len(seeds), n_obs_steps, obs_dim]``, and the
+    observation dicts as the env returned them."""
+    env = get_task(cfg.env).make_env(cfg.n_dim)
+    obs = [env.reset(seed=int(s))[0] for s in seeds]
+    env.close()
+    flat = torch.as_tensor(np.stack([flatten_obs(o) for o in obs]), dtype=torch.float32)
+    return flat[:, None].repeat(1, policy.n_obs_steps, 1), obs

@@ -102,8 +102,8 @@ def record_checksums(ckpt: Path) -> None:
 
 
 def verify_file(ckpt: Path, name: str) -> None:
-    """Check ``<ckpt>/<name>`` against the SHA-256 recorded in the checkpoint's ``meta.json`` (checkpoints written
-    before checksums were recorded are not checked)."""
+    """Check ``<ckpt>/<name>`` against the SHA-256 recorded in the checkpoint's ``meta.json`` (a file with no
+    recorded checksum is not checked)."""
     f = Path(ckpt) / name
     if not f.exists():
         raise CheckpointError(f"{f} is missing: the checkpoint {ckpt} is incomplete; delete it to fall back to an earlier one")

@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ import tyro
 from steerlab.hw import module_device, to_device
 from steerlab.sampling.noise import NoiseMode
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, optimize_noise
-from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation, parse_vector
-from steerlab.steer.policy_chain import initial_noise, policy_sampler
+from steerlab.steer.objectives import EndDistance, ObstacleCost, ReferenceDeviation
+from steerlab.steer.policy_chain import initial_noise, initial_observations, policy_sampler
 from steerlab.tasks import ParticleTask, get_task
 from steerlab.train.rundir import staged_output
 
@@ -31,7 +31,7 @@ class NoiseArgs:
     """Optimize the initial noise z0 of a trained diffusion/flow policy's sampling chain against an objective on the
     predicted chunk, at the first observation of `episodes` fixed-seed episodes (one restart each)."""
 
-    run_dir: tyro.conf.Positional[str]
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """run directory of a diffusion or flow policy (`steerlab train diffusion-particle ...`)"""
     objective: Literal["goal-distance", "end-distance", "obstacle", "reference"] = "goal-distance"
     """goal-distance: the chunk's last action to the episode's first goal; end-distance: to --target;
@@ -57,17 +57,27 @@ class NoiseArgs:
     learn_noise: bool = True
     """False: only sample with the initial noise (the seed's learn_noise)"""
     steps: int = 50
+    """optimizer steps (fewer if --budget-nfe or --patience ends the search first)"""
     lr: float = 0.05
+    """learning rate of the optimizer"""
     optimizer: Literal["adam", "sgd", "lbfgs"] = "adam"
+    """adam; sgd with Nesterov momentum (ReNO); lbfgs with strong-Wolfe line search (D-Flow)"""
     grad_clip: float | None = None
+    """clip each restart's gradient to this norm (ReNO: 0.1; default: no clipping)"""
     chi_weight: float = 0.0
+    """weight of the chi_d negative log-likelihood prior on |z0| (ReNO: 0.01)"""
     project_shell: bool = False
+    """rescale each z0 to norm sqrt(d), the initial one and after each step"""
     trust_radius: float | None = None
+    """keep |z0 - z_init| <= this per restart (default: unbounded)"""
     budget_nfe: float | None = None
+    """stop when this many denoiser evaluations per restart are spent (default: no budget)"""
     patience: int | None = None
+    """stop when no restart improved its best for this many steps (default: no early stopping)"""
     episodes: int = 8
     """initial states (env seeds seed0 .. seed0 + episodes - 1)"""
     seed0: int = 200_000
+    """env seed of the first initial state"""
     noise_seed: int = 0
     """seed of the initial z0 and of the per-step noise (fresh: a stream independent of z0's; from_seed: derived
     from z0)"""
@@ -77,6 +87,7 @@ class NoiseArgs:
     out: str | None = None
     """output directory (default <run-dir>/noise/<objective>-<direction>)"""
     progress: bool = True
+    """show a progress bar"""
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     """device of the policy and the optimized noise (auto: CUDA when a GPU is visible); z0 is drawn on the CPU,
     so a seed gives the same initial noise on every device"""
@@ -105,14 +116,12 @@ def apply_params_file(a: NoiseArgs) -> NoiseArgs:
     return dataclasses.replace(a, **changes)
 
 
-def initial_observations(cfg, policy, seeds: list[int]):
-    from steerlab.envs.particle import flatten_obs
-
-    env = get_task(cfg.env).make_env(cfg.n_dim)
-    obs = [env.reset(seed=int(s))[0] for s in seeds]
-    env.close()
-    flat = torch.as_tensor(np.stack([flatten_obs(o) for o in obs]), dtype=torch.float32)
-    return flat[:, None].repeat(1, policy.n_obs_steps, 1), obs
+def parse_vector(text: str) -> list[float]:
+    """``"0.2,0.8"`` -> ``[0.2, 0.8]`` with an error that says what a vector looks like."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers like 0.2,0.8, got {text!r}") from None
 
 
 def check_noise_args(a: NoiseArgs, cfg, policy) -> None:
