@@ -10,9 +10,13 @@ from steerlab.train.config import TrainConfig, config_to_dict, from_dict
 
 
 def test_help_texts(capsys):
-    main(["--help"])
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
     assert "steerlab demo" in capsys.readouterr().out
-    main(["train", "--help"])
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in PRESETS)
     with pytest.raises(SystemExit) as e:
@@ -20,7 +24,7 @@ def test_help_texts(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--policy.num-counter-examples" in out and "--n-dim" in out and "--max-minutes" in out
-    for cmd in ("eval", "collect", "demo", "noise"):
+    for cmd in ("eval", "collect", "demo", "noise", "intent", "presets"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
@@ -46,11 +50,15 @@ def test_config_round_trip_through_json():
         assert from_dict(TrainConfig, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
 
 
-def test_bad_input_errors(tmp_path):
-    with pytest.raises(SystemExit, match="unknown preset 'nope'"):
-        main(["train", "nope"])
-    with pytest.raises(SystemExit, match="unknown command"):
-        main(["fly"])
+def test_bad_input_errors(tmp_path, capsys):
+    for argv, choices in ((["train", "nope"], PRESETS), (["fly"], ["demo", "collect", "train", "eval", "noise"])):
+        with pytest.raises(SystemExit) as e:  # tyro names the bad choice and the valid ones
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert argv[-1] in err and all(c in err for c in choices)
+    with pytest.raises(KeyError, match="unknown preset 'nope'"):
+        resolve_train_config("nope", [])
     f = tmp_path / "bad.yaml"
     f.write_text("policy:\n  widht: 64\n")
     with pytest.raises(SystemExit, match="unknown key.*widht"):

@@ -371,15 +371,15 @@ def test_second_signal_aborts_at_once_and_the_cli_prints_no_traceback(capsys):
 
     import steerlab.cli as cli
 
-    def interrupted(_args):
+    def interrupted():
         raise KeyboardInterrupt
 
-    cli.COMMANDS["presets"], old = interrupted, cli.COMMANDS["presets"]
+    cli.run_presets, old = interrupted, cli.run_presets
     try:
         with pytest.raises(SystemExit) as e:
             main(["presets"])
     finally:
-        cli.COMMANDS["presets"] = old
+        cli.run_presets = old
     assert e.value.code == 130 and "interrupted" in capsys.readouterr().err
 
 

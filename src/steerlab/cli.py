@@ -1,118 +1,76 @@
-"""``steerlab`` command line.
+"""``steerlab`` command line: one tyro program whose sub-commands are built from the registries.
 
     steerlab demo                       collect 2-D particle demos, train a diffusion policy, evaluate, stress-test, report
-    steerlab collect particle --n-dim N --episodes 2000 [--format zarr|lerobot]   (each task its own options)
-    steerlab collect nav2d --episodes 500 [--family mixed]
-    steerlab train <preset> [--n-dim N] [--device auto|cpu|cuda] [--config-file F.yaml] [--resume] [any --field overrides]
-    steerlab eval <run-dir> [--episodes 100] [--device auto|cpu|cuda] [--correct steps=3,alpha=0.1] [--rerank 16]
-    steerlab noise <run-dir> --objective goal-distance --direction maximize [--noise-mode from_seed --steps 50 --lr 0.05]
-    steerlab intent optimize <run-dir> --objective collision|goal|route [--steps 100 --lr 1e-2 --joint-noise]
+    steerlab collect TASK [options]     demonstrations of a registered task (particle, nav2d, ...), each with its options
+    steerlab train PRESET [options]     train a named preset; every TrainConfig field is an option, the preset's value its
+                                        default; --config-file F.yaml applies a file of overrides first; --resume
+    steerlab eval RUN_DIR [--episodes 100] [--correct steps=3,alpha=0.1] [--rerank 16] [--device auto|cpu|cuda]
+    steerlab noise RUN_DIR --objective goal-distance --direction maximize [--steps 50 --lr 0.05]
+    steerlab intent optimize RUN_DIR --objective collision|goal|route [--steps 100 --lr 1e-2]
     steerlab presets                    list the presets
 
-Every sub-command takes ``--help``.
+Every sub-command takes ``--help``. ``train`` has one sub-command per preset and ``collect`` one per task with a
+collector, so a preset added to ``steerlab.presets.PRESETS`` or a task registered in ``steerlab.tasks`` appears here
+without an edit of this module.
 """
-
-from __future__ import annotations
 
 import dataclasses
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Generic, Literal, TypeVar, Union
 
 import tyro
 
-USAGE = __doc__
+from steerlab.commands.intent import IntentArgs
+from steerlab.commands.noise import NoiseArgs
+from steerlab.data.episodes import DatasetError
+from steerlab.demo import DemoArgs
+from steerlab.presets import PRESETS, get_preset
+from steerlab.tasks import get_task, task_names
+from steerlab.train.checkpoint import CheckpointError
+from steerlab.train.config import TrainConfig, load_config_file, merge
+from steerlab.train.loop import TrainingError, TrainingInterrupted
+from steerlab.train.rundir import RunLockedError
+
+P = TypeVar("P")
+USAGE = __doc__.replace("``", "")
 
 
-def _split_flag(args: list[str], flag: str, takes_value: bool):
-    """Remove ``flag`` (and its value) from ``args``; return (value or bool, rest)."""
-    rest, value = [], None if takes_value else False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == flag:
-            if takes_value:
-                if i + 1 >= len(args):
-                    raise SystemExit(f"{flag} needs a value")
-                value = args[i + 1]
-                i += 2
-                continue
-            value = True
-        elif takes_value and a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-        i += 1
-    return value, rest
+@dataclass(frozen=True)
+class TrainArgs(Generic[P]):
+    """The run configuration (every field an option, the preset's value its default) and how to start it."""
+
+    config: Annotated[TrainConfig[P], tyro.conf.arg(name=""), tyro.conf.AvoidSubcommands]
+    config_file: str | None = None
+    """a JSON or YAML file of overrides applied to the preset before the options given on the command line"""
+    resume: bool = False
+    """continue the run from its latest checkpoint (exactly: weights, optimizer, RNG states, loss log)"""
+    no_eval: bool = False
+    """skip the closed-loop evaluation after training"""
+    preset_name: tyro.conf.Suppress[str] = ""
 
 
-def resolve_train_config(preset: str, args: list[str]):
-    """Preset -> file overrides (``--config-file``) -> command-line overrides (tyro)."""
-    from steerlab.presets import get_preset
-    from steerlab.train.config import TrainConfig, load_config_file, merge
-
-    cfg = get_preset(preset)
-    cfg_file, args = _split_flag(args, "--config-file", True)
-    if cfg_file:
-        cfg = merge(cfg, load_config_file(cfg_file), where=str(cfg_file))
-    return tyro.cli(
-        TrainConfig[type(cfg.policy)], default=cfg, args=args, prog=f"steerlab train {preset}",
-        description=f"Train preset '{preset}'. Options override the preset; --config-file F.json|yaml "
-                    f"applies a file of overrides first; --resume continues the run from its latest checkpoint.",
-        config=(tyro.conf.AvoidSubcommands,),
-    )
+def _train_member(name: str, cfg: TrainConfig):
+    doc = PRESETS[name][0]
+    return Annotated[TrainArgs[type(cfg.policy)],
+                     tyro.conf.subcommand(name, default=TrainArgs(config=cfg, preset_name=name), description=doc)]
 
 
-def cmd_presets(_args: list[str]) -> None:
-    from steerlab.presets import PRESETS
-
-    for name, (doc, _) in PRESETS.items():
-        print(f"{name:32s} {doc}")
+def _train_presets(configs: dict[str, TrainConfig]):
+    return Union[tuple(_train_member(name, cfg) for name, cfg in configs.items())]  # noqa: UP007 (built at run time)
 
 
-def cmd_train(args: list[str]) -> None:
-    from steerlab.presets import PRESETS
-
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: steerlab train <preset> [--resume] [--config-file F] [overrides]\n\npresets:")
-        cmd_presets([])
-        print("\n`steerlab train <preset> --help` lists every option with the preset's value.")
-        return
-    preset, rest = args[0], args[1:]
-    if preset not in PRESETS:
-        raise SystemExit(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
-    resume, rest = _split_flag(rest, "--resume", False)
-    no_eval, rest = _split_flag(rest, "--no-eval", False)
-    cfg = resolve_train_config(preset, rest)
-    from steerlab.train.loop import train
-
-    run_dir = train(cfg, resume=resume)
-    from steerlab.tasks import get_task
-
-    if not get_task(cfg.env).has_env:
-        print(f"[steerlab] {run_dir}: {cfg.env} is a model task with no environment; rollout evaluation skipped")
-    elif not no_eval:
-        import torch.distributed as dist
-
-        if not (dist.is_initialized() and dist.get_rank() != 0):
-            _eval(run_dir, None, archive=True)
+def _collect_tasks():
+    names = [n for n in task_names() if get_task(n).collect_args is not None]
+    return Union[tuple(Annotated[get_task(n).collect_args, tyro.conf.subcommand(n, default=get_task(n).collect_args())]
+                       for n in names)]
 
 
-def _eval(run_dir: Path, episodes: int | None, out: str | None = None, overwrite: bool = False,
-          archive: bool = False, device: str | None = None, **overrides) -> dict:
-    """Evaluate and print the result; ``archive``: the run's own (end-of-training) evaluation, which moves earlier
-    top-level results into evals/ before writing its own."""
-    from steerlab.eval.run import evaluate_run
-
-    res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None, out=out, overwrite=overwrite,
-                       archive=archive, device=device)
-    lo, hi = res["success_ci95"]
-    print(f"[steerlab] {run_dir}: success {res['success_rate']:.1%} (95% CI [{lo:.1%}, {hi:.1%}]) "
-          f"over {res['episodes']} episodes; report {Path(res['out_dir']) / 'report.md'}")
-    return res
+@dataclass(frozen=True)
+class PresetsCommand:
+    """List the named run presets (`steerlab train PRESET --help` shows every option with the preset's value)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +79,7 @@ class EvalArgs:
     writes them into the run directory; later ones into a new <run-dir>/evals/<NNN>-step<S>-<E>ep/ (nothing is
     replaced unless --overwrite)."""
 
-    run_dir: tyro.conf.Positional[str]
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """run directory written by `steerlab train`"""
     episodes: int | None = None
     """episodes, a positive integer (default: the run's eval.episodes)"""
@@ -147,10 +105,96 @@ class EvalArgs:
     --device)"""
 
 
-def cmd_eval(args: list[str]) -> None:
+@dataclass(frozen=True)
+class IntentCommand:
+    """Optimize the latent intent of a trained nav policy through its full sampling chain (steer or attack it)."""
+
+    action: Annotated[Literal["optimize"], tyro.conf.Positional, tyro.conf.arg(metavar="optimize")]
+    """what to do with the intent: `optimize` it (the one action)"""
+    args: Annotated[IntentArgs, tyro.conf.arg(name="")]
+
+
+def commands_type(train_configs: dict[str, TrainConfig] | None = None):
+    """The union of sub-commands; ``train_configs`` replaces the presets' configurations (a ``--config-file``)."""
+    configs = {name: get_preset(name) for name in PRESETS}
+    configs.update(train_configs or {})
+
+    @dataclass(frozen=True)
+    class Train:
+        """Train a named preset, then evaluate it (`steerlab presets` lists them)."""
+
+        preset: Annotated[_train_presets(configs), tyro.conf.arg(name="")]
+
+    @dataclass(frozen=True)
+    class Collect:
+        """Collect oracle demonstrations of a task into a zarr dataset (diffusion_policy layout) or a LeRobotDataset
+        v3.0 directory."""
+
+        task: Annotated[_collect_tasks(), tyro.conf.arg(name="")]
+
+    return Union[
+        Annotated[DemoArgs, tyro.conf.subcommand("demo")],
+        Annotated[Collect, tyro.conf.subcommand("collect")],
+        Annotated[Train, tyro.conf.subcommand("train")],
+        Annotated[EvalArgs, tyro.conf.subcommand("eval")],
+        Annotated[NoiseArgs, tyro.conf.subcommand("noise")],
+        Annotated[IntentCommand, tyro.conf.subcommand("intent")],
+        Annotated[PresetsCommand, tyro.conf.subcommand("presets")],
+    ]
+
+
+def parse(argv: list[str]):
+    """Parse ``argv`` into a command; a ``train`` command's ``--config-file`` is applied to its preset and the
+    command line parsed again over it, so options given on the command line win over the file."""
+    config = (tyro.conf.OmitSubcommandPrefixes,)
+    cmd = tyro.cli(commands_type(), args=argv, prog="steerlab", description=USAGE, config=config)
+    train = getattr(cmd, "preset", None)
+    if isinstance(train, TrainArgs) and train.config_file:
+        base = get_preset(train.preset_name)
+        merged = merge(base, load_config_file(train.config_file), where=str(train.config_file))
+        cmd = tyro.cli(commands_type({train.preset_name: merged}), args=argv, prog="steerlab", description=USAGE,
+                       config=config)
+    return cmd
+
+
+def resolve_train_config(preset: str, args: list[str]) -> TrainConfig:
+    """The configuration ``steerlab train <preset> <args>`` would run: preset, then ``--config-file``, then options."""
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    return parse(["train", preset, *args]).preset.config
+
+
+def run_train(a: TrainArgs) -> None:
+    from steerlab.train.loop import train
+
+    cfg = a.config
+    run_dir = train(cfg, resume=a.resume)
+    if not get_task(cfg.env).has_env:
+        print(f"[steerlab] {run_dir}: {cfg.env} is a model task with no environment; rollout evaluation skipped")
+    elif not a.no_eval:
+        import torch.distributed as dist
+
+        if not (dist.is_initialized() and dist.get_rank() != 0):
+            _eval(run_dir, None, archive=True)
+
+
+def _eval(run_dir: Path, episodes: int | None, out: str | None = None, overwrite: bool = False,
+          archive: bool = False, device: str | None = None, **overrides) -> dict:
+    """Evaluate and print the result; ``archive``: the run's own (end-of-training) evaluation, which moves earlier
+    top-level results into evals/ before writing its own."""
+    from steerlab.eval.run import evaluate_run
+
+    res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None, out=out, overwrite=overwrite,
+                       archive=archive, device=device)
+    lo, hi = res["success_ci95"]
+    print(f"[steerlab] {run_dir}: success {res['success_rate']:.1%} (95% CI [{lo:.1%}, {hi:.1%}]) "
+          f"over {res['episodes']} episodes; report {Path(res['out_dir']) / 'report.md'}")
+    return res
+
+
+def run_eval(a: EvalArgs) -> None:
     from steerlab.eval.run import check_episodes
 
-    a = tyro.cli(EvalArgs, args=args, prog="steerlab eval")
     check_episodes(a.episodes)
     for name in ("batch", "rerank", "execute_waypoints"):
         v = getattr(a, name)
@@ -169,75 +213,64 @@ def cmd_eval(args: list[str]) -> None:
     _eval(Path(a.run_dir), a.episodes, out=a.out, overwrite=a.overwrite, device=a.device, **over)
 
 
-def cmd_collect(args: list[str]) -> None:
-    """``steerlab collect [<task>] [options]``: the task's own options (default task: particle)."""
-    from steerlab.tasks import get_task, task_names
-
-    collectors = [n for n in task_names() if get_task(n).collect_args is not None]
-    name, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else ("particle", args)
-    if name not in collectors:
-        raise SystemExit(f"steerlab collect: no collector for task {name!r}; tasks with one: {', '.join(collectors)}")
-    task = get_task(name)
-    a = tyro.cli(task.collect_args, args=rest, prog=f"steerlab collect {name}",
-                 description=" ".join((task.collect_args.__doc__ or "").split()) + f" Tasks: {', '.join(collectors)}.")
-    print(json.dumps(task.collect(a), indent=2, default=str))
+def run_collect(args) -> None:
+    task = next(get_task(n) for n in task_names() if get_task(n).collect_args is type(args))
+    print(json.dumps(task.collect(args), indent=2, default=str))
 
 
-def cmd_demo(args: list[str]) -> None:
-    from steerlab.demo import DemoArgs, run_demo
-
-    run_demo(tyro.cli(DemoArgs, args=args, prog="steerlab demo"))
-
-
-def cmd_noise(args: list[str]) -> None:
-    from steerlab.commands.noise import NoiseArgs, run_noise
-
-    a = tyro.cli(NoiseArgs, args=args, prog="steerlab noise")
-    run_noise(a)
+def run_presets() -> None:
+    for name, (doc, _) in PRESETS.items():
+        print(f"{name:32s} {doc}")
 
 
-def cmd_intent(args: list[str]) -> None:
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: steerlab intent optimize <run-dir> [--objective collision|goal|route] [--steps 100] [--lr 1e-2] ...\n"
-              "       steerlab intent optimize --help   lists every option")
-        return
-    if args[0] != "optimize":
-        raise SystemExit(f"unknown intent command {args[0]!r}; use: steerlab intent optimize <run-dir> ...")
-    from steerlab.commands.intent import IntentArgs, optimize_intent
+def run(cmd) -> None:
+    """Carry out a parsed command."""
+    from steerlab.commands.intent import optimize_intent
+    from steerlab.commands.noise import run_noise
+    from steerlab.demo import run_demo
 
-    optimize_intent(tyro.cli(IntentArgs, args=args[1:], prog="steerlab intent optimize"))
-
-
-COMMANDS = {"demo": cmd_demo, "collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "noise": cmd_noise,
-            "intent": cmd_intent, "presets": cmd_presets}
+    if isinstance(cmd, DemoArgs):
+        run_demo(cmd)
+    elif isinstance(cmd, EvalArgs):
+        run_eval(cmd)
+    elif isinstance(cmd, NoiseArgs):
+        run_noise(cmd)
+    elif isinstance(cmd, IntentCommand):
+        optimize_intent(cmd.args)
+    elif isinstance(cmd, PresetsCommand):
+        run_presets()
+    elif isinstance(getattr(cmd, "preset", None), TrainArgs):
+        run_train(cmd.preset)
+    else:
+        run_collect(cmd.task)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return
-    cmd, rest = argv[0], argv[1:]
-    if cmd not in COMMANDS:
-        raise SystemExit(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-    from steerlab.data.zarr_io import DatasetError
-    from steerlab.train.checkpoint import CheckpointError
-    from steerlab.train.loop import TrainingError, TrainingInterrupted
-    from steerlab.train.rundir import RunLockedError
-
     user_errors = (DatasetError, CheckpointError, TrainingError, RunLockedError, KeyError, ValueError,
                    FileNotFoundError, FileExistsError)
+    name = "steerlab"
     try:
-        COMMANDS[cmd](rest)
+        cmd = parse(argv)
+        name = f"steerlab {_command_name(cmd)}"
+        run(cmd)
     except TrainingInterrupted as e:
-        print(f"steerlab {cmd}: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
     except KeyboardInterrupt:
-        print(f"steerlab {cmd}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except user_errors as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise SystemExit(f"steerlab {cmd}: error: {msg}") from None
+        raise SystemExit(f"{name}: error: {msg}") from None
+
+
+def _command_name(cmd) -> str:
+    for cls, name in ((DemoArgs, "demo"), (EvalArgs, "eval"), (NoiseArgs, "noise"), (IntentCommand, "intent"),
+                      (PresetsCommand, "presets")):
+        if isinstance(cmd, cls):
+            return name
+    return "train" if isinstance(getattr(cmd, "preset", None), TrainArgs) else "collect"
 
 
 if __name__ == "__main__":
