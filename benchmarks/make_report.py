@@ -622,8 +622,8 @@ def section_metaworld(lines):
                      f"{tps} | {c['eval_episodes_per_s']:.2f} | {secs:.0f} |")
     m = cells[0]["machine"]
     cmds = sorted({c["bench_command"] for c in cells})
-    lines += ["", f"*s*: training plus evaluation seconds. Machine: {m['cpu']}, {m['threads']} torch threads "
-              f"({m['date']}, commit {m['git']}). Commands: " + "; ".join(f"`{x}`" for x in cmds), "",
+    lines += ["", f"*s*: training plus evaluation seconds. Machine: {m['cpu']} ({m['date']}, commit {m['git']}); the "
+              "`-metaworld` presets train on one torch thread. Commands: " + "; ".join(f"`{x}`" for x in cmds), "",
               "![MetaWorld](benchmarks/results/metaworld.png)", ""]
 
 
