@@ -589,6 +589,44 @@ def section_gpu_check(lines):
     lines.append("")
 
 
+def section_metaworld(lines):
+    d = _load("metaworld")
+    lines += ["## 13. MetaWorld from state", ""]
+    if not d or not d["cells"]:
+        lines += ["Not measured yet.", ""]
+        return
+    cells = list(d["cells"].values())
+    lines += [
+        "Success per MetaWorld task (`--env metaworld/<task>`, 39-D state, 4-D actions), evaluated on "
+        f"{cells[0]['episodes']} episodes of held-out env seeds 100000… (demonstrations: seeds 0…demos-1); an "
+        "episode succeeds when MetaWorld's `info[\"success\"]` holds at any step and ends there (limit 500 steps). "
+        "*expert*: MetaWorld's scripted expert, no training; the other methods are the `<method>-metaworld` presets "
+        "trained for the budget on the expert's demonstrations. *first success*: mean step of the first success "
+        "over the successful episodes; *env steps/s*: during evaluation, policy included; *train steps/s* over the "
+        "training time. Produced by `python benchmarks/metaworld_bench.py --tasks <t…> --methods <m…> --demos <n…>` "
+        "(each cell's exact command and machine are in `benchmarks/results/metaworld.json`).",
+        "",
+        "| task | method | demos | budget (min) | success | 95% CI | first success | env steps/s | train steps/s | "
+        "eval episodes/s | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = ["expert", "mse", "diffusion", "flow", "ibc-dfo", "ibc-langevin"]
+    for c in sorted(cells, key=lambda c: (c["task"], order.index(c["method"]) if c["method"] in order else 99,
+                                          c["demos"])):
+        first = f"{c['mean_first_success_step']:.0f}" if c.get("mean_first_success_step") is not None else "-"
+        tps = f"{c['train_steps_per_s']:.0f}" if c.get("train_steps_per_s") else "-"
+        secs = c["eval_seconds"] + (c.get("train_seconds") or 0.0)
+        lines.append(f"| {c['task']} | {c['method']} | {c['demos'] or '-'} | "
+                     f"{'-' if c.get('budget_min') is None else format(c['budget_min'], 'g')} | "
+                     f"{_pct(c['success_rate'])} | {_ci(c['success_ci95'])} | {first} | {c['env_steps_per_s']:.0f} | "
+                     f"{tps} | {c['eval_episodes_per_s']:.2f} | {secs:.0f} |")
+    m = cells[0]["machine"]
+    cmds = sorted({c["bench_command"] for c in cells})
+    lines += ["", f"*s*: training plus evaluation seconds. Machine: {m['cpu']} ({m['date']}, commit {m['git']}); the "
+              "`-metaworld` presets train on one torch thread. Commands: " + "; ".join(f"`{x}`" for x in cmds), "",
+              "![MetaWorld](benchmarks/results/metaworld.png)", ""]
+
+
 def main():
     lines = ["# Benchmarks", "",
              "Every figure below is read from `benchmarks/results/*.json`, written by the committed script named",
@@ -609,6 +647,7 @@ def main():
     section_nav_chunks(lines)
     section_faults(lines)
     section_gpu_check(lines)
+    section_metaworld(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

@@ -1,6 +1,7 @@
 """MetaWorld: the env's spaces and seeding, the collector (zarr and LeRobot, DART labels, the via-point variant),
 and evaluation of the scripted expert and of a small diffusion policy through the batched evaluator."""
 
+import json
 import sys
 
 import numpy as np
@@ -137,3 +138,66 @@ def test_small_diffusion_policy_runs_an_episode(tmp_path):
     for e in res["episodes"]:
         assert 1 <= e["length"] <= 50 and e["actions"].shape == (e["length"], ACT_DIM)
         assert np.abs(e["actions"]).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------- MetaWorld as a task
+from steerlab.cli import main  # noqa: E402
+from steerlab.data.zarr_io import DatasetError  # noqa: E402
+from steerlab.tasks import MetaWorldTask, get_task, register_task, unregister_task  # noqa: E402
+from steerlab.train.config import TrainConfig  # noqa: E402
+
+
+@pytest.fixture
+def quick_reach():
+    """reach-v3 with evaluation episodes cut to 20 steps (the task's own cap)."""
+    task = register_task("mw-quick", MetaWorldTask("mw-quick", "reach-v3", max_episode_steps=20))
+    yield task
+    unregister_task("mw-quick")
+
+
+def test_a_run_names_a_metaworld_task_as_family_slash_task():
+    task = get_task("metaworld/push-v3")
+    assert task.name == "metaworld/push-v3" and task.task == "push-v3" and task.dims(2)[:2] == (OBS_DIM, ACT_DIM)
+    assert get_task("metaworld/push-v3") is task  # built once
+    cfg = TrainConfig(env="metaworld/push-v3", episodes=50, multimodal=True, demo_noise=0.1, preset="p")
+    assert str(cfg.dataset_path()) == "data/metaworld-push-v3-50-mm-dart0.1p0.5.zarr"
+    assert str(cfg.run_dir()) == "runs/p-push-v3-s0"
+    with pytest.raises(ValueError, match="valid names:.*push-v3"):
+        get_task("metaworld/psuh-v3")
+    with pytest.raises(ValueError, match="name one task, e.g. --env metaworld/push-v3"):
+        TrainConfig(env="metaworld").dataset_path()
+    with pytest.raises(ValueError, match="has no variants"):
+        get_task("particle/x")
+
+
+def test_collect_train_and_evaluate_through_the_cli(tmp_path, quick_reach, capsys):
+    data = tmp_path / "reach.zarr"
+    main(["collect", "metaworld", "--task", "reach-v3", "--episodes", "2", "--workers", "1", "--out", str(data)])
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["episodes_written"] == 2
+    main(["train", "diffusion-metaworld", "--env", "mw-quick", "--dataset", str(data), "--steps", "3",
+          "--batch-size", "8", "--log-interval", "1", "--ckpt-interval", "3", "--out-dir", str(tmp_path / "runs"),
+          "--eval.episodes", "1", "--no-progress"])
+    run = tmp_path / "runs" / "diffusion-metaworld-reach-v3-s0"
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["episodes"] == 1 and m["seeds"] == [EVAL_SEED0] and m["train"]["steps"] == 3
+    assert m["metaworld_task"] == "reach-v3" and m["max_episode_steps"] == 20 and 1 <= m["mean_length"] <= 20
+    assert 0.0 <= m["success_rate"] <= 1.0 and len(m["success_ci95"]) == 2 and "mean_first_success_step" in m
+    report = (run / "report.md").read_text()
+    assert report.startswith("# diffusion-metaworld on mw-quick\n") and "(limit 20)" in report
+    assert (run / "plots" / "rollouts.png").stat().st_size > 0
+
+
+def test_train_from_a_lerobot_dataset(tmp_path, capsys):
+    data = tmp_path / "reach-lerobot"
+    main(["collect", "metaworld", "--task", "reach-v3", "--episodes", "2", "--workers", "1", "--format", "lerobot",
+          "--out", str(data)])
+    main(["train", "mse-metaworld", "--env", "metaworld/reach-v3", "--dataset", str(data), "--steps", "2",
+          "--batch-size", "8", "--out-dir", str(tmp_path / "runs"), "--run-name", "r", "--no-progress", "--no-eval"])
+    meta = json.loads((tmp_path / "runs" / "r" / "meta.json").read_text())
+    assert meta["dataset"] == str(data) and meta["obs_dim"] == OBS_DIM and meta["n_windows"] > 0
+    assert (tmp_path / "runs" / "r" / "train_summary.json").exists()
+    from steerlab.baselines.mse import MSEConfig, MSEPolicy
+
+    with pytest.raises(DatasetError, match="holds reach-v3 demonstrations.*--env metaworld/reach-v3"):
+        get_task("metaworld/push-v3").training_windows(TrainConfig(), data, MSEPolicy(MSEConfig(), OBS_DIM, ACT_DIM), 1)

@@ -10,10 +10,18 @@ from steerlab.ebm.policy import IBCConfig, LangevinConfig
 from steerlab.generative.policy import DenoiserConfig, DiffusionConfig, FlowConfig
 from steerlab.nav.policy import NavPolicyConfig
 from steerlab.steer.critic_policy import EnergyPolicyConfig
-from steerlab.train.config import TrainConfig
+from steerlab.train.config import EvalConfig, TrainConfig
 
 _LANG = IBCConfig()  # the repo's particle/mlp_ebm_langevin.gin
 _IBC_OPT = dict(optimizer="adam_keras")  # IBC's get_agent: tf.keras.optimizers.Adam with its defaults (eps 1e-7)
+# the particle generative presets' optimizer: AdamW + cosine with warm-up, EMA of the weights
+_GEN_OPT = dict(lr=1e-3, optimizer="adamw", betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine",
+                warmup_steps=500, ema_decay=0.999)
+# MetaWorld runs: push-v3 from 50 expert demos, evaluated on 50 held-out env seeds (100000...) in one batch, a
+# 15-minute training cap, one torch thread (networks this small gain nothing from a second, which contends with the
+# MetaWorld envs and other jobs on a 2-core machine)
+_MW = dict(env="metaworld/push-v3", episodes=50, max_minutes=15.0, threads=1, log_interval=500, ckpt_interval=2000,
+           eval=EvalConfig(episodes=50, batch=50))
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "ibc-particle-langevin": (
@@ -121,6 +129,42 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
                     optimizer="adamw", betas=(0.95, 0.999), weight_decay=1e-6, lr_schedule="cosine",
                     warmup_steps=300, ema_decay=0.999, val_episodes=50, monitor_batch=32, log_interval=100,
                     ckpt_interval=500),
+    ),
+    # ---- MetaWorld from state (obs 39-D, actions 4-D in [-1, 1]): 50 scripted-expert demos of push-v3 (--env
+    # metaworld/<task> picks another task), sized for about 12 minutes of training on a 2-core CPU, capped at 15
+    "mse-metaworld": (
+        "MetaWorld push-v3 (--env metaworld/<task>), 50 expert demos: explicit MSE behavioural cloning, 256x2 MLP "
+        "over 2 obs frames, batch 256, Keras' Adam, 80k steps (~10 min at ~130 steps/s): the cheapest baseline",
+        TrainConfig(**_MW, policy=MSEConfig(), steps=80_000, batch_size=256, **_IBC_OPT),
+    ),
+    "diffusion-metaworld": (
+        "MetaWorld push-v3, 50 expert demos: diffusion policy predicting the clean chunk (the strongest "
+        "parameterization measured on particle), DDIM-10, MLP denoiser 256x4, horizon 16, 2 obs frames, 8 executed "
+        "actions; AdamW + cosine, batch 256, EMA, 30k steps (~8-10 min at 50-70 steps/s), as diffusion-particle",
+        TrainConfig(**_MW, policy=DiffusionConfig(prediction_type="sample", sampler="ddim", num_inference_steps=10),
+                    steps=30_000, batch_size=256, **_GEN_OPT),
+    ),
+    "flow-metaworld": (
+        "MetaWorld push-v3, 50 expert demos: flow matching predicting the clean chunk, 10 Euler steps, MLP denoiser "
+        "256x4, horizon 16, 2 obs frames, 8 executed actions; AdamW + cosine, batch 256, EMA, 30k steps (~10 min at "
+        "~50 steps/s), as flow-particle",
+        TrainConfig(**_MW, policy=FlowConfig(prediction_type="sample"), steps=30_000, batch_size=256, **_GEN_OPT),
+    ),
+    "ibc-metaworld-dfo": (
+        "MetaWorld push-v3, 50 expert demos: IBC with uniform counter-examples (the particle DFO config: 256x2 MLP, "
+        "8 counter-examples, no gradient penalty) and iterative DFO over 256 samples per action (one decision per "
+        "env step), batch 256, Keras' Adam, 20k steps (~11 min at ~30 steps/s)",
+        TrainConfig(**_MW, policy=IBCConfig(layers="mlp", num_counter_examples=8, fraction_langevin_samples=0.0,
+                                            grad_penalty=False, inference="dfo", inference_samples=256),
+                    steps=20_000, batch_size=256, **_IBC_OPT),
+    ),
+    "ibc-metaworld-langevin": (
+        "MetaWorld push-v3, 50 expert demos: IBC-Langevin (256x2 ResNet, 8 counter-examples from 50-step chains, "
+        "gradient penalty), batch 64, Keras' Adam, 4k steps (~11 min at ~6 steps/s: the chains dominate); inference "
+        "64 chains of 25 steps per action (0.5 s per call of 50 envs, one call per env step)",
+        TrainConfig(**_MW, policy=IBCConfig(langevin=LangevinConfig(num_steps=50), inference_samples=64,
+                                            inference_langevin_steps=25),
+                    steps=4_000, batch_size=64, **_IBC_OPT),
     ),
     "demo": (
         "`steerlab demo`: the diffusion-particle preset with the network predicting the clean chunk, 10,000 steps "

@@ -50,7 +50,8 @@ def evaluate_metaworld(policy_or_act_fn, task: str, seeds: Sequence[int], max_ep
     Returns the summary (``n_episodes``, ``successes``, ``success_rate``, ``success_ci95`` (Wilson),
     ``mean_return``, ``mean_length``, ``mean_first_success_step`` (over successes; None without any),
     ``seconds``, ``episodes_per_s``, ``seeds``, ``task``) and ``"episodes"``: one dict per seed with ``seed``,
-    ``success``, ``first_success_step``, ``return``, ``length``, ``hand [T+1, 3]`` (the end-effector
+    ``success``, ``first_success_step``, ``return``, ``length``, ``obs0 [39]`` (the first observation: object and
+    goal positions), ``hand [T+1, 3]`` (the end-effector
     positions, ``obs[:, 0:3]``, from the first observation on), ``actions [T, 4]`` and with ``record_obs``
     ``obs [T+1, 39]``.
     """
@@ -66,7 +67,7 @@ def evaluate_metaworld(policy_or_act_fn, task: str, seeds: Sequence[int], max_ep
                                terminate_on_success=terminate_on_success) for s in seeds]
     obs = np.stack([env.reset()[0] for env in envs])
     eps = [{"seed": s, "success": False, "first_success_step": None, "return": 0.0, "length": 0,
-            "hand": [obs[i, HAND].copy()], "actions": [], **({"obs": [obs[i].copy()]} if record_obs else {})}
+            "obs0": obs[i].copy(), "hand": [obs[i, HAND].copy()], "actions": [], **({"obs": [obs[i].copy()]} if record_obs else {})}
            for i, s in enumerate(seeds)]
     active = np.ones(len(envs), bool)
     if is_policy:

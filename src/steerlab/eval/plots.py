@@ -23,6 +23,16 @@ def panel_grid(n: int, cols: int = 4, size: tuple[float, float] = (3.0, 3.0)):
     return fig, list(axes.flat)[:n]
 
 
+def save_titled(fig, path: Path, title: str, shown: str, legend_space: float = 0.0) -> Path:
+    """Title ``fig`` with ``title`` and what it shows (``shown``, e.g. how many of how many episodes), leave
+    ``legend_space`` (a fraction of its height) at the bottom for a figure legend, save it as ``path`` and close it."""
+    fig.suptitle(f"{title} ({shown})" if title else shown, fontsize=10)
+    fig.tight_layout(rect=(0, legend_space, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_rollouts(episodes: list[dict], path: Path, max_episodes: int = 16, title: str = "") -> Path:
     """Agent paths and goals (first two dims; position against time for 1-D), one panel per episode, the first
     ``max_episodes`` of them (the figure says how many of how many)."""
@@ -54,12 +64,7 @@ def plot_rollouts(episodes: list[dict], path: Path, max_episodes: int = 16, titl
     if eps:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    shown = f"the first {len(eps)} of {len(episodes)} episodes"
-    fig.suptitle(f"{title} ({shown})" if title else shown, fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return save_titled(fig, path, title, f"the first {len(eps)} of {len(episodes)} episodes", legend_space=0.04)
 
 
 def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
@@ -214,3 +219,48 @@ def plot_nav_rollouts(episodes: list[dict], path: Path, max_episodes: int = 12, 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_metaworld_rollouts(episodes: list[dict], path: Path, max_episodes: int = 20, title: str = "") -> Path:
+    """MetaWorld end-effector paths of the first ``max_episodes`` episodes (the figure says how many of how many):
+    the hand's x-y path seen from above with its start, the object and the goal of each episode (from ``obs0``)
+    and the via-points when the episode has ``via_points``; and the hand's height against the step. Successful
+    episodes are green, failed ones red."""
+    from matplotlib.lines import Line2D
+
+    eps = episodes[:max_episodes]
+    fig, (top, side) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    for e in eps:
+        c = "tab:green" if e["success"] else "tab:red"
+        h = np.asarray(e["hand"])
+        top.plot(h[:, 0], h[:, 1], "-", color=c, lw=1, alpha=0.7)
+        top.plot(h[0, 0], h[0, 1], "o", color=c, ms=4)
+        side.plot(np.arange(len(h)), h[:, 2], "-", color=c, lw=1, alpha=0.7)
+        if "obs0" in e:
+            o = np.asarray(e["obs0"])
+            top.plot(o[4], o[5], "s", mfc="none", mec="tab:blue", ms=6)
+            top.plot(o[36], o[37], "*", color="tab:orange", ms=9)
+        if "via_points" in e:
+            v = np.asarray(e["via_points"])
+            top.plot(v[:, 0], v[:, 1], "x", color="tab:purple", ms=6)
+    top.set_xlabel("hand x (m)")
+    top.set_ylabel("hand y (m)")
+    top.set_aspect("equal", adjustable="datalim")
+    top.set_title("end effector seen from above", fontsize=9)
+    side.set_xlabel("step")
+    side.set_ylabel("hand z (m)")
+    side.set_title("end-effector height", fontsize=9)
+    for ax in (top, side):
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    k = sum(bool(e["success"]) for e in eps)
+    handles = [Line2D([], [], color="tab:green", label=f"success ({k})"),
+               Line2D([], [], color="tab:red", label=f"failure ({len(eps) - k})"),
+               Line2D([], [], ls="", marker="o", color="gray", ms=4, label="start")]
+    if any("obs0" in e for e in eps):
+        handles += [Line2D([], [], ls="", marker="s", mfc="none", mec="tab:blue", label="object at start"),
+                    Line2D([], [], ls="", marker="*", color="tab:orange", ms=9, label="goal")]
+    if any("via_points" in e for e in eps):
+        handles.append(Line2D([], [], ls="", marker="x", color="tab:purple", label="via-points"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    return save_titled(fig, path, title, f"{len(eps)} of {len(episodes)} episodes shown", legend_space=0.06)

@@ -7,7 +7,10 @@ this package branches on a task's name. The built-in tasks:
 
 * ``particle`` (:mod:`steerlab.tasks.particle`): IBC's N-D particle, ``steerlab/Particle-v0``;
 * ``nav2d`` (:mod:`steerlab.tasks.nav2d`): the nav policy on ``steerlab/Nav2D-v0``;
-* ``particle-wm`` (:mod:`steerlab.tasks.particle_wm`): a world model of future particle positions, dataset only.
+* ``particle-wm`` (:mod:`steerlab.tasks.particle_wm`): a world model of future particle positions, dataset only;
+* ``metaworld/<task>`` (:mod:`steerlab.tasks.metaworld`): one MetaWorld task from state, e.g.
+  ``metaworld/push-v3``, built from the family task ``metaworld`` (which also collects: ``steerlab collect
+  metaworld --task push-v3``).
 
 Adding a task is one module implementing :class:`~steerlab.tasks.base.Task` (or configuring an existing class,
 e.g. ``ParticleTask(name, env_id, env_kwargs)``) plus one ``register_task`` line below; code outside the package
@@ -19,6 +22,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from steerlab.tasks.base import Task, TaskDims
+from steerlab.tasks.metaworld import MetaWorldTask
 from steerlab.tasks.nav2d import Nav2DTask
 from steerlab.tasks.particle import ParticleTask
 from steerlab.tasks.particle_wm import ParticleWorldModelTask
@@ -27,6 +31,7 @@ from steerlab.tasks.registry import get_task, register_task, task_names, unregis
 register_task("particle", ParticleTask("particle"))
 register_task("nav2d", Nav2DTask("nav2d"))
 register_task("particle-wm", ParticleWorldModelTask("particle-wm"))
+register_task("metaworld", MetaWorldTask("metaworld"))  # runs name env="metaworld/<task>"
 
 
 def make_env(name: str, n_dim: int = 2) -> gym.Env:
@@ -39,5 +44,5 @@ def dims(name: str, n_dim: int = 2) -> TaskDims:
     return get_task(name).dims(n_dim)
 
 
-__all__ = ["Nav2DTask", "ParticleTask", "ParticleWorldModelTask", "Task", "TaskDims", "dims", "get_task",
+__all__ = ["MetaWorldTask", "Nav2DTask", "ParticleTask", "ParticleWorldModelTask", "Task", "TaskDims", "dims", "get_task",
            "make_env", "register_task", "task_names", "unregister_task"]

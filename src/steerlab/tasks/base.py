@@ -66,6 +66,11 @@ class Task(abc.ABC):
     #: the dataclass of ``steerlab collect <name>`` options (a :class:`CollectArgs`); None: no collector
     collect_args: type[CollectArgs] | None = None
 
+    def variant(self, name: str) -> "Task":
+        """The task a run names ``<self.name>/<name>`` (a family of tasks, e.g. ``metaworld/push-v3``), built by
+        :func:`~steerlab.tasks.registry.get_task` on first use; its ``name`` must be ``<self.name>/<name>``."""
+        raise ValueError(f"task {self.name!r} has no variants: use env={self.name!r}, not {self.name}/{name}")
+
     # ------------------------------------------------------------------------------ environment and sizes
     @abc.abstractmethod
     def make_env(self, n_dim: int) -> gym.Env:

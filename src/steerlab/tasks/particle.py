@@ -114,10 +114,12 @@ def particle_dataset_path(name: str, cfg) -> Path:
     return Path("data") / f"{name}-{cfg.n_dim}d-{cfg.episodes}{mm}.zarr"
 
 
-def load_flat_dataset(name: str, dims: TaskDims, n_dim: int, path: Path, per_key_obs: bool) -> EpisodeData:
+def load_flat_dataset(name: str, dims: TaskDims, n_dim: int, path: Path, per_key_obs: bool,
+                      fix: str | None = None) -> EpisodeData:
     """Load ``obs`` and ``action`` and check them against the task's sizes: obs ``[T, obs_dim]`` and action
     ``[T, act_dim]``; with ``per_key_obs`` a dataset holding the particle's four per-key observation arrays
-    instead of ``obs`` is read too."""
+    instead of ``obs`` is read too. ``fix``: what the size error tells the user to do (default: the particle's
+    ``--n-dim`` advice)."""
     try:
         data = load_episodes(str(path), keys=["obs", "action"])
     except DatasetError as e:
@@ -127,10 +129,12 @@ def load_flat_dataset(name: str, dims: TaskDims, n_dim: int, path: Path, per_key
         data.data["obs"] = flatten_obs(data.data)
     o, a = data.data["obs"], data.data["action"]
     if o.ndim != 2 or o.shape[1] != dims.obs_dim or a.ndim != 2 or a.shape[1] != dims.act_dim:
+        what = name if fix else f"{name} with n_dim={n_dim}"
+        if fix is None:
+            fix = f"pass --n-dim {a.shape[-1] if a.ndim == 2 else '?'} or a dataset collected for n_dim={n_dim}"
         raise DatasetError(
-            f"{path}: obs {list(o.shape)} / action {list(a.shape)} do not match {name} with n_dim={n_dim} "
-            f"(expects obs [T, {dims.obs_dim}] and action [T, {dims.act_dim}]); pass --n-dim "
-            f"{a.shape[-1] if a.ndim == 2 else '?'} or a dataset collected for n_dim={n_dim}"
+            f"{path}: obs {list(o.shape)} / action {list(a.shape)} do not match {what} "
+            f"(expects obs [T, {dims.obs_dim}] and action [T, {dims.act_dim}]); {fix}"
         )
     return data
 

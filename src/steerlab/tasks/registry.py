@@ -1,4 +1,8 @@
-"""The registry of tasks by name (the built-in ones are registered by :mod:`steerlab.tasks`)."""
+"""The registry of tasks by name (the built-in ones are registered by :mod:`steerlab.tasks`).
+
+A registered task may stand for a family of tasks named ``<family>/<variant>`` (e.g. ``metaworld/push-v3``):
+:func:`get_task` builds such a name's task with ``get_task(family).variant(variant)`` the first time it is asked
+for and registers it under the full name."""
 
 from __future__ import annotations
 
@@ -32,9 +36,13 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str) -> Task:
-    """The task registered as ``name``; a ValueError listing the known tasks otherwise."""
-    try:
+    """The task registered as ``name``, or for ``<family>/<variant>`` the variant of registered task ``family``
+    (:meth:`~steerlab.tasks.base.Task.variant`, registered under ``name`` once built); a ValueError listing the
+    known tasks otherwise."""
+    if name in _TASKS:
         return _TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task (env) {name!r}; known tasks: {', '.join(_TASKS)}. A new task is a module "
-                         "implementing steerlab.tasks.base.Task plus a register_task line in steerlab/tasks/__init__.py") from None
+    family, sep, variant = name.partition("/")
+    if sep and family in _TASKS and variant:
+        return register_task(name, _TASKS[family].variant(variant))
+    raise ValueError(f"unknown task (env) {name!r}; known tasks: {', '.join(_TASKS)}. A new task is a module "
+                     "implementing steerlab.tasks.base.Task plus a register_task line in steerlab/tasks/__init__.py")

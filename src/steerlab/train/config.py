@@ -50,7 +50,8 @@ class TrainConfig(Generic[P]):
     env: str = "particle"
     """task: 'particle' (steerlab/Particle-v0), 'nav2d' (steerlab/Nav2D-v0, the nav policy) or 'particle-wm' (a
     world model of future particle positions given the state and a plan; needs --dataset, see
-    steerlab.data.collect_wm; no rollout evaluation); any name registered in steerlab.tasks"""
+    steerlab.data.collect_wm; no rollout evaluation), 'metaworld/<task>' (a MetaWorld task from state, e.g.
+    metaworld/push-v3); any name registered in steerlab.tasks"""
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000
@@ -58,10 +59,11 @@ class TrainConfig(Generic[P]):
     multimodal: bool = False
     """use the multimodal oracle for demonstrations"""
     demo_noise: float = 0.0
-    """nav2d: DART noise injection of the collector (std in action units; `steerlab collect nav2d
-    --action-noise`), applied to half the decisions; 0: noise-free demonstrations"""
+    """nav2d and metaworld/<task>: DART noise injection of the collector (std in action units; `steerlab collect
+    nav2d|metaworld --action-noise`), applied to half the decisions; 0: noise-free demonstrations"""
     dataset: str | None = None
-    """zarr dataset; default data/particle-<N>d-<episodes>.zarr (nav2d: data/nav2d-mixed-<episodes>[-dart..].zarr),
+    """zarr dataset or LeRobot v3 directory; default data/particle-<N>d-<episodes>.zarr (nav2d:
+    data/nav2d-mixed-<episodes>[-dart..].zarr, metaworld/<task>: data/metaworld-<task>-<episodes>[-mm][-dart..].zarr),
     collected if missing"""
     policy: P = field(default_factory=IBCConfig)
     """the policy and all its hyper-parameters"""
