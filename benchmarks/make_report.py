@@ -289,7 +289,7 @@ def section_wm_stress(lines):
 def section_steering(lines):
     lines += ["## 8. Steering by noise optimization, closed loop", ""]
     any_ = False
-    for task in ("goal_order", "obstacle", "obstacle_x0_actions", "obstacle_x0_path"):
+    for task in ("goal_order", "obstacle", "obstacle_x0_actions", "obstacle_x0_path", "obstacle_eps_path"):
         d = _load(f"steering_{task}")
         if not d:
             continue
@@ -304,10 +304,17 @@ def section_steering(lines):
         lines += [f"**{d['task']}**{what} — " + _cmd(d) + f"; Adam {d['optimizer']['steps']} steps, lr {d['optimizer']['lr']}, "
                   f"z on the √d shell; {st.get('nfe_per_decision', 0):.0f} NFE per decision." + flat, "",
                   "| policy | " + " | ".join(metrics) + " | s |", "|---|" + "---|" * (len(metrics) + 1)]
-        for name in [n for n in ("base", "steered", "action-gradient") if n in res]:
+        for name in [n for n in ("base", "steered", "action-gradient", "best-of-N") if n in res]:
             lines.append(f"| {name} | " + " | ".join(f"{_pct(res[name][m]['rate'])} {_ci(res[name][m]['ci95'])}"
                                                     for m in metrics) + f" | {res[name]['seconds']:.0f} |")
         lines.append("")
+        if "best-of-N" in res:
+            b = res["best-of-N"]
+            lines.append(f"best-of-N: {b['samples_per_decision']} samples per decision (the steered policy's denoiser budget); "
+                         f"at {_pct(b['objective_met_by_a_sample'])} of the decisions at least one sample already met the "
+                         f"objective; spread of the samples' executed actions {b['sample_spread']:.4f} (std per "
+                         f"coordinate, action units; the ball's radius is {d['radius']}).")
+            lines.append("")
     if not any_:
         lines += ["Not measured yet.", ""]
 

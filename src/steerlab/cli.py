@@ -146,14 +146,12 @@ def commands_type(train_configs: dict[str, TrainConfig] | None = None):
 def parse(argv: list[str]):
     """Parse ``argv`` into a command; a ``train`` command's ``--config-file`` is applied to its preset and the
     command line parsed again over it, so options given on the command line win over the file."""
-    config = (tyro.conf.OmitSubcommandPrefixes,)
-    cmd = tyro.cli(commands_type(), args=argv, prog="steerlab", description=USAGE, config=config)
+    cmd = tyro.cli(commands_type(), args=argv, prog="steerlab", description=USAGE)
     train = getattr(cmd, "preset", None)
     if isinstance(train, TrainArgs) and train.config_file:
         base = get_preset(train.preset_name)
         merged = merge(base, load_config_file(train.config_file), where=str(train.config_file))
-        cmd = tyro.cli(commands_type({train.preset_name: merged}), args=argv, prog="steerlab", description=USAGE,
-                       config=config)
+        cmd = tyro.cli(commands_type({train.preset_name: merged}), args=argv, prog="steerlab", description=USAGE)
     return cmd
 
 
