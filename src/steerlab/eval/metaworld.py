@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab.envs.metaworld import EVAL_SEED0, HAND, MAX_EPISODE_STEPS, make_metaworld_env, scripted_expert
-from steerlab.eval.metrics import wilson_interval
+from steerlab.eval.metrics import success_summary
 
 
 def eval_seeds(n: int, seed0: int = EVAL_SEED0) -> list[int]:
@@ -123,20 +123,10 @@ def evaluate_metaworld(policy_or_act_fn, task: str, seeds: Sequence[int], max_ep
 
 
 def summarize_metaworld(episodes: list[dict], seconds: float) -> dict:
-    """Success rate with its 95% Wilson interval, mean return / length / first success step, throughput."""
-    n = len(episodes)
-    k = int(sum(e["success"] for e in episodes))
-    lo, hi = wilson_interval(k, n)
+    """:func:`~steerlab.eval.metrics.success_summary` (the count as ``n_episodes``: ``episodes`` holds the episodes
+    themselves in :func:`evaluate_metaworld`'s result), the mean return and the mean first success step over the
+    successful episodes."""
+    res = {**success_summary(episodes, seconds), "seconds": round(seconds, 3)}
     firsts = [e["first_success_step"] for e in episodes if e["first_success_step"] is not None]
-    return {
-        "n_episodes": n,
-        "successes": k,
-        "success_rate": k / n,
-        "success_ci95": [lo, hi],
-        "mean_return": float(np.mean([e["return"] for e in episodes])),
-        "mean_length": float(np.mean([e["length"] for e in episodes])),
-        "mean_first_success_step": float(np.mean(firsts)) if firsts else None,
-        "seconds": round(seconds, 3),
-        "episodes_per_s": n / max(seconds, 1e-9),
-        "seeds": [e["seed"] for e in episodes],
-    }
+    return {"n_episodes": res.pop("episodes"), **res, "mean_return": float(np.mean([e["return"] for e in episodes])),
+            "mean_first_success_step": float(np.mean(firsts)) if firsts else None}

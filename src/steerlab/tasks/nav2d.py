@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Literal
 
 import gymnasium as gym
-import numpy as np
 
-from steerlab.gym_registration import NAV2D_ID
 from steerlab.data.zarr_io import split_episodes
+from steerlab.eval.metrics import success_summary
+from steerlab.gym_registration import NAV2D_ID
 from steerlab.tasks.base import CollectArgs, Task, format_path
 
 
@@ -77,11 +77,7 @@ class Nav2DTask(Task):
     def summarize(self, episodes: list[dict], seconds: float) -> dict:
         from steerlab.nav.rollout import summarize as summarize_nav
 
-        n = len(episodes)
-        res = {**summarize_nav(episodes), "mean_length": float(np.mean([e["length"] for e in episodes])),
-               "episodes_per_s": n / max(seconds, 1e-9), "seconds": seconds, "seeds": [e["seed"] for e in episodes]}
-        res["successes"] = int(sum(e["success"] for e in episodes))
-        return res
+        return {**success_summary(episodes, seconds), **summarize_nav(episodes)}
 
     def test_time(self, policy, cfg, *, correct, rerank, guidance, execute_waypoints, episodes, progress):
         """Rows: the single draw, and ``rerank`` chunks per decision re-ranked by the clearance they keep in the

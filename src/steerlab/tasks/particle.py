@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from steerlab.gym_registration import PARTICLE_ID
 from steerlab.data.windows import WindowDataset
 from steerlab.data.zarr_io import DatasetError, EpisodeData, load_episodes, split_episodes
 from steerlab.envs.particle import OBS_KEYS, flatten_obs
-from steerlab.eval.metrics import wilson_interval
+from steerlab.eval.metrics import success_summary
+from steerlab.gym_registration import PARTICLE_ID
 from steerlab.hw import module_device
 from steerlab.tasks.base import CollectArgs, Task, TaskDims, format_path
 
@@ -92,20 +92,8 @@ def run_episodes(policy, make_env, seeds: list[int], generator: torch.Generator 
 
 
 def summarize(episodes: list[dict], seconds: float) -> dict:
-    n = len(episodes)
-    k = sum(e["success"] for e in episodes)
-    lo, hi = wilson_interval(k, n)
-    return {
-        "episodes": n,
-        "successes": int(k),
-        "success_rate": k / n,
-        "success_ci95": [lo, hi],
-        "mean_return": float(np.mean([e["return"] for e in episodes])),
-        "mean_length": float(np.mean([e["length"] for e in episodes])),
-        "episodes_per_s": n / max(seconds, 1e-9),
-        "seconds": seconds,
-        "seeds": [e["seed"] for e in episodes],
-    }
+    """:func:`~steerlab.eval.metrics.success_summary` and the mean return."""
+    return {**success_summary(episodes, seconds), "mean_return": float(np.mean([e["return"] for e in episodes]))}
 
 
 def particle_dataset_path(name: str, cfg) -> Path:
