@@ -14,24 +14,24 @@ collector, so a preset added to ``steerlab.presets.PRESETS`` or a task registere
 without an edit of this module.
 """
 
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Generic, Literal, TypeVar, Union
+from typing import Annotated, Callable, Generic, Literal, TypeVar, Union
 
 import tyro
 
-from steerlab.commands.intent import IntentArgs
-from steerlab.commands.noise import NoiseArgs
+from steerlab.commands.intent import IntentArgs, optimize_intent
+from steerlab.commands.noise import NoiseArgs, run_noise
 from steerlab.data.episodes import DatasetError
-from steerlab.demo import DemoArgs
+from steerlab.demo import DemoArgs, run_demo
+from steerlab.eval.run import check_episodes, evaluate_run, evaluate_test_time
 from steerlab.presets import PRESETS, get_preset
 from steerlab.tasks import get_task, task_names
 from steerlab.train.checkpoint import CheckpointError
 from steerlab.train.config import TrainConfig, load_config_file, merge
-from steerlab.train.loop import TrainingError, TrainingInterrupted
+from steerlab.train.loop import TrainingError, TrainingInterrupted, train
 from steerlab.train.rundir import RunLockedError
 
 P = TypeVar("P")
@@ -157,14 +157,11 @@ def parse(argv: list[str]):
 
 def resolve_train_config(preset: str, args: list[str]) -> TrainConfig:
     """The configuration ``steerlab train <preset> <args>`` would run: preset, then ``--config-file``, then options."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    get_preset(preset)  # an unknown name is a KeyError that lists the presets
     return parse(["train", preset, *args]).preset.config
 
 
 def run_train(a: TrainArgs) -> None:
-    from steerlab.train.loop import train
-
     cfg = a.config
     run_dir = train(cfg, resume=a.resume)
     if not get_task(cfg.env).has_env:
@@ -180,8 +177,6 @@ def _eval(run_dir: Path, episodes: int | None, out: str | None = None, overwrite
           archive: bool = False, device: str | None = None, **overrides) -> dict:
     """Evaluate and print the result; ``archive``: the run's own (end-of-training) evaluation, which moves earlier
     top-level results into evals/ before writing its own."""
-    from steerlab.eval.run import evaluate_run
-
     res = evaluate_run(run_dir, episodes=episodes, overrides=overrides or None, out=out, overwrite=overwrite,
                        archive=archive, device=device)
     lo, hi = res["success_ci95"]
@@ -191,8 +186,6 @@ def _eval(run_dir: Path, episodes: int | None, out: str | None = None, overwrite
 
 
 def run_eval(a: EvalArgs) -> None:
-    from steerlab.eval.run import check_episodes
-
     check_episodes(a.episodes)
     for name in ("batch", "rerank", "execute_waypoints"):
         v = getattr(a, name)
@@ -200,8 +193,6 @@ def run_eval(a: EvalArgs) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
     over = {k: v for k, v in (("seed0", a.seed0), ("batch", a.batch)) if v is not None}
     if a.correct or a.rerank or a.guide:
-        from steerlab.eval.run import evaluate_test_time
-
         evaluate_test_time(Path(a.run_dir), a.correct, a.rerank, a.guide, a.episodes, overrides=over or None,
                            execute_waypoints=a.execute_waypoints, out=a.out, overwrite=a.overwrite,
                            device=a.device)
@@ -221,26 +212,15 @@ def run_presets() -> None:
         print(f"{name:32s} {doc}")
 
 
-def run(cmd) -> None:
-    """Carry out a parsed command."""
-    from steerlab.commands.intent import optimize_intent
-    from steerlab.commands.noise import run_noise
-    from steerlab.demo import run_demo
-
-    if isinstance(cmd, DemoArgs):
-        run_demo(cmd)
-    elif isinstance(cmd, EvalArgs):
-        run_eval(cmd)
-    elif isinstance(cmd, NoiseArgs):
-        run_noise(cmd)
-    elif isinstance(cmd, IntentCommand):
-        optimize_intent(cmd.args)
-    elif isinstance(cmd, PresetsCommand):
-        run_presets()
-    elif isinstance(getattr(cmd, "preset", None), TrainArgs):
-        run_train(cmd.preset)
-    else:
-        run_collect(cmd.task)
+def dispatch(cmd) -> tuple[str, Callable[[], None]]:
+    """The name of a parsed command and the call that carries it out."""
+    train = getattr(cmd, "preset", None)
+    if isinstance(train, TrainArgs):
+        return "train", lambda: run_train(train)
+    table = {DemoArgs: ("demo", lambda: run_demo(cmd)), EvalArgs: ("eval", lambda: run_eval(cmd)),
+             NoiseArgs: ("noise", lambda: run_noise(cmd)), IntentCommand: ("intent", lambda: optimize_intent(cmd.args)),
+             PresetsCommand: ("presets", lambda: run_presets())}
+    return table.get(type(cmd)) or ("collect", lambda: run_collect(cmd.task))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,8 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     name = "steerlab"
     try:
         cmd = parse(argv)
-        name = f"steerlab {_command_name(cmd)}"
-        run(cmd)
+        command, run = dispatch(cmd)
+        name = f"steerlab {command}"
+        run()
     except TrainingInterrupted as e:
         print(f"{name}: {e}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
@@ -261,14 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     except user_errors as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise SystemExit(f"{name}: error: {msg}") from None
-
-
-def _command_name(cmd) -> str:
-    for cls, name in ((DemoArgs, "demo"), (EvalArgs, "eval"), (NoiseArgs, "noise"), (IntentCommand, "intent"),
-                      (PresetsCommand, "presets")):
-        if isinstance(cmd, cls):
-            return name
-    return "train" if isinstance(getattr(cmd, "preset", None), TrainArgs) else "collect"
 
 
 if __name__ == "__main__":
