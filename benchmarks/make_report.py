@@ -69,6 +69,20 @@ def section_parameterization(lines):
     lines.append("")
 
 
+def section_ddim_clip_rule(lines):
+    d = _load("ddim_clip_rule")
+    if not d:
+        return
+    lines += ["### 1d. DDIM's clip rule on trained ε-prediction policies", "",
+              _cmd(d) + ". The same weights evaluated on the same seeds with the model's ε kept under clipping "
+              "(diffusers' default, steerlab's default) and with ε re-derived from the clipped clean chunk.", "",
+              "| run | N | use_clipped_model_output | success | 95% CI |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| `{Path(r['run_dir']).name}` | {r['n_dim']} | {r['use_clipped_model_output']} | "
+                     f"{_pct(r['success_rate'])} | {_ci(r['success_ci95'])} |")
+    lines.append("")
+
+
 def section_multimodality(lines):
     d = _load("multimodality")
     lines += ["### 1c. Multimodality and noise leverage per parameterization", ""]
@@ -641,6 +655,7 @@ def main():
     section_sweep(lines)
     section_parameterization(lines)
     section_multimodality(lines)
+    section_ddim_clip_rule(lines)
     section_speed(lines)
     section_chain_dtype(lines)
     section_compute(lines)
