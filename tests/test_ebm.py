@@ -234,6 +234,29 @@ def test_autoregressive_dfo_finds_prefix_dependent_optimum():
     assert torch.allclose(best, torch.full((3,), 0.4), atol=0.05)
 
 
+def test_autoregressive_dfo_resamples_the_prefix_only():
+    # Head 0 picks a single sample; heads 1 and 2 are flat. Algorithm 2 resamples the prefix a_0..j, so the later
+    # dimensions keep each slot's own value: dimension 2 still holds many distinct initial values afterwards
+    # (whole-sample resampling would have copied sample 0's everywhere, leaving one).
+    n = 256
+    g = torch.Generator().manual_seed(0)
+    a0 = torch.rand(1, n, 3, generator=g) * 2 - 1
+
+    def logits_fn(x, j):
+        if j == 0:
+            return torch.where((x[..., 0] - a0[0, 0, 0]).abs() < 1e-7, 0.0, -1e9)
+        return torch.zeros(x.shape[:-1])
+
+    a, f = autoregressive_dfo(logits_fn, a0, -torch.ones(3), torch.ones(3), iterations=2, noise_std=0.0, generator=g)
+    assert torch.equal(a[0, :, 0], a0[0, 0, 0].expand(n))
+    assert bool(torch.isin(a[0, :, 2], a0[0, :, 2]).all())  # only initial values, no noise at std 0
+    assert len(torch.unique(a[0, :, 2])) > n // 2
+    assert f.shape == (1, n)
+    # one iteration evaluates the last head without resampling: the samples come back unchanged
+    a1, f1 = autoregressive_dfo(lambda x, j: x[..., j], a0, -torch.ones(3), torch.ones(3), iterations=1)
+    assert torch.equal(a1, a0) and torch.equal(f1, a0[..., 2])
+
+
 # ---------------------------------------------------------------- bounds properties
 @settings(max_examples=40, deadline=None)
 @given(

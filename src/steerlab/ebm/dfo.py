@@ -99,17 +99,23 @@ def autoregressive_dfo(
     """Autoregressive DFO (IBC paper, Algorithm 2) from samples ``a [B, N, A]``.
 
     ``logits_fn(a, j) [B, N]`` is head ``j``'s logit ``f^j(x, a_{0..j})``: it must depend only on the
-    action prefix up to dimension ``j``. For each iteration and each dimension ``j``: evaluate head ``j``,
-    resample whole samples from ``softmax(f^j / T)`` (so the prefix ``0..j`` is chosen by head ``j``),
-    perturb dimension ``j`` with ``N(0, std²)``, clip. ``std`` shrinks after each iteration. Returns the
-    samples and the last head's logits; the action is ``a[argmax f]``.
+    action prefix up to dimension ``j``. Every iteration but the last visits the dimensions in order; at
+    dimension ``j`` it evaluates head ``j``, resamples the *prefix* ``a_{0..j}`` from ``softmax(f^j / T)``
+    (the later dimensions keep each slot's own values, so the next head still chooses among ``N`` distinct
+    values of its dimension), perturbs dimension ``j`` with ``N(0, std²)`` and clips; ``std`` shrinks after each
+    iteration. The last iteration only evaluates (the paper resamples "if iter < N_iters"), so with
+    ``iterations = 3`` there are two resampling passes. Returns the samples and the last head's logits; the
+    action is ``a[argmax f]``.
     """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
     n_dim = a.shape[-1]
     std = noise_std
-    for _ in range(iterations):
+    for _ in range(iterations - 1):
         for j in range(n_dim):
-            a, _ = resample(a, logits_fn(a, j), temperature, generator)
+            prefix, _ = resample(a[..., : j + 1], logits_fn(a, j), temperature, generator)
             a = a.clone()
+            a[..., : j + 1] = prefix
             a[..., j] = a[..., j] + std * torch.randn(a.shape[:-1], generator=generator, dtype=a.dtype, device=a.device)
             a = torch.maximum(torch.minimum(a, hi), lo)
         std *= noise_shrink
