@@ -78,12 +78,13 @@ def expert_cell(task: str, episodes: int) -> dict:
 
 
 def trained_cell(task: str, method: str, demos: int, budget_min: float, episodes: int, seed: int,
-                 runs_dir: Path) -> dict:
+                 runs_dir: Path, threads: int | None = None) -> dict:
     collected = ensure_demos(task, demos)
     name = f"mw-{method}-{task}-{demos}-s{seed}"
     cmd = ["steerlab", "train", *METHODS[method], "--env", f"metaworld/{task}", "--episodes", str(demos),
            "--max-minutes", str(budget_min), "--run-name", name, "--out-dir", str(runs_dir), "--seed", str(seed),
-           "--eval.episodes", str(episodes), "--eval.seed0", str(EVAL_SEED0), "--no-progress", "--resume"]
+           "--eval.episodes", str(episodes), "--eval.seed0", str(EVAL_SEED0), "--no-progress", "--resume",
+           *(["--threads", str(threads)] if threads else [])]
     t0 = time.time()
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -157,6 +158,7 @@ def main():
     ap.add_argument("--episodes", type=int, default=50, help="evaluation episodes (env seeds 100000...)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of each training run (default: torch's)")
     ap.add_argument("--force", action="store_true", help="re-run cells already in the results file")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
@@ -178,7 +180,7 @@ def main():
                         cell = expert_cell(task, args.episodes)
                     else:
                         cell = trained_cell(task, method, demos, args.budget_min, args.episodes, args.seed,
-                                            Path(args.runs_dir))
+                                            Path(args.runs_dir), args.threads)
                     bench = " ".join(["python", "benchmarks/metaworld_bench.py", *sys.argv[1:]])
                     cell = {"task": task, "method": method, "demos": demos, "command": bench, "bench_command": bench,
                             "budget_min": None if method == "expert" else args.budget_min, "seed": args.seed,

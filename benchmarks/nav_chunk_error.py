@@ -13,6 +13,8 @@ and first-chunk collisions by intent level, for one or more trained runs side by
   first chunks whose straight segments hit an obstacle (:func:`steerlab.nav.intent_opt.hard_collision`) at the
   intent levels none / z1 / z1z2 (prior), 4 samples per map; the oracle's own first chunk is the reference (0%).
   Also the median clearance left along the chunk (exact clearance minus the robot radius; negative = collision).
+- **one draw vs the mean of 16** (bias or variance): on the first-decision windows, the direction error of one
+  sampled chunk against that of the mean of 16 chunks, at intent levels z1 and z1z2.
 """
 
 from __future__ import annotations
@@ -37,6 +39,39 @@ def chunk_slack(problem, wp: torch.Tensor) -> np.ndarray:
     return np.array([clearance(m.grid, q).min() for m, q in zip(problem.maps, pts)]) - ROBOT_RADIUS
 
 
+def direction_error(act: torch.Tensor, oracle: torch.Tensor) -> torch.Tensor:
+    """Angle (radians, in [-pi, pi)) between the last waypoints of two robot-frame chunks ``[n, 16]``."""
+    p = act.reshape(len(act), -1, 2).double().sum(1)
+    o = oracle.reshape(len(oracle), -1, 2).double().sum(1)
+    ang = torch.atan2(p[:, 1], p[:, 0]) - torch.atan2(o[:, 1], o[:, 0])
+    return torch.remainder(ang + torch.pi, 2 * torch.pi) - torch.pi
+
+
+def draw_vs_mean(policy, data, draws: int = 16, seed: int = 0) -> dict:
+    """On the first-decision windows (t = 0): the direction error of one sampled chunk against that of the mean
+    of ``draws`` chunks, at intent levels z1 and z1z2. If the mean is much better than one draw, the error is
+    spread between draws (variance); if both are alike, every draw is off the same way (bias)."""
+    ds = NavWindowDataset.from_episodes(data, policy.n_obs_steps)
+    ends = np.asarray(data.episode_ends)
+    idx = np.concatenate([[0], ends[:-1]])
+    b = ds.batch(torch.as_tensor(idx))
+    n = len(idx)
+    obs = {k: b[k].repeat_interleave(draws, 0) for k in ("obs_img", "obs_state", "goal_rel", "ref_traj")}
+    g = torch.Generator().manual_seed(seed)
+    out = {"windows": int(n), "draws": draws}
+    deg = 180 / torch.pi
+    for level in ("z1", "z1z2"):
+        act = policy.predict_action_chunk(obs, generator=g, level=level)[:, 0].double().reshape(n, draws, -1)
+        one = direction_error(act[:, 0], b["actions"]).abs() * deg
+        mean = direction_error(act.mean(1), b["actions"]).abs() * deg
+        each = direction_error(act.reshape(n * draws, -1), b["actions"].repeat_interleave(draws, 0))
+        spread = each.reshape(n, draws).std(1) * deg
+        out[level] = {"one_draw_deg_median": float(one.median()), "mean_of_draws_deg_median": float(mean.median()),
+                      "one_draw_deg_mean": float(one.mean()), "mean_of_draws_deg_mean": float(mean.mean()),
+                      "spread_between_draws_deg_median": float(spread.median())}
+    return out
+
+
 def error_by_decision(policy, data, seed: int = 0) -> dict:
     ds = NavWindowDataset.from_episodes(data, policy.n_obs_steps)
     ends = np.asarray(data.episode_ends)
@@ -56,8 +91,7 @@ def error_by_decision(policy, data, seed: int = 0) -> dict:
         e = err.norm(dim=-1)  # [n, 8]
         rel_p = act.reshape(len(idx), -1, 2).cumsum(1)  # robot-frame waypoints (units of max_step)
         rel_o = b["actions"].reshape(len(idx), -1, 2).double().cumsum(1)
-        ang = torch.atan2(rel_p[:, -1, 1], rel_p[:, -1, 0]) - torch.atan2(rel_o[:, -1, 1], rel_o[:, -1, 0])
-        ang = torch.remainder(ang + torch.pi, 2 * torch.pi) - torch.pi
+        ang = direction_error(act, b["actions"])
         out[name] = {"decisions": int(len(idx)), "per_waypoint_mean": [round(float(x), 5) for x in e.mean(0)],
                      "chunk_mean": float(e.mean()), "last_waypoint_median": float(e[:, -1].median()),
                      "heading_error_deg_median": float(ang.abs().median() * 180 / torch.pi),
@@ -110,11 +144,14 @@ def main() -> None:
             row = {"run": Path(rd).name, "checkpoint": str(ckpt), "step": step, "demo_noise": cfg.demo_noise,
                    "rotate_first": bool(cfg.policy.rotate_first),
                    "z1_dim": policy.z1_dim, "error_by_decision": error_by_decision(policy, data),
-                   "first_chunk": first_chunk(policy, a.maps)}
+                   "first_chunk": first_chunk(policy, a.maps), "draw_vs_mean": draw_vs_mean(policy, data)}
             out["runs"].append(row)
-            e, f = row["error_by_decision"], row["first_chunk"]
+            e, f, d = row["error_by_decision"], row["first_chunk"], row["draw_vs_mean"]
             print(f"{row['run']} (step {step}): chunk error " + ", ".join(f"{k} {v['chunk_mean']:.4f}" for k, v in e.items())
-                  + "; first-chunk collision " + ", ".join(f"{k} {v['collision']:.0%}" for k, v in f.items()), flush=True)
+                  + "; first-chunk collision " + ", ".join(f"{k} {v['collision']:.0%}" for k, v in f.items())
+                  + "; t=0 direction error one draw / mean of 16: " + ", ".join(
+                      f"{k} {d[k]['one_draw_deg_median']:.1f} / {d[k]['mean_of_draws_deg_median']:.1f} deg"
+                      for k in ("z1", "z1z2")), flush=True)
     save(a.name, out)
 
 
