@@ -21,7 +21,7 @@ failure; failures are also split by mode, because the objective aims at one of t
 The headline figure is the issue's: failures found per 1,000 denoiser evaluations (failing episodes over the
 evaluations spent on them), for all failures and for the targeted mode. Plausibility of each failing noise: the chi_d CDF of
 its norm (inside [0.005, 0.995] = inside the prior's central 99%) and its largest |coordinate|.
-Writes benchmarks/results/stress_test.json and .png.
+Writes benchmarks/results/stress_test.json and .png (``--name`` changes the stem).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000])
     ap.add_argument("--seed0", type=int, default=300_000)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--name", default="stress_test", help="results name: benchmarks/results/<name>.json and .png")
     a = ap.parse_args()
     cfg, policy, ckpt = load_run(a.run_dir)
     if policy.default_noise(None).mode != "none":
@@ -104,11 +105,11 @@ def main() -> None:
             g["targeted_per_1000_nfe"] / n["targeted_per_1000_nfe"] if n["targeted_failures"] else None)
         res[f"targeted_counts_at_{b}"] = {"gradient": g["targeted_failures"], "best-of-N": n["targeted_failures"],
                                           "CEM": per["CEM"]["targeted_failures"]}
-    save("stress_test", res)
-    plot(rows, a.budgets)
+    save(a.name, res)
+    plot(rows, a.name)
 
 
-def plot(rows, budgets):
+def plot(rows, name):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +134,7 @@ def plot(rows, budgets):
         ax.legend(fontsize=8)
     fig.suptitle("noises found to make the policy fail, held fixed in rollouts", fontsize=10)
     fig.tight_layout()
-    out = results_path("stress_test.png")
+    out = results_path(f"{name}.png")
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 
