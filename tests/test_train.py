@@ -117,6 +117,25 @@ def test_dataset_dimension_mismatch_and_nan_errors(tmp_path, particle2d):
         train(_cfg(tmp_path, bad, run_name="nan-data"))
 
 
+def test_a_missing_dataset_is_an_error_that_suggests_the_near_name_and_collects_nothing(tmp_path, particle2d):
+    typo = particle2d.with_name("particle-2d-4.zarr")  # beside the fixture's particle-2d-40.zarr
+    with pytest.raises(DatasetError) as e:
+        train(_cfg(tmp_path, typo, run_name="typo", n_dim=2, episodes=40))
+    msg = str(e.value)
+    assert f"--dataset {typo} does not exist" in msg and f"Did you mean {particle2d}?" in msg
+    assert f"`steerlab collect particle --episodes 40 --n-dim 2 --out {typo}`" in msg
+    assert "drop --dataset to train on the default data/particle-2d-40.zarr (collected if missing)" in msg
+    assert not typo.exists() and not (tmp_path / "typo").exists()  # no dataset, no run directory
+
+    from steerlab.cli import main
+
+    missing = tmp_path / "nowhere" / "d.zarr"
+    with pytest.raises(SystemExit, match=r"steerlab train: error: --dataset .*nowhere/d\.zarr does not exist"):
+        main(["train", "mse-particle", "--dataset", str(missing), "--out-dir", str(tmp_path), "--run-name", "cli",
+              "--steps", "1", "--no-progress"])
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "cli").exists()
+
+
 def test_mse_and_nearest_train_and_evaluate(tmp_path, particle2d):
     from steerlab.baselines.nearest import NearestConfig
 

@@ -62,7 +62,8 @@ class TrainConfig(Generic[P]):
     """nav2d and metaworld/<task>: DART noise injection of the collector (std in action units; `steerlab collect
     nav2d|metaworld --action-noise`), applied to half the decisions; 0: noise-free demonstrations"""
     dataset: str | None = None
-    """zarr dataset or LeRobot v3 directory; default data/particle-<N>d-<episodes>.zarr (nav2d:
+    """an existing zarr dataset or LeRobot v3 directory; a missing path is an error (create it with `steerlab
+    collect <task> --out PATH`). Without it: data/particle-<N>d-<episodes>.zarr (nav2d:
     data/nav2d-mixed-<episodes>[-dart..].zarr, metaworld/<task>: data/metaworld-<task>-<episodes>[-mm][-dart..].zarr),
     collected if missing"""
     policy: P = field(default_factory=IBCConfig)
