@@ -164,7 +164,8 @@ class Task(abc.ABC):
     def training_windows(self, cfg, path: Path, policy, horizon: int) -> tuple[Any, Any | None]:
         """Load the dataset at ``path``, hold out its last ``cfg.val_episodes`` episodes, fit ``policy``'s
         normalizers on the training episodes only (:meth:`steerlab.policy.Policy.fit_normalizers`) and return
-        ``(train windows, held-out windows or None)``; windows have ``len`` and ``batch(idx)``."""
+        ``(train windows, held-out windows or None)``; windows have ``len``, ``batch(idx)`` and ``n_episodes``
+        (the episodes they come from, which the run's ``meta.json`` and report state)."""
 
     # ------------------------------------------------------------------------------ evaluation
     @abc.abstractmethod

@@ -55,7 +55,8 @@ class TrainConfig(Generic[P]):
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000
-    """oracle demonstrations in the dataset"""
+    """demonstrations in the default dataset (part of its name; the count collected when it is missing); a
+    --dataset store has its own count, which the run's report states"""
     multimodal: bool = False
     """use the multimodal oracle for demonstrations"""
     demo_noise: float = 0.0

@@ -254,7 +254,9 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
     policy = build_policy(cfg.policy, obs_dim, act_dim)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
     ds, val_ds = task.training_windows(cfg, path, policy, horizon)
+    held_out = val_ds.n_episodes if val_ds is not None else 0
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds),
+            "n_episodes": ds.n_episodes + held_out, "n_train_episodes": ds.n_episodes, "n_held_out_episodes": held_out,
             **getattr(policy, "runtime_info", {})}
     if rank == 0:
         atomic_write_json(run_dir / "meta.json", meta)
