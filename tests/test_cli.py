@@ -106,11 +106,14 @@ def test_collect_nav2d_command(tmp_path):
     assert data.data["ref_traj"].shape[1:] == (32, 2) and len(data.episode_ends) >= 1
 
 
-def test_demo_runs_end_to_end_and_reports_what_it_measured(tmp_path, monkeypatch):
-    """A miniature demo: collect, train, evaluate, stress-test, and a demo.md whose numbers are the run's own."""
+def test_demo_runs_end_to_end_and_reports_what_it_measured(tmp_path, monkeypatch, capsys):
+    """A miniature demo: collect (the default dataset), train, evaluate, stress-test, and a demo.md whose numbers
+    are the run's own."""
     monkeypatch.chdir(tmp_path)
     main(["demo", "--demos", "30", "--steps", "30", "--episodes", "4", "--stress-episodes", "3", "--budget-nfe", "20",
           "--run-name", "mini"])
+    assert "default dataset data/particle-2d-30.zarr not found: collecting 30 oracle demos" in capsys.readouterr().out
+    assert (tmp_path / "data" / "particle-2d-30.zarr").exists()
     run = tmp_path / "runs" / "mini"
     report = (run / "demo.md").read_text()
     metrics = json.loads((run / "metrics.json").read_text())

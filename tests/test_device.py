@@ -47,6 +47,7 @@ def test_cpu_train_and_eval_through_the_cli(tmp_path):
 
     args = ["--device", "cpu", "--out-dir", str(tmp_path), "--run-name", "r", "--steps", "3", "--episodes", "5",
             "--dataset", str(tmp_path / "d.zarr"), "--eval.episodes", "2", "--no-progress"]
+    main(["collect", "particle", "--episodes", "5", "--out", str(tmp_path / "d.zarr")])
     main(["train", "mse-particle", *args, "--no-eval"])
     main(["eval", str(tmp_path / "r"), "--device", "cpu", "--episodes", "2"])
     assert (tmp_path / "r" / "metrics.json").exists()

@@ -162,6 +162,8 @@ def test_a_run_names_a_metaworld_task_as_family_slash_task():
     cfg = TrainConfig(env="metaworld/push-v3", episodes=50, multimodal=True, demo_noise=0.1, preset="p")
     assert str(cfg.dataset_path()) == "data/metaworld-push-v3-50-mm-dart0.1p0.5.zarr"
     assert str(cfg.run_dir()) == "runs/p-push-v3-s0"
+    assert task.collect_command(cfg, "d.zarr") == ["steerlab", "collect", "metaworld", "--task", "push-v3", "--episodes",
+                                                    "50", "--multimodal", "--action-noise", "0.1", "--out", "d.zarr"]
     with pytest.raises(ValueError, match="valid names:.*push-v3"):
         get_task("metaworld/psuh-v3")
     with pytest.raises(ValueError, match="name one task, e.g. --env metaworld/push-v3"):

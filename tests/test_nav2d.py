@@ -401,9 +401,18 @@ def test_train_config_demo_noise_names_and_collects_the_dart_dataset(tmp_path):
 
     assert str(TrainConfig(env="nav2d", episodes=3).dataset_path()) == "data/nav2d-mixed-3.zarr"
     assert str(TrainConfig(env="nav2d", episodes=3, demo_noise=0.3).dataset_path()) == "data/nav2d-mixed-3-dart0.3p0.5.zarr"
-    path = get_task("nav2d").ensure_dataset(TrainConfig(env="nav2d", episodes=2, demo_noise=0.3), tmp_path / "d.zarr",
-                                            progress=False)
+    cfg = TrainConfig(env="nav2d", episodes=2, demo_noise=0.3)
+    path = get_task("nav2d").ensure_dataset(cfg, tmp_path / "d.zarr", progress=False)
     assert load_episodes(path).attrs["action_noise"] == 0.3
+    # the command a missing --dataset's error gives writes the same demonstrations
+    from steerlab.cli import main
+
+    cmd = get_task("nav2d").collect_command(cfg, tmp_path / "e.zarr")
+    assert cmd[:3] == ["steerlab", "collect", "nav2d"] and "--action-noise" in cmd
+    main([*cmd[1:], "--workers", "1"])
+    a, b = load_episodes(path), load_episodes(tmp_path / "e.zarr")
+    assert np.array_equal(a.episode_ends, b.episode_ends)
+    assert all(np.array_equal(a.data[k], b.data[k]) for k in a.data)
 
 
 def _module_names(root):

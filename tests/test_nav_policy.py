@@ -327,9 +327,9 @@ def test_windows_and_split(nav_data):
 
 
 def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_path):
-    """`steerlab train nomad-nav2d` runs through the one training loop (collection, held-out monitor, checkpoints,
-    resume, Nav2D evaluation and report), and `steerlab intent optimize` writes intents, trajectories and a plot
-    whose objective moved in the asked direction."""
+    """`steerlab train nomad-nav2d` on a dataset from `steerlab collect nav2d` runs through the one training loop
+    (held-out monitor, checkpoints, resume, Nav2D evaluation and report), and `steerlab intent optimize` writes
+    intents, trajectories and a plot whose objective moved in the asked direction."""
     import json as _json
 
     from safetensors.torch import load_file
@@ -339,6 +339,7 @@ def test_nav_policy_trains_evaluates_and_optimizes_intent_through_the_cli(tmp_pa
     small = ["--episodes", "6", "--val-episodes", "1", "--log-interval", "10", "--out-dir", str(tmp_path),
              "--run-name", "nav", "--eval.episodes", "3", "--eval.batch", "3", "--dataset", str(tmp_path / "nav.zarr"),
              "--no-progress", "--policy.model.embed-dim", "32"]
+    main(["collect", "nav2d", "--episodes", "6", "--out", str(tmp_path / "nav.zarr")])
     main(["train", "nomad-nav2d", "--steps", "20", "--no-eval", *small])
     main(["train", "nomad-nav2d", "--steps", "30", "--resume", *small])
     run = tmp_path / "nav"

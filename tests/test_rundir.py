@@ -331,12 +331,12 @@ def test_new_eval_dirs_are_numbered_and_unique(tmp_path):
 
 def test_collecting_inside_train_prints_no_traceback(tmp_path):
     """The collector's forked pool workers inherit the training's signal handler; when the pool terminates them
-    they must die quietly, as by default."""
-    args = [sys.executable, "-m", "steerlab.cli", "train", "mse-particle", "--dataset", str(tmp_path / "new.zarr"),
-            "--episodes", "30", "--out-dir", str(tmp_path), "--run-name", "c", "--steps", "2", "--no-eval",
-            "--no-progress", "--policy.width", "16"]
-    p = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    they must die quietly, as by default. (Training collects its default dataset, under the working directory.)"""
+    args = [sys.executable, "-m", "steerlab.cli", "train", "mse-particle", "--episodes", "30", "--out-dir",
+            str(tmp_path), "--run-name", "c", "--steps", "2", "--no-eval", "--no-progress", "--policy.width", "16"]
+    p = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert (tmp_path / "data" / "particle-2d-30.zarr").exists()
 
 
 def test_record_checksums_accepts_an_intentional_edit(tmp_path, particle2d):

@@ -65,12 +65,13 @@ def short_particle():
     unregister_task("particle-short")
 
 
-def test_a_registered_task_trains_and_evaluates_through_the_one_loop(tmp_path, short_particle):
-    cfg = TrainConfig(env="particle-short", preset="toy", episodes=6, dataset=str(tmp_path / "short.zarr"),
-                      policy=MSEConfig(width=16, depth=2), steps=3, batch_size=8, log_interval=1, ckpt_interval=3,
-                      out_dir=str(tmp_path / "runs"), progress=False, eval=EvalConfig(episodes=3, batch=2))
-    run_dir = train(cfg)  # collects the demonstrations first (ensure_dataset)
-    assert run_dir == tmp_path / "runs" / "toy-2d-s0" and (tmp_path / "short.zarr").exists()
+def test_a_registered_task_trains_and_evaluates_through_the_one_loop(tmp_path, short_particle, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(env="particle-short", preset="toy", episodes=6, policy=MSEConfig(width=16, depth=2), steps=3,
+                      batch_size=8, log_interval=1, ckpt_interval=3, out_dir=str(tmp_path / "runs"), progress=False,
+                      eval=EvalConfig(episodes=3, batch=2))
+    run_dir = train(cfg)  # collects its default dataset first (ensure_dataset)
+    assert run_dir == tmp_path / "runs" / "toy-2d-s0" and (tmp_path / "data" / "particle-short-2d-6.zarr").exists()
     res = evaluate_run(run_dir, progress=False)
     assert res["episodes"] == 3 and "mean_return" in res
     assert (run_dir / "report.md").read_text().startswith("# toy on particle-short 2-D\n")

@@ -117,6 +117,47 @@ def test_dataset_dimension_mismatch_and_nan_errors(tmp_path, particle2d):
         train(_cfg(tmp_path, bad, run_name="nan-data"))
 
 
+def test_a_missing_dataset_is_an_error_that_suggests_the_near_name_and_collects_nothing(tmp_path, particle2d):
+    typo = particle2d.with_name("particle-2d-4.zarr")  # beside the fixture's particle-2d-40.zarr
+    with pytest.raises(DatasetError) as e:
+        train(_cfg(tmp_path, typo, run_name="typo", n_dim=2, episodes=40))
+    msg = str(e.value)
+    assert f"--dataset {typo} does not exist" in msg and f"Did you mean {particle2d}?" in msg
+    assert f"`steerlab collect particle --episodes 40 --n-dim 2 --out {typo}`" in msg
+    assert "drop --dataset to train on the default data/particle-2d-40.zarr (collected if missing)" in msg
+    assert not typo.exists() and not (tmp_path / "typo").exists()  # no dataset, no run directory
+
+    from steerlab.cli import main
+
+    missing = tmp_path / "nowhere" / "d.zarr"
+    with pytest.raises(SystemExit, match=r"steerlab train: error: --dataset .*nowhere/d\.zarr does not exist"):
+        main(["train", "mse-particle", "--dataset", str(missing), "--out-dir", str(tmp_path), "--run-name", "cli",
+              "--steps", "1", "--no-progress"])
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "cli").exists()
+
+
+@pytest.mark.parametrize("format", ["zarr", "lerobot"])
+def test_meta_and_report_state_the_datasets_own_episode_count(tmp_path, particle2d, format):
+    """A user's store of 7 episodes, trained with --episodes at its default (2000) and 2 held out: meta.json,
+    metrics.json and report.md count the episodes training loaded."""
+    from steerlab.data.formats import write_dataset
+
+    d = load_episodes(str(particle2d))
+    store = tmp_path / f"mine-{format}"
+    write_dataset(store, [{"obs": d.data["obs"][s], "action": d.data["action"][s]} for s in d.episode_slices()[:7]],
+                  format=format)
+    cfg = _cfg(tmp_path, store, run_name="mine", policy=MSEConfig(width=16), steps=3, val_episodes=2)
+    assert cfg.episodes == 2000
+    run = train(cfg)
+    meta = json.loads((run / "meta.json").read_text())
+    assert (meta["n_episodes"], meta["n_train_episodes"], meta["n_held_out_episodes"]) == (7, 5, 2)
+    res = evaluate_run(run, progress=False)
+    assert res["dataset"] == {"path": str(store), "episodes": 7, "train_episodes": 5, "held_out_episodes": 2}
+    assert json.loads((run / "metrics.json").read_text())["dataset"] == res["dataset"]
+    report = (run / "report.md").read_text()
+    assert f"dataset `{store}` (7 episodes: 5 for training, 2 held out)" in report and "2000" not in report
+
+
 def test_mse_and_nearest_train_and_evaluate(tmp_path, particle2d):
     from steerlab.baselines.nearest import NearestConfig
 

@@ -42,6 +42,7 @@ class WindowDataset:
         obs: ``[T, Do]`` flattened observations.
         action: ``[T, A]`` actions.
         obs_idx, act_idx, act_mask: from :func:`window_indices`.
+        n_episodes: the episodes the windows come from.
     """
 
     obs: torch.Tensor
@@ -49,6 +50,7 @@ class WindowDataset:
     obs_idx: torch.Tensor
     act_idx: torch.Tensor
     act_mask: torch.Tensor
+    n_episodes: int
 
     @classmethod
     def from_arrays(cls, obs: np.ndarray, action: np.ndarray, episode_ends: np.ndarray, n_obs: int, horizon: int):
@@ -61,6 +63,7 @@ class WindowDataset:
             torch.as_tensor(oi),
             torch.as_tensor(ai),
             torch.as_tensor(am),
+            len(episode_ends),
         )
 
     def __len__(self) -> int:

@@ -20,6 +20,7 @@ from steerlab.eval.rollout import evaluate_policy, write_metrics
 from steerlab.hw import module_device
 from steerlab.policy_io import load_run_policy
 from steerlab.tasks import get_task
+from steerlab.train.checkpoint import load_meta
 from steerlab.train.config import TrainConfig
 from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
 
@@ -87,6 +88,7 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
     res["checkpoint"] = str(ckpt)
     res["preset"] = cfg.preset
     res["n_dim"] = cfg.n_dim
+    res["dataset"] = trained_dataset(ckpt, cfg)
     summary = run_dir / "train_summary.json"
     if summary.exists():
         res["train"] = json.loads(summary.read_text())
@@ -114,14 +116,38 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
     return res
 
 
+def trained_dataset(ckpt: Path, cfg: TrainConfig) -> dict:
+    """The dataset a checkpoint was trained on, as training loaded it (the checkpoint's ``meta.json``): ``path``,
+    and ``episodes``, ``train_episodes`` and ``held_out_episodes`` counted from its episode ends (a checkpoint
+    written before the counts were recorded has the path only)."""
+    meta = load_meta(ckpt)
+    out = {"path": meta.get("dataset", str(cfg.dataset_path()))}
+    for key, name in (("n_episodes", "episodes"), ("n_train_episodes", "train_episodes"),
+                      ("n_held_out_episodes", "held_out_episodes")):
+        if key in meta:
+            out[name] = meta[key]
+    return out
+
+
+def _dataset_line(ds: dict) -> str:
+    """``dataset `path` (E episodes: T for training, H held out)`` from :func:`trained_dataset`."""
+    line = f"dataset `{ds['path']}`"
+    if "episodes" not in ds:
+        return line
+    split = f": {ds['train_episodes']} for training, {ds['held_out_episodes']} held out" \
+        if ds.get("held_out_episodes") else ""
+    return f"{line} ({ds['episodes']} episodes{split})"
+
+
 def write_report(run_dir: Path, cfg: TrainConfig, res: dict, plots: list[Path]) -> None:
     lo, hi = res["success_ci95"]
     tr = res.get("train", {})
     task = get_task(cfg.env)
+    ds = res.get("dataset") or {"path": str(cfg.dataset_path())}
     lines = [
         f"# {cfg.preset} on {cfg.env}{task.dims_label(cfg)}",
         "",
-        f"- policy: `{cfg.policy.kind}`; dataset `{cfg.dataset_path()}` ({cfg.episodes} demos)",
+        f"- policy: `{cfg.policy.kind}`; {_dataset_line(ds)}",
         f"- trained {tr.get('steps', '?')} steps in {tr.get('train_seconds', float('nan')):.0f} s"
         + (" (stopped by the time budget)" if tr.get("stopped_by_budget") else ""),
         f"- **success {res['success_rate']:.1%}** (95% Wilson [{lo:.1%}, {hi:.1%}]) over {res['episodes']} episodes, "

@@ -52,6 +52,8 @@ class NavWindowDataset:
 
     arrays: dict[str, torch.Tensor]
     obs_idx: torch.Tensor
+    n_episodes: int
+    """the episodes the windows come from"""
 
     @classmethod
     def from_episodes(cls, data: EpisodeData, n_obs_steps: int) -> "NavWindowDataset":
@@ -60,7 +62,7 @@ class NavWindowDataset:
             raise DatasetError(f"the dataset lacks key(s) {missing}; collect it with `steerlab collect nav2d`")
         oi, _, _ = window_indices(data.episode_ends, n_obs_steps, 1)
         arrays = {k: torch.as_tensor(np.asarray(data.data[k])) for k in NAV_KEYS}
-        return cls(arrays, torch.as_tensor(oi))
+        return cls(arrays, torch.as_tensor(oi), data.n_episodes)
 
     @classmethod
     def from_zarr(cls, path, n_obs_steps: int) -> "NavWindowDataset":

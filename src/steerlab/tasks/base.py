@@ -9,6 +9,8 @@ imports the config module.
 from __future__ import annotations
 
 import abc
+import difflib
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from steerlab.data.episodes import DatasetError
 from steerlab.hw import module_device
 
 
@@ -50,6 +53,26 @@ class CollectArgs:
 def format_path(zarr_path: str, format: str) -> str:
     """The default output path of a dataset in ``format``: ``x.zarr``, or the directory ``x-lerobot``."""
     return zarr_path if format == "zarr" else zarr_path.removesuffix(".zarr") + "-lerobot"
+
+
+def near_paths(path: Path, n: int = 3) -> list[Path]:
+    """Existing paths that differ from the missing ``path`` in its first missing component only, by a name close
+    to it (:func:`difflib.get_close_matches` among that component's siblings): the paths a typo most likely meant."""
+    path = Path(path)
+    parts = path.parts
+    for i, part in enumerate(parts):
+        parent = Path(*parts[:i]) if i else Path(".")
+        if not (parent / part).exists():
+            break
+    else:
+        return []
+    try:
+        siblings = [p.name for p in parent.iterdir()]
+    except OSError:  # the parent is a file, or unreadable
+        return []
+    rest = parts[i + 1:]
+    near = [parent / name for name in difflib.get_close_matches(part, siblings, n=max(len(siblings), 1), cutoff=0.6)]
+    return [p for p in (q.joinpath(*rest) for q in near) if p.exists()][:n]
 
 
 class Task(abc.ABC):
@@ -91,7 +114,8 @@ class Task(abc.ABC):
         """Where a run without ``--dataset`` reads (and, if missing, collects) its demonstrations."""
 
     def ensure_dataset(self, cfg, path: Path, progress: bool = True) -> Path:
-        """``path``, after collecting demonstrations into it if it does not exist yet."""
+        """``path``, after collecting demonstrations into it if it does not exist yet. The training loop calls
+        it for the default dataset only; a missing ``--dataset`` is :meth:`missing_dataset_error` instead."""
         path = Path(path)
         if not path.exists():
             self.collect_demos(cfg, path, progress)
@@ -101,11 +125,47 @@ class Task(abc.ABC):
     def collect_demos(self, cfg, path: Path, progress: bool = True) -> None:
         """Collect the run's demonstrations (``cfg.episodes`` of them, env seeds from 0) into ``path``."""
 
+    def collect_options(self, cfg) -> list[str]:
+        """The ``steerlab collect`` options that reproduce the demonstrations :meth:`collect_demos` collects for
+        ``cfg`` (``--episodes`` and the task's own fields of ``cfg``)."""
+        return ["--episodes", str(cfg.episodes)]
+
+    def collect_command(self, cfg, path: Path) -> list[str] | None:
+        """The ``steerlab collect`` command line that writes those demonstrations into ``path``; None for a task
+        with no collector."""
+        if self.collect_args is None:
+            return None
+        return ["steerlab", "collect", self.name, *self.collect_options(cfg), "--out", str(path)]
+
+    def collect_hint(self, cfg, path: Path) -> str:
+        """How to create the dataset ``path`` for ``cfg``: :meth:`collect_command`, or a sentence for a task with
+        no collector."""
+        cmd = self.collect_command(cfg, path)
+        if cmd is None:
+            return f"task {self.name!r} has no collector: write the dataset first"
+        return f"`{shlex.join(cmd)}`"
+
+    def missing_dataset_error(self, cfg, path: Path) -> DatasetError:
+        """The error of a run whose ``--dataset`` does not exist: it names the path, the existing paths a typo
+        may have meant (:func:`near_paths`), how to create it (:meth:`collect_hint`) and, for a task that can
+        collect, the default dataset, which a run without ``--dataset`` collects when missing."""
+        path = Path(path)
+        msg = f"--dataset {path} does not exist (only a run's default dataset is collected automatically)."
+        near = near_paths(path)
+        if near:
+            msg += " Did you mean " + " or ".join(str(p) for p in near) + "?"
+        msg += f" To create it: {self.collect_hint(cfg, path)}."
+        if self.collect_command(cfg, path) is not None:
+            msg += f" Or drop --dataset to train on the default {self.default_dataset_path(cfg)} (collected if " \
+                   "missing)."
+        return DatasetError(msg)
+
     @abc.abstractmethod
     def training_windows(self, cfg, path: Path, policy, horizon: int) -> tuple[Any, Any | None]:
         """Load the dataset at ``path``, hold out its last ``cfg.val_episodes`` episodes, fit ``policy``'s
         normalizers on the training episodes only (:meth:`steerlab.policy.Policy.fit_normalizers`) and return
-        ``(train windows, held-out windows or None)``; windows have ``len`` and ``batch(idx)``."""
+        ``(train windows, held-out windows or None)``; windows have ``len``, ``batch(idx)`` and ``n_episodes``
+        (the episodes they come from, which the run's ``meta.json`` and report state)."""
 
     # ------------------------------------------------------------------------------ evaluation
     @abc.abstractmethod

@@ -118,12 +118,21 @@ class MetaWorldTask(Task):
 
         kind = "via-point expert" if cfg.multimodal else "scripted expert"
         dart = f" with DART noise {cfg.demo_noise:g}" if cfg.demo_noise > 0 else ""
-        print(f"[steerlab] dataset {path} not found: running the {self.task} {kind} for {cfg.episodes} "
+        print(f"[steerlab] default dataset {path} not found: running the {self.task} {kind} for {cfg.episodes} "
               f"episodes{dart}")
         path.parent.mkdir(parents=True, exist_ok=True)
         res = collect_metaworld(str(path), self.task, cfg.episodes, seed=DEMO_SEED0, action_noise=cfg.demo_noise,
                                 noise_prob=DART_PROB, multimodal=cfg.multimodal, progress=progress)
         print(f"[steerlab] {res['episodes_written']} of {cfg.episodes} expert episodes succeeded and were written")
+
+    def collect_options(self, cfg) -> list[str]:
+        noise = ["--action-noise", f"{cfg.demo_noise:g}"] if cfg.demo_noise > 0 else []
+        return ["--task", self.task, *super().collect_options(cfg), *(["--multimodal"] if cfg.multimodal else []),
+                *noise]
+
+    def collect_command(self, cfg, path: Path) -> list[str]:
+        """``steerlab collect metaworld --task <task> ...``: the family collects for every task."""
+        return ["steerlab", "collect", FAMILY, *self.collect_options(cfg), "--out", str(path)]
 
     def training_windows(self, cfg, path: Path, policy, horizon: int):
         dims = self.dims(cfg.n_dim)

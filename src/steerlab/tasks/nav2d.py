@@ -52,9 +52,14 @@ class Nav2DTask(Task):
         from steerlab.data.collect_nav2d import collect_nav2d
 
         dart = f" with DART noise {cfg.demo_noise:g}" if cfg.demo_noise > 0 else ""
-        print(f"[steerlab] dataset {path} not found: collecting {cfg.episodes} route-planner episodes on Nav2D{dart}")
+        print(f"[steerlab] default dataset {path} not found: collecting {cfg.episodes} route-planner episodes on "
+              f"Nav2D{dart}")
         path.parent.mkdir(parents=True, exist_ok=True)
         collect_nav2d(str(path), episodes=cfg.episodes, seed=0, progress=progress, action_noise=cfg.demo_noise)
+
+    def collect_options(self, cfg) -> list[str]:
+        noise = ["--action-noise", f"{cfg.demo_noise:g}"] if cfg.demo_noise > 0 else []
+        return [*super().collect_options(cfg), *noise]
 
     def training_windows(self, cfg, path: Path, policy, horizon: int):
         from steerlab.nav.data import NavWindowDataset, load_nav_dataset

@@ -172,10 +172,14 @@ class ParticleTask(Task):
     def collect_demos(self, cfg, path: Path, progress: bool = True) -> None:
         from steerlab.data.collect import collect_particle
 
-        print(f"[steerlab] dataset {path} not found: collecting {cfg.episodes} oracle demos (n_dim={cfg.n_dim})")
+        print(f"[steerlab] default dataset {path} not found: collecting {cfg.episodes} oracle demos "
+              f"(n_dim={cfg.n_dim})")
         path.parent.mkdir(parents=True, exist_ok=True)
         collect_particle(str(path), n_dim=cfg.n_dim, episodes=cfg.episodes, seed=0, multimodal=cfg.multimodal,
                          progress=progress)
+
+    def collect_options(self, cfg) -> list[str]:
+        return [*super().collect_options(cfg), "--n-dim", str(cfg.n_dim), *(["--multimodal"] if cfg.multimodal else [])]
 
     def load_dataset(self, n_dim: int, path: Path) -> EpisodeData:
         """The dataset at ``path``, checked against the task's sizes (flat ``obs`` or the per-key arrays)."""

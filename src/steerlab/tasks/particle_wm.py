@@ -39,9 +39,12 @@ class ParticleWorldModelTask(Task):
         return particle_dataset_path(self.name, cfg)
 
     def collect_demos(self, cfg, path: Path, progress: bool = True) -> None:
-        raise FileNotFoundError(f"world-model dataset {path} not found: write it first with "
-                                "steerlab.data.collect_wm.collect_world_model (benchmarks/world_model_stress.py "
-                                "does) and pass it with --dataset")
+        raise FileNotFoundError(f"world-model dataset {path} not found: {self.collect_hint(cfg, path)}, and pass it "
+                                "with --dataset")
+
+    def collect_hint(self, cfg, path: Path) -> str:
+        return (f"write it with steerlab.data.collect_wm.collect_world_model({str(path)!r}, <policy run>, ...) "
+                "(benchmarks/world_model_stress.py does)")
 
     def training_windows(self, cfg, path: Path, policy, horizon: int):
         dims = self.dims(cfg.n_dim)

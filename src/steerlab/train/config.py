@@ -55,14 +55,16 @@ class TrainConfig(Generic[P]):
     n_dim: int = 2
     """particle dimension N (observations 4N, actions N)"""
     episodes: int = 2000
-    """oracle demonstrations in the dataset"""
+    """demonstrations in the default dataset (part of its name; the count collected when it is missing); a
+    --dataset store has its own count, which the run's report states"""
     multimodal: bool = False
     """use the multimodal oracle for demonstrations"""
     demo_noise: float = 0.0
     """nav2d and metaworld/<task>: DART noise injection of the collector (std in action units; `steerlab collect
     nav2d|metaworld --action-noise`), applied to half the decisions; 0: noise-free demonstrations"""
     dataset: str | None = None
-    """zarr dataset or LeRobot v3 directory; default data/particle-<N>d-<episodes>.zarr (nav2d:
+    """an existing zarr dataset or LeRobot v3 directory; a missing path is an error (create it with `steerlab
+    collect <task> --out PATH`). Without it: data/particle-<N>d-<episodes>.zarr (nav2d:
     data/nav2d-mixed-<episodes>[-dart..].zarr, metaworld/<task>: data/metaworld-<task>-<episodes>[-mm][-dart..].zarr),
     collected if missing"""
     policy: P = field(default_factory=IBCConfig)

@@ -191,11 +191,15 @@ def _check_resume(run_dir: Path, cfg: TrainConfig) -> dict:
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory.
 
-    Nothing is written before the config is validated; the run directory is locked for the whole run (a second
-    writer gets an error naming this one); on ``resume`` the config must match the run's except in
-    :data:`RESUMABLE_FIELDS`, and ``config.json`` is replaced only once the checkpoint has loaded. SIGINT/SIGTERM
-    checkpoints the current step and raises :class:`TrainingInterrupted`."""
+    Nothing is written before the config is validated and an explicit ``cfg.dataset`` is found to exist (a
+    missing one is :meth:`~steerlab.tasks.base.Task.missing_dataset_error`; only the task's default dataset is
+    collected when missing); the run directory is locked for the whole run (a second writer gets an error naming
+    this one); on ``resume`` the config must match the run's except in :data:`RESUMABLE_FIELDS`, and
+    ``config.json`` is replaced only once the checkpoint has loaded. SIGINT/SIGTERM checkpoints the current step
+    and raises :class:`TrainingInterrupted`."""
     validate_config(cfg)
+    if cfg.dataset and not Path(cfg.dataset).exists():  # before anything is written, on every process
+        raise get_task(cfg.env).missing_dataset_error(cfg, Path(cfg.dataset))
     device = resolve_device(cfg.device)
     _maybe_init_dist()
     rank, world = _dist_info()
@@ -241,7 +245,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
     task = get_task(cfg.env)
     obs_dim, act_dim, _, _ = task.dims(cfg.n_dim)
     path = cfg.dataset_path()
-    if rank == 0:
+    if rank == 0 and not cfg.dataset:  # only the default dataset is collected when missing
         task.ensure_dataset(cfg, path, progress=cfg.progress)
     if world > 1:
         dist.barrier()
@@ -250,7 +254,9 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
     policy = build_policy(cfg.policy, obs_dim, act_dim)
     horizon = getattr(cfg.policy, "horizon", None) or getattr(getattr(cfg.policy, "base", None), "horizon", 1)
     ds, val_ds = task.training_windows(cfg, path, policy, horizon)
+    held_out = val_ds.n_episodes if val_ds is not None else 0
     meta = {"obs_dim": obs_dim, "act_dim": act_dim, "dataset": str(path), "n_windows": len(ds),
+            "n_episodes": ds.n_episodes + held_out, "n_train_episodes": ds.n_episodes, "n_held_out_episodes": held_out,
             **getattr(policy, "runtime_info", {})}
     if rank == 0:
         atomic_write_json(run_dir / "meta.json", meta)
