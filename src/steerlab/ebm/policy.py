@@ -315,7 +315,7 @@ class IBCPolicy(Policy):
 
     @torch.no_grad()
     def run_persistent_chains(self, o: torch.Tensor, uniform: torch.Tensor, index: torch.Tensor,
-                          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Persistent Langevin chains of the rows ``index [B]`` at observations ``o [B, Dh]``: returns the final
         states ``[B, N, A]`` (stored as the rows' new states) and ``continued [B]``.
 
@@ -380,9 +380,9 @@ class IBCPolicy(Policy):
         metrics.update(e_pos=e[:, -1].mean().item(), e_neg=e[:, :-1].mean().item(), loss=loss.item())
         if cfg.uniform_warmup_steps:
             metrics["uniform_warmup"] = float(warm)
-        if cfg.persistent_chains:  # chain_steps: mean Langevin steps per counter-example chain this step
+        if cfg.persistent_chains:  # the share of rows that continued stored chains, mean Langevin steps per chain
             share = 0.0 if continued is None else continued.float().mean().item()
-            steps = 0.0 if continued is None else cfg.langevin.num_steps + share * (cfg.persistent_steps - cfg.langevin.num_steps)
+            steps = 0.0 if continued is None else (1 - share) * cfg.langevin.num_steps + share * cfg.persistent_steps
             metrics.update(persistent_share=share, chain_steps=steps)
         return loss, metrics
 

@@ -322,7 +322,8 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
             return None
         return save_checkpoint(
             run_dir, at_step, policy.state_dict(),
-            {**_trainer_state(policy, optimizer, sched, gens, at_step, elapsed()), "log_acc": dict(acc), "log_n": n_acc},
+            {**_trainer_state(policy, optimizer, sched, gens, at_step, elapsed()), "log_acc": dict(acc),
+             "log_n": n_acc},
             {**meta, "preset": cfg.preset}, ema.state_dict() if ema is not None else None, cfg.keep_checkpoints,
         )
 
