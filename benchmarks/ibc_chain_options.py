@@ -7,10 +7,12 @@ chain from uniform; ``ibc-langevin-persistent``, the same preset whose rows cont
 steps) are trained side by side -- at the same time, one process each, so that whatever else loads the machine
 loads them alike -- for the same wall-clock budget, 2,000 oracle demos, and evaluated on ``--episodes``
 fixed-seed episodes by their own end-of-training evaluation (``particle_sweep.run_cell``: ``steerlab train ...
---max-minutes``). ``--one-at-a-time`` trains them in turn instead (a one-core machine).
+--max-minutes``), each on ``--threads`` torch threads: give them a core each (two methods on a 2-core machine).
+``--one-at-a-time`` trains them in turn instead (a one-core machine). ``--methods ibc-langevin-repo`` adds the
+repo config as written (batch 512).
 
 Per cell: training steps and steps/s; mean Langevin steps per counter-example chain (the persistent run's
-``chain_steps`` metric averaged over its logged steps; K for full chains); chain steps/s, the counter-example chains'
+``chain_steps`` metric averaged over all its steps; K for full chains); chain steps/s, the counter-example chains'
 Langevin steps per training second (batch x Langevin counter-examples x mean chain steps x steps / seconds); success
 with its 95% Wilson interval. Runs go to ``<runs-dir>/<minutes>min/``: a run already there is resumed (``--resume``)
 or, if trained and evaluated, read back; delete it to measure again. Cells accumulate in
@@ -76,7 +78,7 @@ def main():
     ap.set_defaults(threads=1)
     ap.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget per run")
     ap.add_argument("--dims", nargs="+", type=int, default=[2, 8])
-    ap.add_argument("--methods", nargs="+", default=["ibc-langevin", "ibc-langevin-persistent"], choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=["ibc-langevin", "ibc-langevin-persistent"], choices=[m for m in METHODS if m.startswith("ibc-langevin")])
     ap.add_argument("--episodes", type=int, default=100, help="evaluation episodes per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs-dir", default="runs/ibc-chain-options")
