@@ -188,6 +188,34 @@ def section_compute(lines):
     lines += ["", "Commands: " + "; ".join(f"`{c['command']}`" for c in cells), ""]
 
 
+def section_ibc_chain_options(lines):
+    d = _load("ibc_chain_options")
+    lines += ["### 3a. IBC's training chains: full chains against persistent chains at equal wall time", ""]
+    cells = sorted((d or {}).get("cells", {}).values(), key=lambda c: (c["n_dim"], c["budget_min"], c["method"]))
+    if not cells:
+        lines += ["Not measured yet (`python benchmarks/ibc_chain_options.py`).", ""]
+        return
+    lines += ["The budget preset (`ibc-langevin`: every counter-example a 100-step chain from uniform) and "
+              "`ibc-particle-langevin-persistent` (each dataset row's chains stored and continued for "
+              "`persistent_steps` steps on its next visit; new rows and 5% of visits run the full chain) trained for "
+              "the same wall-clock budget, side by side (at the same time, one process each) unless marked, then "
+              "evaluated by their own end-of-training evaluation on fixed seeds. *chain steps*: mean Langevin steps "
+              "per counter-example chain over the run; *chain steps/s*: the counter-example chains' Langevin steps "
+              "per training second.", "",
+              "| method | N | budget (min) | side by side | threads | steps trained | steps/s | chain steps | "
+              "chain steps/s | success | 95% CI |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        lines.append(f"| {c['method']} | {c['n_dim']} | {c['budget_min']:g} | {'yes' if c['side_by_side'] else 'no'} | "
+                     f"{c.get('threads') or 'default'} | {c['train_steps']} | {c['steps_per_s']:.2f} | "
+                     f"{c['mean_chain_steps']:.1f} | {c['chain_steps_per_s']:,.0f} | {_pct(c['success_rate'])} | "
+                     f"{_ci(c['success_ci95'])} |")
+    machines = sorted({f"{c['machine']['cpu']} ({'native' if c['machine']['native_bf16'] else 'no'} bf16, commit "
+                       f"{c['machine']['git']}, {c['machine']['date'][:10]})" for c in cells if c.get("machine")})
+    lines += ["", "Machine: " + "; ".join(machines) + ". Commands: "
+              + "; ".join(f"`{x}`" for x in sorted({c["bench_command"] for c in cells})) + "", ""]
+
+
 def _cmd(d):
     return f"`{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']})"
 
@@ -667,6 +695,7 @@ def main():
     section_speed(lines)
     section_chain_dtype(lines)
     section_compute(lines)
+    section_ibc_chain_options(lines)
     section_grad_memory(lines)
     section_latency(lines)
     section_stress(lines)

@@ -28,6 +28,8 @@ METHODS: dict[str, list[str]] = {
     "ibc-langevin": ["ibc-particle-langevin-budget"],
     # the repo's config as written (100-step training chains), bf16 chains where the CPU has native bf16
     "ibc-langevin-repo": ["ibc-particle-langevin", "--policy.chain-dtype", "auto"],
+    # the budget preset with persistent training chains (10-step continuations of each row's stored chains)
+    "ibc-langevin-persistent": ["ibc-particle-langevin-persistent"],
     "ibc-dfo": ["ibc-particle-dfo"],
     "ibc-ardfo": ["ibc-particle-ardfo"],
     "diffusion": ["diffusion-particle"],

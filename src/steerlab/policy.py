@@ -7,7 +7,10 @@
   (:meth:`steerlab.tasks.base.Task.dims`), ``episode_ends`` the cumulative episode ends of ``data`` and ``seed``
   the seed of any subsampling;
 - ``compute_loss(batch, generator, step) -> (loss, metrics)`` on a training batch
-  ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units;
+  ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units; the training loop adds
+  ``"index"`` ``[B]`` (int64), each element's row (window) in the training dataset, for losses that keep per-row
+  state between steps (``training_state()`` / ``load_training_state(state)``, saved in checkpoints; none by
+  default);
 - ``predict_action_chunk(obs [B, n_obs, Do], generator=None, *, ...) -> [B, H, A]`` raw actions. Steering inputs
   are keyword-only and never change the positional signature: generative policies take ``z`` (the initial
   noise) and ``noise`` (the per-step source); the nav policy ``z0``, ``z1``, ``z2``, ``noise``, ``lambda_cfg`` and
@@ -79,6 +82,17 @@ class Policy(nn.Module):
         """``(loss, metrics)`` on one batch; ``step`` is the number of optimizer steps taken before this one (for
         losses with a schedule, e.g. IBC's uniform warm-up)."""
         raise NotImplementedError
+
+    def training_state(self) -> dict:
+        """What the loss carries from one training step to the next besides the weights (e.g. IBC's persistent
+        chains), as tensors; the training loop writes it into every checkpoint's ``trainer.pt`` and restores it on
+        resume with :meth:`load_training_state`. None by default."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore what :meth:`training_state` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no training state, but got {sorted(state)}")
 
     def predict_action_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

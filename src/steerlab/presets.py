@@ -71,6 +71,15 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(policy=IBCConfig(chain_dtype="auto", uniform_warmup_steps=5000), steps=100_000, batch_size=128,
                     **_IBC_OPT),
     ),
+    "ibc-particle-langevin-persistent": (
+        "The budget IBC-Langevin preset with persistent training chains (not in IBC): each dataset row's 8 "
+        "counter-examples are stored, and its next visit continues them for 10 Langevin steps over the same schedule "
+        "endpoints instead of 100 from uniform; rows not yet visited, and 5% of visits, run the full chain from "
+        "uniform (IBCConfig.persistent_chains, persistent_steps, persistent_reinit); inference unchanged",
+        TrainConfig(policy=IBCConfig(chain_dtype="auto", persistent_chains=True, persistent_steps=10,
+                                     persistent_reinit=0.05),
+                    steps=100_000, batch_size=128, **_IBC_OPT),
+    ),
     "diffusion-particle": (
         "Diffusion policy whose network predicts the clean chunk (prediction_type 'sample': 94-100% success from 1-D "
         "to 8-D where epsilon-prediction gets 5% at 2-D, BENCHMARKS.md sections 1 and 1c), squared-cosine DDPM, 100 "

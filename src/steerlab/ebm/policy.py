@@ -18,6 +18,7 @@ from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
 from steerlab.ebm.dfo import autoregressive_dfo, dfo
 from steerlab.ebm.langevin import langevin
 from steerlab.ebm.losses import gradient_penalty, info_nce
+from steerlab.ebm.persistent import ChainMemory
 from steerlab.hw import native_bf16
 from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.policy import Policy
@@ -30,6 +31,26 @@ def counter_example_split(n: int, fraction_langevin: float) -> tuple[int, int]:
     (n = 8, fraction 0.7: 3 uniform, 5 Langevin)."""
     n_lang = int(fraction_langevin * n)
     return n - n_lang, n_lang
+
+
+def _check_persistent(cfg: "IBCConfig") -> None:
+    """Errors for persistent-chain settings out of range, or (with ``persistent_chains``) inconsistent with the
+    rest of the config."""
+    if cfg.persistent_steps < 1:
+        raise ValueError(f"persistent_steps must be >= 1, got {cfg.persistent_steps}")
+    if not 0.0 <= cfg.persistent_reinit <= 1.0:
+        raise ValueError(f"persistent_reinit must be in [0, 1], got {cfg.persistent_reinit}")
+    if not cfg.persistent_chains:
+        return
+    if cfg.persistent_steps > cfg.langevin.num_steps:
+        raise ValueError(f"persistent_steps ({cfg.persistent_steps}) must not exceed the full chain's "
+                         f"langevin.num_steps ({cfg.langevin.num_steps}): a continued chain is the shorter one")
+    if cfg.energy != "joint":
+        raise ValueError("persistent_chains needs energy='joint': the autoregressive energy trains with uniform "
+                         "counter-examples only")
+    if counter_example_split(cfg.num_counter_examples, cfg.fraction_langevin_samples)[1] == 0:
+        raise ValueError(f"persistent_chains needs Langevin counter-examples, but int(fraction_langevin_samples "
+                         f"{cfg.fraction_langevin_samples} x num_counter_examples {cfg.num_counter_examples}) is 0")
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,20 @@ class IBCConfig:
     uniform_warmup_steps: int = 0
     """train the first this-many steps with uniform counter-examples only (as the DFO config), then with
     ``fraction_langevin_samples``; not in IBC (0 = off): uniform steps cost a few per cent of a Langevin step"""
+    persistent_chains: bool = False
+    """training counter-examples from persistent chains (not in IBC; as persistent contrastive divergence): each
+    dataset row's Langevin counter-examples are stored, and the row's next visit continues its chains from them for
+    ``persistent_steps`` steps instead of starting uniform and running ``langevin.num_steps``. A row not visited
+    before, or drawn for a restart (``persistent_reinit``), starts uniform and runs the full chain. Needs the
+    batch's dataset rows (``batch["index"]``, added by the training loop); the store is saved in checkpoints
+    (``trainer.pt``) and restored on ``--resume``. Off: IBC's counter-examples, unchanged"""
+    persistent_steps: int = 10
+    """Langevin steps of a chain that continues from its row's stored state; they follow the full chain's
+    polynomial schedule compressed to this many steps (from ``step_size_init`` to ``step_size_final``), so each
+    visit can move the stored samples as far as the full chain's first steps and ends as finely as its last"""
+    persistent_reinit: float = 0.05
+    """probability that a visited row restarts from uniform samples with the full chain (per row and visit), which
+    keeps counter-examples in regions the stored chains have left"""
     temperature: float = 1.0
     """InfoNCE softmax temperature"""
     langevin: LangevinConfig = field(default_factory=LangevinConfig)
@@ -139,7 +174,9 @@ class IBCPolicy(Policy):
             raise ValueError(f"uniform_warmup_steps must be >= 0, got {cfg.uniform_warmup_steps}")
         if cfg.chain_dtype not in ("float32", "bfloat16", "auto"):
             raise ValueError(f"chain_dtype must be 'float32', 'bfloat16' or 'auto', got {cfg.chain_dtype!r}")
+        _check_persistent(cfg)
         self.cfg = cfg
+        self.chain_memory = ChainMemory()  # the persistent chains' states (training state, not in the state_dict)
         self.chain_dtype = cfg.chain_dtype
         if cfg.chain_dtype == "auto":
             self.chain_dtype = "bfloat16" if native_bf16() else "float32"
@@ -230,34 +267,86 @@ class IBCPolicy(Policy):
 
     # ------------------------------------------------------------------ training
     def counter_examples(self, o: torch.Tensor, n: int, generator: torch.Generator | None,
-                         fraction_langevin: float | None = None) -> torch.Tensor:
+                         fraction_langevin: float | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
         """Detached counter-examples ``[B, n, A]`` drawn uniformly over the sampling bounds, the last
         :func:`counter_example_split` ``(n, fraction_langevin)[1]`` of them (default fraction: the config's
         ``fraction_langevin_samples``) refined by a Langevin chain, as IBC's ``_make_counter_example_actions``
-        lays them out (uniform first, Langevin last)."""
+        lays them out (uniform first, Langevin last). With ``persistent_chains`` the chains of the dataset rows
+        ``index [B]`` continue from their stored states (:meth:`run_persistent_chains`)."""
+        return self._counter_examples(o, n, generator, fraction_langevin, index)[0]
+
+    def _counter_examples(self, o, n, generator, fraction_langevin, index):
+        """``(counter-examples, continued)``: ``continued [B]`` marks the rows whose chains continued from stored
+        states (None without persistent chains, or when no chain ran)."""
+        if self.cfg.persistent_chains and index is None:
+            raise ValueError("persistent_chains needs the dataset row of each batch element, batch['index'] [B] "
+                             "(steerlab's training loop adds it)")
         neg = self.uniform_actions((o.shape[0], n), generator, o.device)
         frac = self.cfg.fraction_langevin_samples if fraction_langevin is None else fraction_langevin
         n_uni, n_lang = counter_example_split(n, frac)
+        continued = None
         if n_lang > 0 and self.cfg.energy == "joint":
-            lc = self.cfg.langevin
             with torch.no_grad():
-                refined = langevin(
-                    self.grad_energy_fn(o),
-                    neg[:, n_uni:],
-                    self.lo,
-                    self.hi,
-                    num_steps=lc.num_steps,
-                    step_size_init=lc.step_size_init,
-                    step_size_final=lc.step_size_final,
-                    power=lc.power,
-                    noise_scale=lc.noise_scale,
-                    delta_action_clip=lc.delta_action_clip,
-                    grad_clip=lc.grad_clip,
-                    form=lc.form,
-                    generator=generator,
-                )
+                if self.cfg.persistent_chains:
+                    refined, continued = self.run_persistent_chains(o, neg[:, n_uni:], index, generator)
+                else:
+                    refined = self._training_chain(o, neg[:, n_uni:], self.cfg.langevin.num_steps, generator)
             neg = torch.cat([neg[:, :n_uni], refined], dim=1)
-        return neg.detach()
+        return neg.detach(), continued
+
+    def _training_chain(self, o, a, num_steps: int, generator):
+        """The training Langevin chain (``cfg.langevin``) of ``num_steps`` steps from ``a [B, N, A]`` at ``o``."""
+        lc = self.cfg.langevin
+        return langevin(
+            self.grad_energy_fn(o),
+            a,
+            self.lo,
+            self.hi,
+            num_steps=num_steps,
+            step_size_init=lc.step_size_init,
+            step_size_final=lc.step_size_final,
+            power=lc.power,
+            noise_scale=lc.noise_scale,
+            delta_action_clip=lc.delta_action_clip,
+            grad_clip=lc.grad_clip,
+            form=lc.form,
+            generator=generator,
+        )
+
+    @torch.no_grad()
+    def run_persistent_chains(self, o: torch.Tensor, uniform: torch.Tensor, index: torch.Tensor,
+                              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Persistent Langevin chains of the rows ``index [B]`` at observations ``o [B, Dh]``: returns the final
+        states ``[B, N, A]`` (stored as the rows' new states) and ``continued [B]``.
+
+        A row with stored states continues from them for ``persistent_steps`` steps (the polynomial schedule
+        compressed to that length: ``langevin_step_size(k, persistent_steps)``) unless a uniform draw below
+        ``persistent_reinit`` restarts it; a restarted row, or one never stored, runs the full ``num_steps`` chain
+        from ``uniform [B, N, A]``. The restart draws (``torch.rand(B)``, only when ``persistent_reinit > 0``)
+        come from ``generator`` first, then the noise of the full chains, then that of the continued ones."""
+        cfg = self.cfg
+        stored, continued = self.chain_memory.read(index, uniform.shape[1], self.act_dim)
+        if cfg.persistent_reinit > 0:
+            keep = torch.rand(index.shape[0], generator=generator, device=o.device) >= cfg.persistent_reinit
+            continued = continued & keep
+        out = uniform.clone()
+        for rows, start, steps in ((~continued, uniform, cfg.langevin.num_steps),
+                                   (continued, stored, cfg.persistent_steps)):
+            if rows.any():
+                out[rows] = self._training_chain(o[rows], start[rows], steps, generator)
+        self.chain_memory.write(index, out)
+        return out, continued
+
+    def training_state(self) -> dict:
+        """The persistent chains' store (``{}`` while empty or off), saved in every checkpoint's ``trainer.pt``."""
+        memory = self.chain_memory.state_dict()
+        return {"chain_memory": memory} if memory else {}
+
+    def load_training_state(self, state: dict) -> None:
+        unknown = set(state) - {"chain_memory"}
+        if unknown:
+            raise ValueError(f"unknown IBC training state {sorted(unknown)}; expected 'chain_memory'")
+        self.chain_memory.load_state_dict(state.get("chain_memory", {}), device=self.lo.device)
 
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, step: int = 0):
         cfg = self.cfg
@@ -266,7 +355,8 @@ class IBCPolicy(Policy):
         if cfg.energy == "autoregressive":
             return self._ar_loss(o, pos, generator)
         warm = step < cfg.uniform_warmup_steps
-        neg = self.counter_examples(o, cfg.num_counter_examples, generator, 0.0 if warm else None)
+        neg, continued = self._counter_examples(o, cfg.num_counter_examples, generator, 0.0 if warm else None,
+                                                batch.get("index"))
         acts = torch.cat([neg, pos[:, None]], dim=1)  # positive last, as IBC
         if cfg.grad_penalty:
             acts = acts.requires_grad_(True)
@@ -290,6 +380,10 @@ class IBCPolicy(Policy):
         metrics.update(e_pos=e[:, -1].mean().item(), e_neg=e[:, :-1].mean().item(), loss=loss.item())
         if cfg.uniform_warmup_steps:
             metrics["uniform_warmup"] = float(warm)
+        if cfg.persistent_chains:  # the share of rows that continued stored chains, mean Langevin steps per chain
+            share = 0.0 if continued is None else continued.float().mean().item()
+            steps = 0.0 if continued is None else (1 - share) * cfg.langevin.num_steps + share * cfg.persistent_steps
+            metrics.update(persistent_share=share, chain_steps=steps)
         return loss, metrics
 
     def _ar_loss(self, o, pos, generator):

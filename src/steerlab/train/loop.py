@@ -5,8 +5,11 @@ loss, NaN check, backward, gradient all-reduce under torchrun, optimizer and sch
 checkpoints, evaluation), then the final evaluation, plots and report.
 
 Exact resume: the data and counter-example generators, torch's global RNG (dropout), the optimizer,
-the schedule and the EMA are all in ``trainer.pt``; the loss curve after ``--resume`` equals the
-uninterrupted run's (``tests/test_train.py``).
+the schedule, the EMA and the policy's training state (IBC's persistent chains) are all in the checkpoint; the loss
+curve after ``--resume`` equals the uninterrupted run's (``tests/test_train.py``).
+
+Batches carry ``"index"``, the dataset row of each element, for losses that keep per-row state. Under torchrun each
+process keeps its own training state and the checkpoint holds rank 0's, which every process restores on resume.
 
 Device (``cfg.device``): the policy, its EMA, every batch and the counter-example / monitor generators live on
 it; batch indices are drawn on the CPU (the dataset stays there), so the batches are the same on every device.
@@ -111,9 +114,10 @@ class MetricsLog:
         self.tb.close()
 
 
-def _trainer_state(optimizer, sched, gens, step, train_seconds) -> dict:
+def _trainer_state(policy, optimizer, sched, gens, step, train_seconds) -> dict:
     """Everything besides the weights that an exact resume needs."""
     return {
+        "policy_training_state": to_device(policy.training_state(), "cpu"),
         "step": step,
         "train_seconds": train_seconds,
         "optimizer": to_device(optimizer.state_dict(), "cpu") if optimizer is not None else None,
@@ -296,6 +300,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
             optimizer.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
         step = state["step"]
+        policy.load_training_state(state.get("policy_training_state", {}))
         for k, g in gens.items():
             try:
                 g.set_state(state["generators"][k])
@@ -323,7 +328,8 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
             return None
         return save_checkpoint(
             run_dir, at_step, policy.state_dict(),
-            {**_trainer_state(optimizer, sched, gens, at_step, elapsed()), "log_acc": dict(acc), "log_n": n_acc},
+            {**_trainer_state(policy, optimizer, sched, gens, at_step, elapsed()), "log_acc": dict(acc),
+             "log_n": n_acc},
             {**meta, "preset": cfg.preset}, ema.state_dict() if ema is not None else None, cfg.keep_checkpoints,
         )
 
@@ -344,7 +350,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, run_dir: Path, rank: int, worl
     policy.train()
     while step < steps:
         idx = torch.randint(len(ds), (cfg.batch_size,), generator=gens["data"])[rank::world]
-        batch = to_device(ds.batch(idx), device)
+        batch = to_device({**ds.batch(idx), "index": idx}, device)
         loss, metrics = policy.compute_loss(batch, generator=gens["loss"], step=step)
         if not torch.isfinite(loss):
             where = checkpoint(step)
