@@ -1,6 +1,6 @@
 """Persistent training chains of IBC (``IBCConfig.persistent_chains``): off changes nothing, on stores each row's
-chain states and continues them with fewer steps, restarts a share of rows, survives a checkpoint round trip, and
-still learns."""
+chain states and continues them with fewer steps, restarts a share of rows, starts new rows from the nearest stored
+row of their episode (``persistent_init='neighbour'``), survives a checkpoint round trip, and still learns."""
 
 import csv
 import dataclasses
@@ -21,6 +21,7 @@ from steerlab.train.loop import train
 
 SMALL = dict(width=32, stats_samples=None, langevin=LangevinConfig(num_steps=6))
 PERSIST = dict(SMALL, persistent_chains=True, persistent_steps=2, persistent_reinit=0.0)
+NEIGHBOUR = dict(PERSIST, persistent_init="neighbour")
 
 
 def _data(rows=64):
@@ -28,11 +29,12 @@ def _data(rows=64):
     return rng.random((rows, 3)).astype(np.float32), rng.random((rows, 2)).astype(np.float32)
 
 
-def _policy(cfg):
+def _policy(cfg, episode_ends=None):
     obs, act = _data()
     torch.manual_seed(0)
     pol = IBCPolicy(cfg, 3, 2)
-    pol.fit_normalizers({"obs": obs, "action": act}, action_low=np.zeros(2), action_high=np.ones(2))
+    pol.fit_normalizers({"obs": obs, "action": act}, action_low=np.zeros(2), action_high=np.ones(2),
+                        episode_ends=episode_ends)
     return pol
 
 
@@ -121,7 +123,7 @@ def test_persistent_steps_compress_the_schedule_to_its_endpoints(monkeypatch):
     index = torch.tensor([3])
     o = pol.obs_features(_batch(index)["obs"])
     pol.chain_memory.write(index, torch.zeros(1, 8, 2))
-    out, continued = pol.run_persistent_chains(o, torch.zeros(1, 8, 2), index, torch.Generator().manual_seed(0))
+    out, continued, _ = pol.run_persistent_chains(o, torch.zeros(1, 8, 2), index, torch.Generator().manual_seed(0))
     assert continued.tolist() == [True]
     assert torch.allclose(out, torch.full_like(out, -0.5 * 0.2 * (0.1 + 1e-5)), atol=1e-7)
 
@@ -137,7 +139,7 @@ def test_reinit_restarts_rows_from_uniform_with_the_full_chain(monkeypatch):
         pol.counter_examples(o, 8, g, index=rows)  # every row stored
         stored = pol.chain_memory.states.clone()
         rec.calls.clear()
-        _, continued = pol.run_persistent_chains(o, pol.uniform_actions((64, 8), g, o.device), rows, g)
+        _, continued, _ = pol.run_persistent_chains(o, pol.uniform_actions((64, 8), g, o.device), rows, g)
         assert lo <= int(continued.sum()) <= hi
         starts = {k: a for k, a in rec.calls}
         if (~continued).any():  # restarted rows: full chain, from the uniform draws (not the stored states)
@@ -158,10 +160,98 @@ def test_bad_settings_are_named():
         IBCPolicy(IBCConfig(**PERSIST, fraction_langevin_samples=0.1), 3, 2)  # int(0.1 * 8) = 0
     with pytest.raises(ValueError, match="energy='joint'"):
         IBCPolicy(IBCConfig(**PERSIST, energy="autoregressive", inference="autoregressive_dfo"), 3, 2)
+    with pytest.raises(ValueError, match="persistent_init must be 'uniform' or 'neighbour'"):
+        IBCPolicy(IBCConfig(**{**PERSIST, "persistent_init": "nearest"}), 3, 2)
+    with pytest.raises(ValueError, match="persistent_neighbours must be >= 1"):
+        IBCPolicy(IBCConfig(**{**NEIGHBOUR, "persistent_neighbours": 0}), 3, 2)
     IBCPolicy(IBCConfig(**{**SMALL, "persistent_steps": 50}), 3, 2)  # off: not checked against num_steps
     pol = _policy(IBCConfig(**PERSIST))
     with pytest.raises(ValueError, match=r"batch\['index'\]"):
         pol.compute_loss({k: v for k, v in _batch([0, 1]).items() if k != "index"})
+
+
+# ---------------------------------------------------------------- neighbour starts
+def test_nearest_stored_row_is_the_nearest_of_the_same_episode():
+    mem = ChainMemory()
+    with pytest.raises(ValueError, match="knows no episode boundaries"):
+        mem.nearest_stored(torch.tensor([0]), 8)
+    mem.set_episodes([5, 12, 20])  # episodes: rows 0-4, 5-11, 12-19
+    assert mem.nearest_stored(torch.tensor([0, 7]), 8).tolist() == [-1, -1]  # nothing stored yet
+    mem.write(torch.tensor([4, 8, 12, 16]), torch.zeros(4, 2, 1))
+    rows = torch.tensor([5, 11, 14, 19, 0, 8, 6, 13, 18])
+    assert mem.nearest_stored(rows, 8).tolist() == [
+        8,  # row 4, one before, is the previous episode's
+        8,  # row 12, one after, is the next episode's
+        12,  # rows 12 and 16 are as near: the earlier
+        16,  # rows after 16 are beyond the store's end
+        4,
+        -1,  # the row itself is not its neighbour, and no other row of its episode is stored
+        8, 12, 16,
+    ]
+    assert mem.nearest_stored(rows, 2).tolist() == [-1, -1, 12, -1, -1, -1, 8, 12, 16]
+    with pytest.raises(ValueError, match="row 20 lies beyond the 20 rows"):
+        mem.nearest_stored(torch.tensor([3, 20]), 8)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        mem.set_episodes([5, 5, 20])
+    back = ChainMemory()  # the episodes are set up from the data, not saved with the states
+    back.set_episodes([5, 12, 20])
+    back.load_state_dict(mem.state_dict())
+    assert torch.equal(back.nearest_stored(rows, 8), mem.nearest_stored(rows, 8))
+
+
+def test_neighbour_init_continues_the_nearest_stored_chains_of_the_episode(monkeypatch):
+    rec = RecordChains()
+    monkeypatch.setattr(policy_mod, "langevin", rec)
+    pol = _policy(IBCConfig(**NEIGHBOUR), episode_ends=[16, 32, 48, 64])
+    g = torch.Generator().manual_seed(2)
+    _, m = pol.compute_loss(_batch([3, 15, 20, 7]), g)  # nothing stored yet: full chains from uniform
+    assert [c[0] for c in rec.calls] == [6] and m["persistent_share"] == 0.0 and m["neighbour_share"] == 0.0
+    stored = pol.chain_memory.states.clone()
+    rec.calls.clear()
+    # 5: row 3 (rows 3 and 7 are 2 away: the earlier); 16: row 20 (row 15, one before, is the previous episode's);
+    # 14: row 15; 40: no stored row in its episode, full chain; 3: its own chains (not row 7's)
+    _, m = pol.compute_loss(_batch([5, 16, 14, 40, 3]), g)
+    (k_new, start_new), (k_old, start_old) = rec.calls
+    assert (k_new, start_new.shape[0], k_old) == (6, 1, 2)
+    assert torch.equal(start_old, stored[[3, 20, 15, 3]])
+    assert not any(torch.equal(start_new[0], stored[r]) for r in (3, 15, 20))  # from uniform
+    assert (m["persistent_share"], m["neighbour_share"], m["chain_steps"]) == pytest.approx((0.8, 0.6, 2.8))
+    assert pol.chain_memory.filled.nonzero().flatten().tolist() == [3, 5, 7, 14, 15, 16, 20, 40]
+    assert torch.equal(pol.chain_memory.states[[15, 20]], stored[[15, 20]])  # the neighbours' states are kept
+
+
+def test_neighbour_init_keeps_restarts(monkeypatch):
+    """A row drawn for a restart runs the full chain from uniform even where a neighbour is stored."""
+    rec = RecordChains()
+    monkeypatch.setattr(policy_mod, "langevin", rec)
+    even, odd = torch.arange(0, 64, 2), torch.arange(1, 64, 2)
+    for reinit, lo, hi in [(1.0, 0, 0), (0.5, 8, 24), (0.0, 32, 32)]:
+        pol = _policy(IBCConfig(**{**NEIGHBOUR, "persistent_reinit": reinit}))
+        g = torch.Generator().manual_seed(3)
+        pol.chain_memory.write(even, pol.uniform_actions((32, 8), g, "cpu"))
+        stored = pol.chain_memory.states.clone()
+        rec.calls.clear()
+        o = pol.obs_features(_batch(odd)["obs"])
+        _, continued, neighbour = pol.run_persistent_chains(o, pol.uniform_actions((32, 8), g, o.device), odd, g)
+        assert torch.equal(continued, neighbour) and lo <= int(neighbour.sum()) <= hi
+        starts = {k: a for k, a in rec.calls}
+        if (~neighbour).any():
+            assert starts[6].shape[0] == int((~neighbour).sum())
+        if neighbour.any():  # row 2i + 1 continues row 2i's chains (one before: the earlier of the two)
+            assert torch.equal(starts[2], stored[odd[neighbour] - 1])
+
+
+def test_neighbour_init_without_neighbours_is_the_uniform_init():
+    """With no stored row near enough (every row its own episode), 'neighbour' runs exactly what 'uniform' runs:
+    same draws, same chains, same losses and store, restarts included."""
+    batches = [[0, 5, 9, 12], [5, 6, 12, 40], [9, 40, 41, 0]]
+    runs = []
+    for init in ("uniform", "neighbour"):
+        pol = _policy(IBCConfig(**{**PERSIST, "persistent_init": init, "persistent_reinit": 0.3}),
+                      episode_ends=np.arange(1, 65))
+        g = torch.Generator().manual_seed(4)
+        runs.append(([pol.compute_loss(_batch(b), g)[0].item() for b in batches], pol.chain_memory.states))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
 
 
 # ---------------------------------------------------------------- the store itself
@@ -215,12 +305,20 @@ def _metric(run_dir, key):
         return [float(r[key]) for r in csv.DictReader(f)]
 
 
-def test_checkpoint_holds_the_store_and_resume_continues_exactly(tmp_path, particle2d, monkeypatch):
-    full = train(_train_cfg(tmp_path, particle2d, run_name="full"))
+@pytest.mark.parametrize("init", ["uniform", "neighbour"])
+def test_checkpoint_holds_the_store_and_resume_continues_exactly(tmp_path, particle2d, monkeypatch, init):
+    def cfg(**kw):
+        c = _train_cfg(tmp_path, particle2d, **kw)
+        return dataclasses.replace(c, policy=dataclasses.replace(c.policy, persistent_init=init))
+
+    full = train(cfg(run_name="full"))
     state = load_trainer_state(list_checkpoints(full)[-1])["policy_training_state"]["chain_memory"]
     assert state["filled"].sum() > 50 and state["states"].shape[1:] == (4, 2)
     assert _metric(full, "persistent_share")[-1] > 0.3  # rows came back and continued their chains
-    part = _train_cfg(tmp_path, particle2d, run_name="part", steps=6)
+    if init == "neighbour":  # new rows started from their neighbours' chains, from the second step on
+        share = _metric(full, "neighbour_share")
+        assert share[0] == 0.0 and max(share[1:4]) > 0.3
+    part = cfg(run_name="part", steps=6)
     train(part)
     resumed = train(dataclasses.replace(part, steps=12), resume=True)
     assert _metric(full, "loss") == _metric(resumed, "loss")

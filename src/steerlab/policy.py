@@ -8,9 +8,10 @@
   the seed of any subsampling;
 - ``compute_loss(batch, generator, step) -> (loss, metrics)`` on a training batch
   ``{"obs": [B, n_obs, Do], "action": [B, H, A], "action_mask": [B, H]}`` in raw units; the training loop adds
-  ``"index"`` ``[B]`` (int64), each element's row (window) in the training dataset, for losses that keep per-row
-  state between steps (``training_state()`` / ``load_training_state(state)``, saved in checkpoints; none by
-  default);
+  ``"index"`` ``[B]`` (int64), each element's row (window) in the training dataset -- the windows are one per step
+  of the data ``fit_normalizers`` received, in order, so its ``episode_ends`` also give each row's episode --, for
+  losses that keep per-row state between steps (``training_state()`` / ``load_training_state(state)``, saved in
+  checkpoints; none by default);
 - ``predict_action_chunk(obs [B, n_obs, Do], generator=None, *, ...) -> [B, H, A]`` raw actions. Steering inputs
   are keyword-only and never change the positional signature: generative policies take ``z`` (the initial
   noise) and ``noise`` (the per-step source); the nav policy ``z0``, ``z1``, ``z2``, ``noise``, ``lambda_cfg`` and

@@ -36,6 +36,10 @@ def counter_example_split(n: int, fraction_langevin: float) -> tuple[int, int]:
 def _check_persistent(cfg: "IBCConfig") -> None:
     """Errors for persistent-chain settings out of range, or (with ``persistent_chains``) inconsistent with the
     rest of the config."""
+    if cfg.persistent_init not in ("uniform", "neighbour"):
+        raise ValueError(f"persistent_init must be 'uniform' or 'neighbour', got {cfg.persistent_init!r}")
+    if cfg.persistent_neighbours < 1:
+        raise ValueError(f"persistent_neighbours must be >= 1, got {cfg.persistent_neighbours}")
     if cfg.persistent_steps < 1:
         raise ValueError(f"persistent_steps must be >= 1, got {cfg.persistent_steps}")
     if not 0.0 <= cfg.persistent_reinit <= 1.0:
@@ -118,6 +122,16 @@ class IBCConfig:
     persistent_reinit: float = 0.05
     """probability that a visited row restarts from uniform samples with the full chain (per row and visit), which
     keeps counter-examples in regions the stored chains have left"""
+    persistent_init: Literal["uniform", "neighbour"] = "uniform"
+    """how a row with no stored chains of its own starts: 'uniform', from uniform samples with the full chain;
+    'neighbour', from the stored chains of the nearest stored row of its episode (at most ``persistent_neighbours``
+    rows before or after it: adjacent windows have nearly the same observation and actions), continued for
+    ``persistent_steps`` steps as a revisited row's, and from uniform with the full chain only when no row that near
+    is stored. A row drawn for a restart (``persistent_reinit``) starts uniform either way. The episodes come from
+    ``fit_normalizers``' ``episode_ends`` (the training windows are one per step, in order)"""
+    persistent_neighbours: int = 8
+    """with ``persistent_init='neighbour'``: how many rows before and after a row its nearest stored row is
+    searched"""
     temperature: float = 1.0
     """InfoNCE softmax temperature"""
     langevin: LangevinConfig = field(default_factory=LangevinConfig)
@@ -215,6 +229,9 @@ class IBCPolicy(Policy):
                                  self.cfg.bounds_margin)
         self.lo.copy_(self.act_norm.normalize(torch.as_tensor(lo, dtype=torch.float32)))
         self.hi.copy_(self.act_norm.normalize(torch.as_tensor(hi, dtype=torch.float32)))
+        if self.cfg.persistent_chains and self.cfg.persistent_init == "neighbour":
+            # the training rows' episodes (a row per step of ``data``), for chains started from a neighbouring row's
+            self.chain_memory.set_episodes(episode_ends if episode_ends is not None else [len(data["action"])])
 
     def obs_features(self, obs: torch.Tensor) -> torch.Tensor:
         """The energy network's observation input: raw ``[B, n_obs, Do]`` -> normalized flat ``[B, n_obs * Do]``
@@ -276,23 +293,23 @@ class IBCPolicy(Policy):
         return self._counter_examples(o, n, generator, fraction_langevin, index)[0]
 
     def _counter_examples(self, o, n, generator, fraction_langevin, index):
-        """``(counter-examples, continued)``: ``continued [B]`` marks the rows whose chains continued from stored
-        states (None without persistent chains, or when no chain ran)."""
+        """``(counter-examples, chains)``: ``chains`` is :meth:`run_persistent_chains`' ``(continued, neighbour)``
+        (None without persistent chains, or when no chain ran)."""
         if self.cfg.persistent_chains and index is None:
             raise ValueError("persistent_chains needs the dataset row of each batch element, batch['index'] [B] "
                              "(steerlab's training loop adds it)")
         neg = self.uniform_actions((o.shape[0], n), generator, o.device)
         frac = self.cfg.fraction_langevin_samples if fraction_langevin is None else fraction_langevin
         n_uni, n_lang = counter_example_split(n, frac)
-        continued = None
+        chains = None
         if n_lang > 0 and self.cfg.energy == "joint":
             with torch.no_grad():
                 if self.cfg.persistent_chains:
-                    refined, continued = self.run_persistent_chains(o, neg[:, n_uni:], index, generator)
+                    refined, *chains = self.run_persistent_chains(o, neg[:, n_uni:], index, generator)
                 else:
                     refined = self._training_chain(o, neg[:, n_uni:], self.cfg.langevin.num_steps, generator)
             neg = torch.cat([neg[:, :n_uni], refined], dim=1)
-        return neg.detach(), continued
+        return neg.detach(), chains
 
     def _training_chain(self, o, a, num_steps: int, generator):
         """The training Langevin chain (``cfg.langevin``) of ``num_steps`` steps from ``a [B, N, A]`` at ``o``."""
@@ -315,27 +332,41 @@ class IBCPolicy(Policy):
 
     @torch.no_grad()
     def run_persistent_chains(self, o: torch.Tensor, uniform: torch.Tensor, index: torch.Tensor,
-                              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Persistent Langevin chains of the rows ``index [B]`` at observations ``o [B, Dh]``: returns the final
-        states ``[B, N, A]`` (stored as the rows' new states) and ``continued [B]``.
+        states ``[B, N, A]`` (stored as the rows' new states), ``continued [B]`` (the rows that continued stored
+        states, their own or a neighbour's: all but those that ran the full chain) and ``neighbour [B]`` (those
+        that continued a neighbour's).
 
         A row with stored states continues from them for ``persistent_steps`` steps (the polynomial schedule
         compressed to that length: ``langevin_step_size(k, persistent_steps)``) unless a uniform draw below
-        ``persistent_reinit`` restarts it; a restarted row, or one never stored, runs the full ``num_steps`` chain
-        from ``uniform [B, N, A]``. The restart draws (``torch.rand(B)``, only when ``persistent_reinit > 0``)
-        come from ``generator`` first, then the noise of the full chains, then that of the continued ones."""
-        cfg = self.cfg
-        stored, continued = self.chain_memory.read(index, uniform.shape[1], self.act_dim)
+        ``persistent_reinit`` restarts it. A row never stored, with ``persistent_init='neighbour'``, continues the
+        stored states of its nearest stored row in the same episode at most ``persistent_neighbours`` rows away
+        (:meth:`ChainMemory.nearest_stored`, as the memory was before this batch) the same way, unless the same draw
+        restarts it. A restarted row, or one with nothing to continue, runs the full ``num_steps`` chain from
+        ``uniform [B, N, A]``. The restart draws (``torch.rand(B)``, only when ``persistent_reinit > 0``) come
+        from ``generator`` first, then the noise of the full chains, then that of the continued ones."""
+        cfg, memory = self.cfg, self.chain_memory
+        stored, continued = memory.read(index, uniform.shape[1], self.act_dim)
+        keep = None
         if cfg.persistent_reinit > 0:
             keep = torch.rand(index.shape[0], generator=generator, device=o.device) >= cfg.persistent_reinit
-            continued = continued & keep
+        neighbour = torch.zeros_like(continued)
+        if cfg.persistent_init == "neighbour":
+            near = memory.nearest_stored(index, cfg.persistent_neighbours)
+            neighbour = ~continued & (near >= 0)
+            if neighbour.any():
+                stored[neighbour] = memory.read(near[neighbour], uniform.shape[1], self.act_dim)[0]
+        continued = continued | neighbour
+        if keep is not None:
+            continued, neighbour = continued & keep, neighbour & keep
         out = uniform.clone()
         for rows, start, steps in ((~continued, uniform, cfg.langevin.num_steps),
                                    (continued, stored, cfg.persistent_steps)):
             if rows.any():
                 out[rows] = self._training_chain(o[rows], start[rows], steps, generator)
-        self.chain_memory.write(index, out)
-        return out, continued
+        memory.write(index, out)
+        return out, continued, neighbour
 
     def training_state(self) -> dict:
         """The persistent chains' store (``{}`` while empty or off), saved in every checkpoint's ``trainer.pt``."""
@@ -355,8 +386,8 @@ class IBCPolicy(Policy):
         if cfg.energy == "autoregressive":
             return self._ar_loss(o, pos, generator)
         warm = step < cfg.uniform_warmup_steps
-        neg, continued = self._counter_examples(o, cfg.num_counter_examples, generator, 0.0 if warm else None,
-                                                batch.get("index"))
+        neg, chains = self._counter_examples(o, cfg.num_counter_examples, generator, 0.0 if warm else None,
+                                             batch.get("index"))
         acts = torch.cat([neg, pos[:, None]], dim=1)  # positive last, as IBC
         if cfg.grad_penalty:
             acts = acts.requires_grad_(True)
@@ -380,10 +411,14 @@ class IBCPolicy(Policy):
         metrics.update(e_pos=e[:, -1].mean().item(), e_neg=e[:, :-1].mean().item(), loss=loss.item())
         if cfg.uniform_warmup_steps:
             metrics["uniform_warmup"] = float(warm)
-        if cfg.persistent_chains:  # the share of rows that continued stored chains, mean Langevin steps per chain
+        if cfg.persistent_chains:  # the share of rows that continued stored chains (their own or, with
+            # persistent_init='neighbour', a neighbour's: neighbour_share), mean Langevin steps per chain
+            continued, neighbour = chains if chains is not None else (None, None)
             share = 0.0 if continued is None else continued.float().mean().item()
             steps = 0.0 if continued is None else (1 - share) * cfg.langevin.num_steps + share * cfg.persistent_steps
             metrics.update(persistent_share=share, chain_steps=steps)
+            if cfg.persistent_init == "neighbour":
+                metrics["neighbour_share"] = 0.0 if neighbour is None else neighbour.float().mean().item()
         return loss, metrics
 
     def _ar_loss(self, o, pos, generator):

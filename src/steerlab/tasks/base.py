@@ -165,7 +165,10 @@ class Task(abc.ABC):
         """Load the dataset at ``path``, hold out its last ``cfg.val_episodes`` episodes, fit ``policy``'s
         normalizers on the training episodes only (:meth:`steerlab.policy.Policy.fit_normalizers`) and return
         ``(train windows, held-out windows or None)``; windows have ``len``, ``batch(idx)`` and ``n_episodes``
-        (the episodes they come from, which the run's ``meta.json`` and report state)."""
+        (the episodes they come from, which the run's ``meta.json`` and report state). The training windows are
+        one per step of the data given to ``fit_normalizers``, in order (row ``i`` is its step ``i``), which
+        per-row training state relies on (IBC's persistent chains look up a row's episode in its
+        ``episode_ends``)."""
 
     # ------------------------------------------------------------------------------ evaluation
     @abc.abstractmethod
