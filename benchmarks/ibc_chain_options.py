@@ -4,12 +4,13 @@
 
 For each dimension the methods (default: ``ibc-langevin``, the budget preset, every counter-example a 100-step
 chain from uniform; ``ibc-langevin-persistent``, the same preset whose rows continue their stored chains for 10
-steps) are trained side by side -- at the same time, one process each, so that whatever else loads the machine
+steps, a row not visited yet those of the nearest visited row of its episode) are trained side by side -- at the same time, one process each, so that whatever else loads the machine
 loads them alike -- for the same wall-clock budget, 2,000 oracle demos, and evaluated on ``--episodes``
 fixed-seed episodes by their own end-of-training evaluation (``particle_sweep.run_cell``: ``steerlab train ...
 --max-minutes``), each on ``--threads`` torch threads: give them a core each (two methods on a 2-core machine).
 ``--one-at-a-time`` trains them in turn instead (a one-core machine). ``--methods ibc-langevin-repo`` adds the
-repo config as written (batch 512).
+repo config as written (batch 512), ``ibc-langevin-persistent-uniform`` the persistent preset whose rows not visited
+yet start uniform with the full chain (``persistent_init='uniform'``).
 
 Per cell: training steps and steps/s; mean Langevin steps per counter-example chain (the persistent run's
 ``chain_steps`` metric averaged over all its steps; K for full chains); chain steps/s, the counter-example chains'

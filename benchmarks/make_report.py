@@ -197,8 +197,10 @@ def section_ibc_chain_options(lines):
         return
     lines += ["The budget preset (`ibc-langevin`: every counter-example a 100-step chain from uniform) and "
               "`ibc-particle-langevin-persistent` (each dataset row's chains stored and continued for "
-              "`persistent_steps` steps on its next visit; new rows and 5% of visits run the full chain) trained for "
-              "the same wall-clock budget, side by side (at the same time, one process each) unless marked, then "
+              "`persistent_steps` steps on its next visit, a new row's from its nearest stored neighbour's in the "
+              "episode; new rows without one and 5% of visits run the full chain; `ibc-langevin-persistent-uniform`: "
+              "every new row runs the full chain) trained for the same wall-clock budget, side by side (at the same "
+              "time, one process each) unless marked, then "
               "evaluated by their own end-of-training evaluation on fixed seeds. *chain steps*: mean Langevin steps "
               "per counter-example chain over the run; *chain steps/s*: the counter-example chains' Langevin steps "
               "per training second.", "",

@@ -28,8 +28,11 @@ METHODS: dict[str, list[str]] = {
     "ibc-langevin": ["ibc-particle-langevin-budget"],
     # the repo's config as written (100-step training chains), bf16 chains where the CPU has native bf16
     "ibc-langevin-repo": ["ibc-particle-langevin", "--policy.chain-dtype", "auto"],
-    # the budget preset with persistent training chains (10-step continuations of each row's stored chains)
+    # the budget preset with persistent training chains (10-step continuations of each row's stored chains, or of the
+    # nearest stored row's in the episode for a row not stored yet)
     "ibc-langevin-persistent": ["ibc-particle-langevin-persistent"],
+    # the same, rows not stored yet starting uniform with the full chain
+    "ibc-langevin-persistent-uniform": ["ibc-particle-langevin-persistent", "--policy.persistent-init", "uniform"],
     "ibc-dfo": ["ibc-particle-dfo"],
     "ibc-ardfo": ["ibc-particle-ardfo"],
     "diffusion": ["diffusion-particle"],

@@ -74,10 +74,12 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "ibc-particle-langevin-persistent": (
         "The budget IBC-Langevin preset with persistent training chains (not in IBC): each dataset row's 8 "
         "counter-examples are stored, and its next visit continues them for 10 Langevin steps over the same schedule "
-        "endpoints instead of 100 from uniform; rows not yet visited, and 5% of visits, run the full chain from "
-        "uniform (IBCConfig.persistent_chains, persistent_steps, persistent_reinit); inference unchanged",
+        "endpoints instead of 100 from uniform; a row not yet visited continues the stored chains of the nearest "
+        "visited row of its episode (up to 8 rows before or after it) the same way; rows with no such neighbour, and "
+        "5% of visits, run the full chain from uniform (IBCConfig.persistent_chains, persistent_steps, "
+        "persistent_init, persistent_neighbours, persistent_reinit); inference unchanged",
         TrainConfig(policy=IBCConfig(chain_dtype="auto", persistent_chains=True, persistent_steps=10,
-                                     persistent_reinit=0.05),
+                                     persistent_reinit=0.05, persistent_init="neighbour", persistent_neighbours=8),
                     steps=100_000, batch_size=128, **_IBC_OPT),
     ),
     "diffusion-particle": (
