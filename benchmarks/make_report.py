@@ -566,10 +566,14 @@ def section_nav(lines):
                          f"{_pct(r['success']['rate'])} | {_pct(r['switched_and_success']['rate'])} | {r['decisions']} | "
                          + (f"{mv['median']:.2f} / {mv['p90']:.2f}" if mv else "–") + " |")
         lines.append("")
-    sw = _load("nav_rerank_sweep")
-    if sw:
+    for path in [RES / "nav_rerank_sweep.json", *sorted(RES.glob("nav_rerank_sweep_*.json"))]:
+        if not path.exists():
+            continue
+        sw = json.loads(path.read_text())
+        out = (f"; the policy predicts {sw['prediction_type']}, {sw['train_steps']} training steps"
+               if sw.get("prediction_type") else "")
         lines += ["**Re-ranking sweep** " + _cmd(sw) + f" ({sw['maps']} maps, goal-conditioned; K = 1 is the single "
-                  "draw; W = waypoints executed per decision):", "",
+                  f"draw; W = waypoints executed per decision{out}):", "",
                   "| K | W | margin | success | 95% CI | collision | time-out | rooms / clutter / corridors | "
                   "decisions | no safe candidate | draws passed over per decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sw["rows"]:
@@ -584,25 +588,44 @@ def section_nav(lines):
 
 
 def section_nav_chunks(lines):
-    d = _load("nav_chunk_error")
-    if not d:
+    files = [f for f in [RES / "nav_chunk_error.json", *sorted(RES.glob("nav_chunk_error_*.json"))] if f.exists()]
+    if not files:
         return
-    lines += ["**Where the chunks go wrong** " + _cmd(d) + ": open-loop error of sampled chunks (z1 from the route, z2 "
-              "from the prior) against the oracle's on fresh noise-free oracle episodes -- the mean world distance of "
-              "the 8 waypoints, by decision index (t = 0 starts at an arbitrary heading) -- and the share of first "
-              "chunks at the start of fresh maps whose segments hit an obstacle, by intent level (the oracle's: "
-              "0%).", "",
-              "| run | steps | DART noise | z1 dim | quarter turns of first decisions | error t=0 | t=1 | t=2 | t≥3 | direction error t=0 / t≥3 | "
-              "first-chunk collision none | z1 | z1z2 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in d["runs"]:
-        e, f = r["error_by_decision"], r["first_chunk"]
-        err = " | ".join(f"{e[k]['chunk_mean']:.4f}" if k in e else "–" for k in ("t=0", "t=1", "t=2", "t>=3"))
-        col = " | ".join(_pct(f[k]["collision"]) for k in ("none", "z1", "z1z2"))
-        ang = " / ".join(f"{e[k]['heading_error_deg_median']:.1f}°" for k in ("t=0", "t>=3") if k in e)
-        rot = "yes" if r.get("rotate_first") else "no"
-        lines.append(f"| {r['run']} | {r['step']} | {r['demo_noise']:g} | {r['z1_dim']} | {rot} | {err} | {ang} | {col} |")
-    lines.append("")
+    lines += ["**Where the chunks go wrong**: open-loop error of sampled chunks (z1 from the route, z2 from the prior) "
+              "against the oracle's on fresh noise-free oracle episodes -- the mean world distance of the 8 waypoints, "
+              "by decision index (t = 0 starts at an arbitrary heading) -- and the share of first chunks at the start "
+              "of fresh maps whose segments hit an obstacle, by intent level (the oracle's: 0%). Output: what the noise "
+              "head predicts (– where the file predates that column: those runs predicted ε).", ""]
+    for path in files:
+        d = json.loads(path.read_text())
+        lines += [_cmd(d) + ":", "",
+                  "| run | output | steps | DART noise | z1 dim | quarter turns of first decisions | error t=0 | t=1 | t=2 | "
+                  "t≥3 | direction error t=0 / t≥3 | first-chunk collision none | z1 | z1z2 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in d["runs"]:
+            e, f = r["error_by_decision"], r["first_chunk"]
+            err = " | ".join(f"{e[k]['chunk_mean']:.4f}" if k in e else "–" for k in ("t=0", "t=1", "t=2", "t>=3"))
+            col = " | ".join(_pct(f[k]["collision"]) for k in ("none", "z1", "z1z2"))
+            ang = " / ".join(f"{e[k]['heading_error_deg_median']:.1f}°" for k in ("t=0", "t>=3") if k in e)
+            rot = "yes" if r.get("rotate_first") else "no"
+            lines.append(f"| {r['run']} | {r.get('prediction_type', '–')} | {r['step']} | {r['demo_noise']:g} | "
+                         f"{r['z1_dim']} | {rot} | {err} | {ang} | {col} |")
+        lines.append("")
+        dv = [r for r in d["runs"] if "draw_vs_mean" in r]
+        if dv:
+            lines += ["Bias or variance at the first decision: the median direction error of one sampled chunk against "
+                      f"that of the mean of {dv[0]['draw_vs_mean']['draws']} chunks, on the "
+                      f"{dv[0]['draw_vs_mean']['windows']} first-decision windows, and the median spread between draws. "
+                      "If averaging draws removed most of the error, the error would be the samples' spread (variance); "
+                      "where both are alike every draw is off the same way (bias).", "",
+                      "| run | output | z1: one draw | z1: mean of draws | z1: spread | z1z2: one draw | "
+                      "z1z2: mean of draws | z1z2: spread |", "|---|---|---|---|---|---|---|---|"]
+            for r in dv:
+                v = r["draw_vs_mean"]
+                cells = " | ".join(f"{v[lv][k]:.1f}°" for lv in ("z1", "z1z2") for k in (
+                    "one_draw_deg_median", "mean_of_draws_deg_median", "spread_between_draws_deg_median"))
+                lines.append(f"| {r['run']} | {r.get('prediction_type', '–')} | {cells} |")
+            lines.append("")
 
 
 def section_faults(lines):

@@ -143,6 +143,7 @@ def main() -> None:
             step = int(Path(ckpt).name.split("_")[-1]) if "_" in Path(ckpt).name else None
             row = {"run": Path(rd).name, "checkpoint": str(ckpt), "step": step, "demo_noise": cfg.demo_noise,
                    "rotate_first": bool(cfg.policy.rotate_first),
+                   "prediction_type": cfg.policy.prediction_type,
                    "z1_dim": policy.z1_dim, "error_by_decision": error_by_decision(policy, data),
                    "first_chunk": first_chunk(policy, a.maps), "draw_vs_mean": draw_vs_mean(policy, data)}
             out["runs"].append(row)

@@ -15,6 +15,7 @@ intent, e.g. by an adversary), so only the chain noise differs between them.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,11 +33,14 @@ def main() -> None:
     ap.add_argument("--maps", type=int, default=100)
     ap.add_argument("--seed0", type=int, default=700_000)
     ap.add_argument("--name", default="nav_rerank_sweep")
+    ap.add_argument("--cells", nargs="+", default=None, metavar="K:W",
+                    help="only these cells, K candidates and W executed waypoints each (margin 0.01, own z2), e.g. 1:8 16:4")
     a = ap.parse_args()
+    cells = CELLS if a.cells is None else [(*map(int, c.split(":")), 0.01, False) for c in a.cells]
     cfg, policy, ckpt = load_policy_run(a)
     seeds = list(range(a.seed0, a.seed0 + a.maps))
     rows = []
-    for k, w, margin, shared in CELLS:
+    for k, w, margin, shared in cells:
         t0 = time.time()
         gen = torch.Generator().manual_seed(0)
         shared_z2 = (lambda b, envs, rows: torch.randn((len(envs), policy.z2_dim), generator=gen)) if shared else None
@@ -56,7 +60,8 @@ def main() -> None:
         print(f"K={k:2d} W={w} margin {margin:.3f}{' shared z2' if shared else ''}: success {row['success_rate']:.0%} collision "
               f"{row['collision_rate']:.0%} time-out {row['timeout_rate']:.0%}, "
               f"{row['decisions_mean']:.1f} decisions, {row['seconds']:.0f} s", flush=True)
-    save(a.name, {"command": command_line(), "checkpoint": str(ckpt),
+    save(a.name, {"command": command_line(), "checkpoint": str(ckpt), "prediction_type": cfg.policy.prediction_type,
+                  "train_steps": int(Path(ckpt).name.rsplit("_", 1)[-1]) if "_" in Path(ckpt).name else None,
                   "maps": a.maps, "rows": rows})
 
 
