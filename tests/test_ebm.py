@@ -129,6 +129,34 @@ def test_normalizers_golden_and_inverse():
     assert np.allclose(lo, [0.06, 0.0]) and np.allclose(hi, [0.94, 1.0])  # ±5% of the range, clipped to env
 
 
+def test_minmax_range_eps_shifts_near_constant_dimensions():
+    """diffusion_policy's rule (range_eps): a dimension with range below it is shifted by its mid, not scaled, so
+    simulator jitter of 1e-6 on a demonstrated constant stays 1e-6 instead of ~8 (1e-6 / float32 eps)."""
+    x = np.array([[0.0, 0.70710677, 5.0], [1.0, 0.70710677 + 4e-6, 5.0], [0.5, 0.70710677, 5.0]])
+    mm = MinMax.fit(x, range_eps=1e-4)
+    assert torch.allclose(mm.half_range, torch.tensor([0.5, 1.0, 1.0]))
+    y = mm.normalize(torch.tensor([[0.25, 0.70710677 + 1e-6, 5.0 + 1e-6]]))
+    assert torch.allclose(y, torch.tensor([[-0.5, 1e-6 - 2e-6, 1e-6]]), atol=2e-7)
+    assert torch.allclose(mm.unnormalize(y), torch.tensor([[0.25, 0.70710677 + 1e-6, 5.0 + 1e-6]]))
+    ibc = MinMax.fit(x)  # IBC's rule: the same jitter is divided by max(half_range, eps)
+    assert ibc.normalize(torch.tensor([[0.25, 0.70710677, 5.0 + 1e-6]]))[0, 2].item() > 7.0
+    with pytest.raises(ValueError, match="range_eps"):
+        MinMax(2, range_eps=-1.0)
+
+
+def test_generative_policy_obs_range_eps_survives_a_checkpoint():
+    from steerlab.generative.policy import DiffusionConfig, GenerativePolicy
+
+    obs = np.concatenate([np.random.default_rng(0).random((32, 1)), np.full((32, 1), 0.25)], 1).astype(np.float32)
+    act = np.random.default_rng(1).random((32, 2)).astype(np.float32)
+    pol = GenerativePolicy(DiffusionConfig(), 2, 2)
+    pol.fit_normalizers({"obs": obs, "action": act}, action_low=np.zeros(2), action_high=np.ones(2))
+    assert pol.obs_norm.range_eps == 1e-4 and pol.obs_norm.half_range[1].item() == 1.0
+    fresh = GenerativePolicy(DiffusionConfig(), 2, 2)
+    fresh.load_state_dict(pol.state_dict())
+    assert torch.equal(fresh.obs_norm.half_range, pol.obs_norm.half_range)
+
+
 def test_minmax_golden_with_a_constant_dimension():
     """IBC's MinMaxNormalizationLayer: (x - mid) / max(half_range, float32 eps); a constant dimension maps to 0."""
     mm = MinMax.fit(np.array([[0.0, 2.0, 3.0], [1.0, 6.0, 3.0], [0.5, 3.0, 3.0]]))

@@ -3,7 +3,10 @@
 - :class:`ZScore`: ``(x - mean) / std`` with ``std`` floored at float32 epsilon (IBC ``train/stats.py``).
 - :class:`MinMax`: ``(x - mid) / max(half_range, eps)`` with ``mid = (lo + hi) / 2`` and ``half_range =
   (hi - lo) / 2`` maps the data range to ``[-1, 1]`` (IBC's ``MinMaxNormalizationLayer``, the EBM actions); a
-  constant dimension maps to 0.
+  constant dimension maps to 0. With ``range_eps > 0`` a dimension whose range is below it is shifted, not scaled
+  (``x - mid``), as diffusion_policy's ``SingleFieldLinearNormalizer`` does (``range_eps=1e-4``): a dimension
+  that is constant in the demonstrations but jitters by 1e-6 in simulation (a MuJoCo quaternion) stays near 0
+  instead of being divided by float32 epsilon.
 """
 
 from __future__ import annotations
@@ -51,23 +54,28 @@ class MinMax(nn.Module):
 
     IBC's ``train/stats.py`` (``MinMaxLayer``): float32 ``mid`` and ``half_range``, the half range floored at float32
     epsilon, so a constant dimension (``lo == hi``) maps to 0 and back to ``lo``. The inverse is ``y * half + mid``.
+    ``range_eps`` (a setting, not a buffer): dimensions with ``hi - lo < range_eps`` get ``half = 1`` (diffusion_policy's
+    rule for near-constant dimensions); 0 keeps IBC's.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, range_eps: float = 0.0):
         super().__init__()
+        if range_eps < 0:
+            raise ValueError(f"range_eps must be >= 0, got {range_eps}")
+        self.range_eps = float(range_eps)
         self.register_buffer("lo", -torch.ones(dim))
         self.register_buffer("hi", torch.ones(dim))
 
     @classmethod
-    def fit(cls, x: np.ndarray, max_samples: int | None = None, seed: int = 0) -> "MinMax":
+    def fit(cls, x: np.ndarray, max_samples: int | None = None, seed: int = 0, range_eps: float = 0.0) -> "MinMax":
         x = _subsample(x, max_samples, seed)
-        return cls.from_range(x.min(0), x.max(0))
+        return cls.from_range(x.min(0), x.max(0), range_eps=range_eps)
 
     @classmethod
-    def from_range(cls, lo, hi) -> "MinMax":
+    def from_range(cls, lo, hi, range_eps: float = 0.0) -> "MinMax":
         lo = torch.as_tensor(np.asarray(lo, dtype=np.float64), dtype=torch.float32)
         hi = torch.as_tensor(np.asarray(hi, dtype=np.float64), dtype=torch.float32)
-        n = cls(lo.shape[-1])
+        n = cls(lo.shape[-1], range_eps)
         n.lo.copy_(lo)
         n.hi.copy_(hi)
         return n
@@ -78,7 +86,10 @@ class MinMax(nn.Module):
 
     @property
     def half_range(self) -> torch.Tensor:
-        return torch.clamp(0.5 * (self.hi - self.lo), min=F32_EPS)
+        half = torch.clamp(0.5 * (self.hi - self.lo), min=F32_EPS)
+        if self.range_eps > 0:
+            half = torch.where(self.hi - self.lo < self.range_eps, torch.ones_like(half), half)
+        return half
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mid) / self.half_range

@@ -80,6 +80,10 @@ class DiffusionConfig:
     diffusion_policy uses)"""
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
+    obs_range_eps: float = 1e-4
+    """observation dimensions whose demonstrated range is below this are shifted, not scaled, by the min-max
+    normalizer (diffusion_policy's range_eps): a dimension constant in the demos that jitters by ~1e-6 in the
+    simulator would otherwise be divided by float32 epsilon; 0: divide anyway"""
 
     time_scale = 1.0  # the network embeds the training index itself
 
@@ -107,6 +111,10 @@ class FlowConfig:
     num_inference_steps: int = 10
     stats_samples: int | None = None
     """rows used for the normalizer statistics; None: all"""
+    obs_range_eps: float = 1e-4
+    """observation dimensions whose demonstrated range is below this are shifted, not scaled, by the min-max
+    normalizer (diffusion_policy's range_eps): a dimension constant in the demos that jitters by ~1e-6 in the
+    simulator would otherwise be divided by float32 epsilon; 0: divide anyway"""
 
     time_scale = FLOW_TIME_SCALE  # flow times in [0, 1] are embedded as t * 1000, the range of diffusion indices
 
@@ -136,7 +144,7 @@ class GenerativePolicy(Policy):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.n_obs_steps, self.n_action_steps = cfg.n_obs_steps, cfg.n_action_steps
         self.net = build_denoiser(cfg.denoiser, cfg.horizon, act_dim, obs_dim * cfg.n_obs_steps)
-        self.obs_norm = MinMax(obs_dim)
+        self.obs_norm = MinMax(obs_dim, cfg.obs_range_eps)
         self.act_norm = MinMax(act_dim)
         self.register_buffer("env_low", torch.zeros(act_dim))
         self.register_buffer("env_high", torch.ones(act_dim))
@@ -155,7 +163,7 @@ class GenerativePolicy(Policy):
 
     def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
         """Min-max normalizers of ``data["obs"]`` and ``data["action"]`` (see :class:`steerlab.policy.Policy`)."""
-        self.obs_norm = MinMax.fit(data["obs"], self.cfg.stats_samples, seed)
+        self.obs_norm = MinMax.fit(data["obs"], self.cfg.stats_samples, seed, range_eps=self.cfg.obs_range_eps)
         self.act_norm = MinMax.fit(data["action"], self.cfg.stats_samples, seed)
         self.set_action_bounds(action_low, action_high)
 
