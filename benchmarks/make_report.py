@@ -18,6 +18,13 @@ def _load(name):
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _load_all(name):
+    """The results ``<name>.json`` (if present) and then every ``<name>_*.json`` (further runs of the same script,
+    e.g. on another base), loaded, in name order."""
+    paths = [RES / f"{name}.json", *sorted(RES.glob(f"{name}_*.json"))]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
 def _pct(x):
     return f"{100 * x:.0f}%"
 
@@ -279,8 +286,8 @@ def section_stress(lines):
         lines += ["Not measured yet.", ""]
         return
     _stress_block(lines, d, "stress_test")
-    for extra in sorted(RES.glob("stress_test_*.json")):  # the same test on other bases
-        lines += [f"### 6{chr(ord('a') + len([ln for ln in lines if ln.startswith('### 6')]))}. On `{extra.stem}`", ""]
+    for letter, extra in zip("abcdefghij", sorted(RES.glob("stress_test_*.json"))):  # the same test on other bases
+        lines += [f"### 6{letter}. On `{extra.stem}`", ""]
         _stress_block(lines, json.loads(extra.read_text()), extra.stem)
 
 
@@ -547,9 +554,7 @@ def section_nav(lines):
                          f"{_pct(r['candidate_collides_fresh_noise'])} | "
                          f"{_pct(r['maps_all_candidates_collide_fresh_noise'])} | {r['spread_mean']:.2f} |")
         lines.append("")
-    for ri in [_load("nav_route_intent")] + [json.loads(f.read_text()) for f in sorted(RES.glob("nav_route_intent_*.json"))]:
-        if not ri:
-            continue
+    for ri in _load_all("nav_route_intent"):
         dep = ri["deployment"]
         lines += ["**Route switching by an optimized intent, in the re-ranked deployment** " + _cmd(ri)
                   + f" ({ri['maps']} two-route maps, K = {dep['rerank']}, W = {dep['execute_waypoints']}; "
@@ -566,10 +571,7 @@ def section_nav(lines):
                          f"{_pct(r['success']['rate'])} | {_pct(r['switched_and_success']['rate'])} | {r['decisions']} | "
                          + (f"{mv['median']:.2f} / {mv['p90']:.2f}" if mv else "–") + " |")
         lines.append("")
-    for path in [RES / "nav_rerank_sweep.json", *sorted(RES.glob("nav_rerank_sweep_*.json"))]:
-        if not path.exists():
-            continue
-        sw = json.loads(path.read_text())
+    for sw in _load_all("nav_rerank_sweep"):
         out = (f"; the policy predicts {sw['prediction_type']}, {sw['train_steps']} training steps"
                if sw.get("prediction_type") else "")
         lines += ["**Re-ranking sweep** " + _cmd(sw) + f" ({sw['maps']} maps, goal-conditioned; K = 1 is the single "
@@ -588,16 +590,15 @@ def section_nav(lines):
 
 
 def section_nav_chunks(lines):
-    files = [f for f in [RES / "nav_chunk_error.json", *sorted(RES.glob("nav_chunk_error_*.json"))] if f.exists()]
-    if not files:
+    results = _load_all("nav_chunk_error")
+    if not results:
         return
     lines += ["**Where the chunks go wrong**: open-loop error of sampled chunks (z1 from the route, z2 from the prior) "
               "against the oracle's on fresh noise-free oracle episodes -- the mean world distance of the 8 waypoints, "
               "by decision index (t = 0 starts at an arbitrary heading) -- and the share of first chunks at the start "
               "of fresh maps whose segments hit an obstacle, by intent level (the oracle's: 0%). Output: what the noise "
               "head predicts (– where the file predates that column: those runs predicted ε).", ""]
-    for path in files:
-        d = json.loads(path.read_text())
+    for d in results:
         lines += [_cmd(d) + ":", "",
                   "| run | output | steps | DART noise | z1 dim | quarter turns of first decisions | error t=0 | t=1 | t=2 | "
                   "t≥3 | direction error t=0 / t≥3 | first-chunk collision none | z1 | z1z2 |",
