@@ -105,7 +105,7 @@ def registered_kinds() -> list[str]:
 def policy_entry(kind: str) -> PolicyEntry:
     """The registered entry of ``kind``; an :class:`UnknownPolicyError` listing the known kinds otherwise."""
     load_policy_modules()
-    if kind not in _ENTRIES:
+    if not isinstance(kind, str) or kind not in _ENTRIES:
         raise UnknownPolicyError(f"unknown policy kind {kind!r}; registered kinds: {', '.join(sorted(_ENTRIES))} (a policy "
                        f"from another package registers itself with steerlab.registry.register_policy when its module "
                        f"is imported)")
