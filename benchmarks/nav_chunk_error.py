@@ -32,6 +32,7 @@ from steerlab.envs.nav2d import ROBOT_RADIUS, Nav2DEnv, clearance, seeded_oracle
 from steerlab.eval.run import load_run
 from steerlab.nav.data import NavWindowDataset, load_nav_dataset
 from steerlab.nav.intent_opt import hard_collision, make_problem, swept_points
+from steerlab.train.checkpoint import checkpoint_step
 
 
 def chunk_slack(problem, wp: torch.Tensor) -> np.ndarray:
@@ -140,7 +141,7 @@ def main() -> None:
         for rd in a.run_dirs:
             cfg, policy, ckpt = load_run(rd)
             policy.eval()
-            step = int(Path(ckpt).name.split("_")[-1]) if "_" in Path(ckpt).name else None
+            step = checkpoint_step(ckpt)
             row = {"run": Path(rd).name, "checkpoint": str(ckpt), "step": step, "demo_noise": cfg.demo_noise,
                    "rotate_first": bool(cfg.policy.rotate_first),
                    "prediction_type": cfg.policy.prediction_type,

@@ -15,7 +15,6 @@ intent, e.g. by an adversary), so only the chain noise differs between them.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ import torch
 from common import command_line, load_policy_run, parser, save
 
 from steerlab.nav.rollout import rollout_nav, summarize
+from steerlab.train.checkpoint import checkpoint_step
 
 CELLS = ([(k, w, 0.01, False) for w in (8, 4, 2) for k in (1, 4, 16)]
          + [(32, 4, 0.01, False), (16, 4, 0.0, False), (16, 4, 0.02, False), (16, 4, 0.01, True)])
@@ -61,7 +61,7 @@ def main() -> None:
               f"{row['collision_rate']:.0%} time-out {row['timeout_rate']:.0%}, "
               f"{row['decisions_mean']:.1f} decisions, {row['seconds']:.0f} s", flush=True)
     save(a.name, {"command": command_line(), "checkpoint": str(ckpt), "prediction_type": cfg.policy.prediction_type,
-                  "train_steps": int(Path(ckpt).name.rsplit("_", 1)[-1]) if "_" in Path(ckpt).name else None,
+                  "train_steps": checkpoint_step(ckpt),
                   "maps": a.maps, "rows": rows})
 
 

@@ -20,7 +20,7 @@ from steerlab.eval.rollout import evaluate_policy, write_metrics
 from steerlab.hw import module_device
 from steerlab.policy_io import load_run_policy
 from steerlab.tasks import get_task
-from steerlab.train.checkpoint import load_meta
+from steerlab.train.checkpoint import checkpoint_step, load_meta
 from steerlab.train.config import TrainConfig
 from steerlab.train.rundir import RunLock, atomic_write_text, new_eval_dir
 
@@ -38,10 +38,6 @@ def check_episodes(episodes) -> None:
         raise ValueError(f"--episodes must be a positive integer, got {episodes!r}")
 
 
-def _step_of(ckpt: Path) -> int:
-    return int(Path(ckpt).name.split("_")[-1])
-
-
 def results_dir(run_dir: Path, marker: str, label: str, out: str | Path | None = None, overwrite: bool = False,
                 archive: bool = False) -> Path:
     """Where an evaluation writes: ``out`` if given (refused if it already holds ``marker`` unless ``overwrite``);
@@ -57,7 +53,7 @@ def results_dir(run_dir: Path, marker: str, label: str, out: str | Path | None =
         return run_dir
     if archive:
         old = json.loads((run_dir / marker).read_text()).get("checkpoint", "")
-        dest = new_eval_dir(run_dir, f"step{_step_of(old)}" if old else "earlier")
+        dest = new_eval_dir(run_dir, f"step{checkpoint_step(old)}" if old else "earlier")
         for name in RESULT_FILES:
             if (run_dir / name).exists():
                 os.replace(run_dir / name, dest / name)
@@ -92,7 +88,7 @@ def _evaluate_run(run_dir, cfg, policy, ckpt, episodes, progress, overrides, out
     summary = run_dir / "train_summary.json"
     if summary.exists():
         res["train"] = json.loads(summary.read_text())
-    dest = results_dir(run_dir, "metrics.json", f"step{_step_of(ckpt)}-{res['episodes']}ep", out, overwrite, archive)
+    dest = results_dir(run_dir, "metrics.json", f"step{checkpoint_step(ckpt)}-{res['episodes']}ep", out, overwrite, archive)
     res["out_dir"] = str(dest)
     write_metrics(dest / "metrics.json", res)
     plots = dest / "plots"
@@ -225,7 +221,7 @@ def _evaluate_test_time(run_dir, cfg, policy, ckpt, correct, rerank, guidance, e
 def _write_test_time(run_dir: Path, ckpt, rows: dict, title: str, rates=(), dest=(None, False)) -> dict:
     """``metrics_test_time.json`` and the ``report_test_time.md`` table (success, the extra ``rates``, speed)."""
     n = next(iter(rows.values()))["episodes"]
-    d = results_dir(run_dir, "metrics_test_time.json", f"step{_step_of(ckpt)}-{n}ep-test-time", *dest)
+    d = results_dir(run_dir, "metrics_test_time.json", f"step{checkpoint_step(ckpt)}-{n}ep-test-time", *dest)
     out = {"checkpoint": str(ckpt), "out_dir": str(d), "variants": rows}
     write_metrics(d / "metrics_test_time.json", out)
     extra = "".join(f" {k.replace('_', ' ')} |" for k in rates)

@@ -79,6 +79,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if p.is_dir() and (p / "meta.json").exists())
 
 
+def checkpoint_step(ckpt: Path) -> int | None:
+    """The training step of a checkpoint directory ``step_<N>`` (None for a directory not named so, e.g. a
+    saved policy)."""
+    name = Path(ckpt).name
+    return int(name.split("_")[-1]) if name.startswith("step_") else None
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
