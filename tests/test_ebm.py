@@ -129,6 +129,20 @@ def test_normalizers_golden_and_inverse():
     assert np.allclose(lo, [0.06, 0.0]) and np.allclose(hi, [0.94, 1.0])  # ±5% of the range, clipped to env
 
 
+def test_zscore_std_eps_shifts_a_near_constant_dimension():
+    # a dimension constant in the data (a MuJoCo quaternion) that jitters by 6e-6 at evaluation
+    x = np.array([[1.0, 0.5], [3.0, 0.5]])
+    exact = ZScore.fit(x)  # IBC: std floored at float32 eps -> 6e-6 becomes ~50 units
+    assert abs(exact.normalize(torch.tensor([[2.0, 0.500006]]))[0, 1].item()) > 40
+    z = ZScore.fit(x, std_eps=1e-4)  # std (1, 0): the second is below 1e-4 -> std 1, shifted only
+    assert torch.allclose(z.std, torch.tensor([1.0, 1.0]))
+    y = z.normalize(torch.tensor([[2.0, 0.500006]]))
+    assert torch.allclose(y, torch.tensor([[0.0, 6e-6]]), atol=1e-7)
+    assert torch.allclose(z.unnormalize(y), torch.tensor([[2.0, 0.500006]]))
+    with pytest.raises(ValueError, match="std_eps"):
+        ZScore.fit(x, std_eps=-1.0)
+
+
 def test_minmax_range_eps_shifts_near_constant_dimensions():
     """diffusion_policy's rule (range_eps): a dimension with range below it is shifted by its mid, not scaled, so
     simulator jitter of 1e-6 on a demonstrated constant stays 1e-6 instead of ~8 (1e-6 / float32 eps)."""

@@ -173,7 +173,8 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "8 counter-examples, no gradient penalty) and iterative DFO over 256 samples per action (one decision per "
         "env step), batch 256, Keras' Adam, 20k steps (~11 min at ~30 steps/s)",
         TrainConfig(**_MW, policy=IBCConfig(layers="mlp", num_counter_examples=8, fraction_langevin_samples=0.0,
-                                            grad_penalty=False, inference="dfo", inference_samples=256),
+                                            grad_penalty=False, inference="dfo", inference_samples=256,
+                                            obs_std_eps=1e-4),
                     steps=20_000, batch_size=256, **_IBC_OPT),
     ),
     "ibc-metaworld-langevin": (
@@ -181,7 +182,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "gradient penalty), batch 64, Keras' Adam, 4k steps (~11 min at ~6 steps/s: the chains dominate); inference "
         "64 chains of 25 steps per action (0.5 s per call of 50 envs, one call per env step)",
         TrainConfig(**_MW, policy=IBCConfig(langevin=LangevinConfig(num_steps=50), inference_samples=64,
-                                            inference_langevin_steps=25),
+                                            inference_langevin_steps=25, obs_std_eps=1e-4),
                     steps=4_000, batch_size=64, **_IBC_OPT),
     ),
     "demo": (

@@ -30,6 +30,10 @@ class MSEConfig:
     """observation history length"""
     stats_samples: int | None = None
     """windows used for the normalizer statistics; None: all"""
+    obs_std_eps: float = 1e-4
+    """observation dimensions whose demonstrated standard deviation is below this are shifted, not scaled (a
+    dimension constant in the demos that jitters by ~1e-6 in the simulator would otherwise be divided by float32
+    epsilon); 0: IBC's epsilon floor alone"""
 
 
 @register_policy("mse", MSEConfig)
@@ -46,7 +50,7 @@ class MSEPolicy(Policy):
         self.register_buffer("env_high", torch.ones(act_dim))
 
     def fit_normalizers(self, data, *, action_low=None, action_high=None, episode_ends=None, seed: int = 0):
-        self.obs_norm = ZScore.fit(data["obs"], self.cfg.stats_samples, seed)
+        self.obs_norm = ZScore.fit(data["obs"], self.cfg.stats_samples, seed, std_eps=self.cfg.obs_std_eps)
         self.act_norm = ZScore.fit(data["action"], self.cfg.stats_samples, seed)
         self.set_action_bounds(action_low, action_high)
 

@@ -1,6 +1,7 @@
 """Normalizers that live inside a policy (as buffers), so they are saved with its checkpoint.
 
-- :class:`ZScore`: ``(x - mean) / std`` with ``std`` floored at float32 epsilon (IBC ``train/stats.py``).
+- :class:`ZScore`: ``(x - mean) / std`` with ``std`` floored at float32 epsilon (IBC ``train/stats.py``); with
+  ``std_eps > 0`` a dimension whose standard deviation is below it is shifted, not scaled (the same hazard as below).
 - :class:`MinMax`: ``(x - mid) / max(half_range, eps)`` with ``mid = (lo + hi) / 2`` and ``half_range =
   (hi - lo) / 2`` maps the data range to ``[-1, 1]`` (IBC's ``MinMaxNormalizationLayer``, the EBM actions); a
   constant dimension maps to 0. With ``range_eps > 0`` a dimension whose range is below it is shifted, not scaled
@@ -27,7 +28,11 @@ def _subsample(x: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
 
 
 class ZScore(nn.Module):
-    """``y = (x - mean) / max(std, eps)`` over the last axis."""
+    """``y = (x - mean) / max(std, eps)`` over the last axis.
+
+    ``std_eps`` (applied at fit): dimensions whose standard deviation is below it get ``std = 1``, so a dimension
+    constant in the data (a MuJoCo quaternion that jitters by 1e-6 after each reset) is shifted to 0, not divided by
+    float32 epsilon into tens of units; 0 keeps IBC's epsilon floor alone."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -35,11 +40,15 @@ class ZScore(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @classmethod
-    def fit(cls, x: np.ndarray, max_samples: int | None = None, seed: int = 0, eps: float = F32_EPS) -> "ZScore":
+    def fit(cls, x: np.ndarray, max_samples: int | None = None, seed: int = 0, eps: float = F32_EPS,
+            std_eps: float = 0.0) -> "ZScore":
+        if std_eps < 0:
+            raise ValueError(f"std_eps must be >= 0, got {std_eps}")
         x = _subsample(x, max_samples, seed)
         n = cls(x.shape[-1])
+        std = x.std(0)
         n.mean.copy_(torch.as_tensor(x.mean(0)))
-        n.std.copy_(torch.as_tensor(np.maximum(x.std(0), eps)))
+        n.std.copy_(torch.as_tensor(np.where(std < std_eps, 1.0, np.maximum(std, eps))))
         return n
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -167,6 +167,10 @@ class IBCConfig:
     bf16, see steerlab.hw.native_bf16). The loss, the final selection and the actions stay float32."""
     stats_samples: int | None = 5000
     """windows used to compute normalizer statistics (IBC: 5,000); None: all"""
+    obs_std_eps: float = 0.0
+    """observation dimensions whose standard deviation is below this are shifted, not scaled; 0 (IBC's rule):
+    floored at float32 epsilon only. The MetaWorld presets use 1e-4: a MuJoCo quaternion constant in the demos
+    jitters by ~1e-6 in evaluation, which the epsilon floor would turn into tens of normalized units"""
     bounds_margin: float = 0.05
     """sampling bounds = data range ± margin·range, clipped to the env bounds"""
 
@@ -223,7 +227,7 @@ class IBCPolicy(Policy):
         """Fit IBC's normalizers and sampling bounds from raw ``data["obs"] [T, Do]`` and ``data["action"] [T, A]``."""
         n = self.cfg.stats_samples
         self.set_action_bounds(action_low, action_high)
-        self.obs_norm = ZScore.fit(data["obs"], n, seed)
+        self.obs_norm = ZScore.fit(data["obs"], n, seed, std_eps=self.cfg.obs_std_eps)
         self.act_norm = MinMax.fit(data["action"], n, seed)
         lo, hi = sampling_bounds(self.act_norm.lo.numpy(), self.act_norm.hi.numpy(), action_low, action_high,
                                  self.cfg.bounds_margin)
