@@ -1,0 +1,117 @@
+"""Steering a generative policy on MetaWorld: objectives on the end-effector path a chunk would drive, energy
+guidance of the sampler's clean-chunk estimate, and a policy whose every chunk is chosen by a search over its noise.
+
+MetaWorld moves a mocap target by ``ACTION_SCALE * action[:3]`` metres per env step (clipped to the mocap box) and
+the hand follows it a few steps behind (3 cm after 0.23 m at half speed), so :func:`mocap_path` -- the hand's position plus the cumulative
+displacement of the chunk's executed actions -- is a differentiable prediction of where the chunk drives the hand.
+The objectives below are functions of that path (``loss(chunk [B, H, 4]) -> [B]``, raw action units, as every
+objective in :mod:`steerlab.steer.objectives`); what is measured is always the simulator's real hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from steerlab.policy import Policy
+
+ACTION_SCALE = 0.01
+"""metres the mocap target moves per env step per unit of ``action[:3]`` (MetaWorld's ``action_scale``)"""
+
+
+def mocap_path(hand: torch.Tensor, chunk: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    """``[B, steps, 3]``: where the first ``steps`` actions of ``chunk [B, H, 4]`` move the mocap target from the
+    hand's position ``hand [B, 3]`` (one point after each action)."""
+    a = chunk[:, :steps, :3] if steps is not None else chunk[..., :3]
+    return hand[:, None].to(chunk) + ACTION_SCALE * torch.cumsum(a, dim=1)
+
+
+class BoxPenetration:
+    """Soft penetration of an axis-aligned box (``center [B, 3]``, half sizes ``half [3]`` or ``[B, 3]``) by the
+    predicted path (:func:`mocap_path` from ``hand [B, 3]``), summed over its points: the depth inside the box is the
+    smallest of ``half - |p - center|`` over the axes (negative outside), smoothed by ``softplus(k depth) / k``."""
+
+    def __init__(self, center, half, hand, steps: int | None = None, sharpness: float = 400.0):
+        self.center = torch.as_tensor(center, dtype=torch.float32)
+        self.half = torch.as_tensor(half, dtype=torch.float32)
+        self.hand = torch.as_tensor(hand, dtype=torch.float32)
+        self.steps, self.k = steps, float(sharpness)
+
+    def depth(self, points: torch.Tensor) -> torch.Tensor:
+        """Signed depth of ``points [B, P, 3]`` in the box (positive inside), ``[B, P]``."""
+        half = self.half.to(points).expand(points.shape[0], 3)[:, None]
+        return (half - (points - self.center.to(points)[:, None]).abs()).min(dim=-1).values
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        d = self.depth(mocap_path(self.hand, chunk, self.steps))
+        return F.softplus(self.k * d).sum(1) / self.k
+
+
+class BallPenetration:
+    """Soft penetration of a ball (``center [B, 3]``, ``radius``) by the predicted path from ``hand [B, 3]``, summed
+    over its points: ``softplus(k (radius - |p - center|)) / k``. Its gradient points away from the centre, so a
+    path that passes off-centre is pushed sideways around the obstacle (a box's nearest-face depth pushes it back
+    along the way it came); with the box's circumscribed radius it covers the box."""
+
+    def __init__(self, center, radius: float, hand, steps: int | None = None, sharpness: float = 400.0):
+        self.center = torch.as_tensor(center, dtype=torch.float32)
+        self.hand = torch.as_tensor(hand, dtype=torch.float32)
+        self.radius, self.steps, self.k = float(radius), steps, float(sharpness)
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        d = (mocap_path(self.hand, chunk, self.steps) - self.center.to(chunk)[:, None]).norm(dim=-1)
+        return F.softplus(self.k * (self.radius - d)).sum(1) / self.k
+
+
+class PointDistance:
+    """Distance from ``target [B, 3]`` of the predicted path's closest point (:func:`mocap_path` from ``hand``):
+    minimized, it draws the hand through the target (a via-point); maximized with the object as the target, it
+    keeps the hand away from what it must reach."""
+
+    def __init__(self, target, hand, steps: int | None = None):
+        self.target = torch.as_tensor(target, dtype=torch.float32)
+        self.hand = torch.as_tensor(hand, dtype=torch.float32)
+        self.steps = steps
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        d = (mocap_path(self.hand, chunk, self.steps) - self.target.to(chunk)[:, None]).norm(dim=-1)
+        return d.min(dim=1).values
+
+
+def guided_denoiser(policy, cond: torch.Tensor, cost: Callable[[torch.Tensor], torch.Tensor], scale: float):
+    """Energy guidance of a clean-chunk policy (``prediction_type='sample'``): the denoiser's clean-chunk estimate
+    ``x0`` becomes ``x0 - scale * grad_x0 cost(unnormalize(x0))``, at every step of whichever sampler runs it
+    (pass it as ``policy.sample(..., denoiser=...)``). ``cost(raw chunk [B, H, A]) -> [B]``; the gradient is taken
+    through the cost and the action normalizer only, never through the network."""
+    ptype = getattr(policy.cfg, "prediction_type", None)
+    if ptype != "sample":
+        raise ValueError(f"energy guidance edits the clean-chunk estimate and needs prediction_type='sample'; this "
+                         f"policy predicts {ptype!r} (use noise optimization, which works for every parameterization)")
+    base = policy.denoiser(cond)
+
+    def fn(x, t):
+        x0 = base(x, t)
+        with torch.enable_grad():
+            y = x0.detach().requires_grad_()
+            g, = torch.autograd.grad(cost(policy.unnormalize_actions(y)).sum(), y)
+        return x0 - scale * g
+
+    return fn
+
+
+class ChunkChoicePolicy(Policy):
+    """``base``'s observation handling and action queue, each chunk chosen by ``choose(obs_hist [B, n_obs, Do]) ->
+    raw chunk [B, H, A]`` (a search over the base's noise, guidance, or the base itself). ``choose`` runs with
+    gradients enabled, so it may optimize; rows are the envs of one batched evaluation in a fixed order."""
+
+    def __init__(self, base, choose: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.base, self.choose = base, choose
+        self.n_obs_steps, self.n_action_steps = base.n_obs_steps, base.n_action_steps
+
+    def predict_action_chunk(self, obs, generator=None):
+        with torch.enable_grad():
+            chunk = self.choose(torch.as_tensor(obs, dtype=torch.float32))
+        return chunk.detach()
