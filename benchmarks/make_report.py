@@ -703,11 +703,82 @@ def section_metaworld(lines):
                      f"{'-' if c.get('budget_min') is None else format(c['budget_min'], 'g')} | "
                      f"{_pct(c['success_rate'])} | {_ci(c['success_ci95'])} | {first} | {c['env_steps_per_s']:.0f} | "
                      f"{tps} | {c['eval_episodes_per_s']:.2f} | {secs:.0f} |")
+    lines += ["", "Cost per method (median over the cells above; env steps/s during evaluation, policy included; "
+              "training steps/s on one torch thread):", "",
+              "| method | cells | env steps/s | train steps/s | eval episodes/s | demo collection env steps/s |",
+              "|---|---|---|---|---|---|"]
+    for method in order:
+        mc = [c for c in cells if c["method"] == method]
+        if not mc:
+            continue
+
+        def med(key):
+            v = sorted(c[key] for c in mc if c.get(key))
+            return v[len(v) // 2] if v else None
+
+        f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
+        lines.append(f"| {method} | {len(mc)} | {f(med('env_steps_per_s'), '.0f')} | "
+                     f"{f(med('train_steps_per_s'), '.0f')} | {f(med('eval_episodes_per_s'), '.2f')} | "
+                     f"{f(med('collect_env_steps_per_s'), '.0f')} |")
     m = cells[0]["machine"]
     cmds = sorted({c["bench_command"] for c in cells})
     lines += ["", f"*s*: training plus evaluation seconds. Machine: {m['cpu']} ({m['date']}, commit {m['git']}); the "
               "`-metaworld` presets train on one torch thread. Commands: " + "; ".join(f"`{x}`" for x in cmds), "",
               "![MetaWorld](benchmarks/results/metaworld.png)", ""]
+
+
+_STEER_TITLES = {
+    "stress": "stress test: an adversary maximizes the predicted hand path's distance from the object at every "
+              "decision; failures counted in the simulator",
+    "keepout": "keep-out box on the expert's path (never seen in training); *avoided*: the real hand never entered it",
+    "mode": "mode selection on a policy trained on the via-point demos: episode i requests via-point i % 2",
+    "leverage": "noise leverage: spread of the executed actions over 16 noises at the expert's observations",
+}
+
+
+def section_metaworld_steer(lines):
+    files = sorted(RES.glob("metaworld_steer_*.json"))
+    lines += ["### 13b. Steering on MetaWorld, verified in the simulator", ""]
+    if not files:
+        lines += ["Not measured yet.", ""]
+        return
+    lines += ["Every variant chooses each chunk at every re-planning (`python benchmarks/metaworld_steer.py --help` "
+              "describes the objectives, all functions of the end-effector path a chunk drives); 95% Wilson "
+              "intervals; *NFE/decision*: denoiser evaluations per chosen chunk (a backward pass at its measured "
+              "cost); *in 99%*: share of the chosen noises whose norm lies inside the prior's central 99%.", ""]
+    for f in files:
+        d = json.loads(f.read_text())
+        exp, res = d["experiment"], d["results"]
+        lines += [f"**{d['task']}, {_STEER_TITLES.get(exp, exp)}.** Base `{Path(d['run_dir']).name}` "
+                  f"({d['demos']} demos{', via-point' if d.get('multimodal_demos') else ''}, "
+                  f"prediction {d['policy'].get('prediction_type')}); `{d['command']}`", ""]
+        if exp == "leverage":
+            lev = res["leverage"]
+            lines += ["| expert's step | spread (action units) | mean abs action |", "|---|---|---|"]
+            lines += [f"| {k[4:]} | {v['spread']:.2g} | {v['mean_abs_action']:.2f} |" for k, v in lev.items()]
+            lines.append("")
+            continue
+        extra = {"stress": [("failure", "failures")], "keepout": [("avoided", "avoided"),
+                                                                  ("success_and_avoided", "success and avoided")],
+                 "mode": [("requested_via", "requested via-point first"), ("other_via", "other first"),
+                          ("success_and_requested", "success and requested")]}[exp]
+        head = ["variant", "success", *[h for _, h in extra]]
+        if exp == "stress":
+            head += ["failures / 1000 NFE"]
+        head += ["NFE/decision", "in 99%", "s"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label, r in res.items():
+            row = [label, f"{_pct(r['success']['rate'])} {_ci(r['success']['ci95'])}"]
+            row += [f"{_pct(r[k]['rate'])} {_ci(r[k]['ci95'])}" for k, _ in extra]
+            if exp == "stress":
+                row.append(f"{r['failures_per_1000_nfe']:.3f}" if "failures_per_1000_nfe" in r else "-")
+            ins = r.get("noises_inside_central_99")
+            row += [f"{r['nfe_per_decision']:.0f}", "-" if ins is None else _pct(ins), f"{r['wall_seconds']:.0f}"]
+            lines.append("| " + " | ".join(row) + " |")
+        if d.get("videos"):
+            lines += ["", "Videos (first episode of each variant): " + ", ".join(
+                f"[{k}](benchmarks/results/{v['path']})" for k, v in d["videos"].items())]
+        lines.append("")
 
 
 def main():
@@ -733,6 +804,7 @@ def main():
     section_faults(lines)
     section_gpu_check(lines)
     section_metaworld(lines)
+    section_metaworld_steer(lines)
     extra = HERE / "notes.md"
     if extra.exists():
         lines += [extra.read_text()]

@@ -24,6 +24,7 @@ objectives are functions of the end-effector path the chunk would drive (``steer
 - ``mode``: on a policy trained on the via-point demos (``--multimodal``), episode i requests via-point i % 2;
   the objective is the predicted path's distance to it until the real hand has come within ``--tol`` of it. The
   metric: episodes whose hand reached the requested via-point (within ``--tol``) before the other, and success.
+  Variants: the base; noise optimization; best-of-N at its budget; energy guidance (clean-chunk policies).
 - ``leverage``: the spread (std over 16 noises, action units) of the executed actions at the scripted expert's
   observations at steps 0, 30 and 60 of 10 held-out episodes: how much the noise can move this policy at all.
 
@@ -133,11 +134,17 @@ def best_of_n_chooser(policy, objective_fn, n: int, gen: torch.Generator, tally:
     return choose
 
 
-def guidance_chooser(policy, cost_fn, scale: float, gen: torch.Generator, tally: Tally):
+def guidance_chooser(policy, cost_fn, scale: float, gen: torch.Generator, tally: Tally, active_fn=None):
+    """Energy guidance of the clean-chunk estimate by ``cost_fn(hist)`` at ``scale`` (rows where ``active_fn(hist)``
+    is False: the same noise unguided)."""
     def choose(hist):
         cond = policy.condition(hist).detach()
         z = torch.randn((cond.shape[0], *policy.chunk_shape), generator=gen)
-        fn = guided_denoiser(policy, cond, cost_fn(hist), scale)
+        cost = cost_fn(hist)
+        if active_fn is not None:
+            act = torch.as_tensor(active_fn(hist), dtype=torch.float32)
+            cost = (lambda c, f=cost: f(c) * act.to(c))
+        fn = guided_denoiser(policy, cond, cost, scale)
         with torch.no_grad():
             chunk = policy.sample(cond, z, noise=no_noise(), denoiser=fn)
         tally.add(z, policy.cfg.num_inference_steps)
@@ -198,7 +205,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="keepout/mode: Adam steps on z0 per decision")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--half", type=float, default=0.03, help="keepout: half size of the box (m)")
-    ap.add_argument("--guidance", type=float, nargs="*", default=[5.0, 20.0], help="keepout: guidance scales")
+    ap.add_argument("--guidance", type=float, nargs="*", default=[5.0, 20.0], help="keepout and mode: energy guidance scales")
     ap.add_argument("--cost", choices=("ball", "box"), default="ball",
                     help="keepout: the objective -- penetration of the box's circumscribed ball (pushes the path "
                          "sideways) or of the box itself (nearest-face depth)")
@@ -328,6 +335,10 @@ def main() -> None:
         variants = {"base": None,
                     "noise-opt": lambda t: steer_chooser(policy, obj, a.steps, a.lr, gen, t, active_fn=active),
                     "best-of-N": lambda t: best_of_n_chooser(policy, obj, 3 * a.steps + 1, gen, t, active_fn=active)}
+        if getattr(policy.cfg, "prediction_type", None) == "sample":
+            variants.update({f"guidance {s:g}": (lambda s: lambda t: guidance_chooser(policy, obj, s, gen, t,
+                                                                                      active_fn=active))(s)
+                             for s in a.guidance})
         for label, make in variants.items():
             if a.variants is not None and label not in a.variants:
                 continue
