@@ -29,7 +29,8 @@ objectives are functions of the end-effector path the chunk would drive (``steer
   observations at steps 0, 30 and 60 of 10 held-out episodes: how much the noise can move this policy at all.
 
 ``--videos`` renders the first episode of each variant as a GIF into benchmarks/results/videos/ (replaying the
-recorded actions; MUJOCO_GL=egl). Writes benchmarks/results/metaworld_steer_<experiment>_<task>.json (``--name``).
+recorded actions; MUJOCO_GL=egl), with the keep-out box (red) or the requested via-point (green) and the other
+(grey) drawn in. Writes benchmarks/results/metaworld_steer_<experiment>_<task>.json (``--name``).
 """
 
 from __future__ import annotations
@@ -159,15 +160,16 @@ def rollout(policy, task: str, seeds, choose) -> dict:
     return res
 
 
-def write_videos(task: str, variants: dict, name: str, box=None) -> dict:
+def write_videos(task: str, variants: dict, name: str, boxes=()) -> dict:
+    """The first episode of each variant as a GIF; ``boxes``: what to draw in it (the first episode's keep-out box,
+    via-points), ``(center, half, rgba)``."""
     from steerlab.eval.video import render_metaworld_episode
 
     out = {}
     for label, res in variants.items():
         e = res["episodes"][0]
         path = results_path("videos") / f"{Path(name).name}_{label.replace(' ', '_')}.gif"
-        b = None if box is None else (box[0][0], box[1])
-        r = render_metaworld_episode(task, e["seed"], e["actions"], path, hand=e["hand"], box=b,
+        r = render_metaworld_episode(task, e["seed"], e["actions"], path, hand=e["hand"], boxes=boxes,
                                      caption=f"{task} {label} {'success' if e['success'] else 'failure'}")
         out[label] = {"path": f"videos/{path.name}", "seed": e["seed"], "success": e["success"],
                       "frames": r["frames"]}
@@ -219,7 +221,7 @@ def main() -> None:
     seeds = eval_seeds(a.episodes, a.seed0)
     name = a.name or f"metaworld_steer_{a.experiment}_{task.replace('-', '_')}"
     gen = torch.Generator().manual_seed(0)
-    k, H = policy.n_action_steps, policy.chunk_shape[0]
+    k = policy.n_action_steps
     results: dict = {}
     runs: dict = {}
     meta = {"experiment": a.experiment, "task": task, "command": command_line(), "checkpoint": str(ckpt),
@@ -238,7 +240,7 @@ def main() -> None:
                                                        "success_and_requested") if key in r)
               + f" NFE/decision {r['nfe_per_decision']:.0f} ({r['wall_seconds']:.0f} s)", flush=True)
 
-    box = None
+    boxes = []
     if a.experiment == "leverage":
         results["leverage"] = leverage(policy, task)
         print(results["leverage"])
@@ -268,7 +270,7 @@ def main() -> None:
             centers.append(e["hand"][int(np.searchsorted(s, s[-1] / 2))])
         centers_t = torch.as_tensor(np.stack(centers), dtype=torch.float32)
         half = torch.full((3,), a.half)
-        box = (np.stack(centers), np.full(3, a.half))
+        boxes = [(centers[0], np.full(3, a.half), (0.9, 0.1, 0.1, 0.35))]
         meta["box"] = {"half": a.half, "centers": np.stack(centers).round(4).tolist(),
                        "expert_inside": float(np.mean([(np.abs(e["hand"] - c) < a.half).all(1).any()
                                                        for e, c in zip(expert["episodes"], centers)]))}
@@ -316,6 +318,8 @@ def main() -> None:
         target = torch.as_tensor(pts[np.arange(len(seeds)), req], dtype=torch.float32)
         reached = np.zeros(len(seeds), bool)
         meta["via_points"] = pts.round(4).tolist()
+        boxes = [(pts[0, req[0]], np.full(3, 0.01), (0.1, 0.8, 0.1, 0.8)),  # requested: green; the other: grey
+                 (pts[0, 1 - req[0]], np.full(3, 0.01), (0.5, 0.5, 0.5, 0.6))]
 
         def active(hist):
             reached[:] |= np.linalg.norm(hist[:, -1, HAND].numpy() - pts[np.arange(len(seeds)), req], axis=1) < a.tol
@@ -355,7 +359,7 @@ def main() -> None:
                                   no_via=rate(first == -1), success_and_requested=rate(ok & (first == req)))
             report(label)
     if a.videos and runs:
-        meta["videos"] = write_videos(task, runs, name, box)
+        meta["videos"] = write_videos(task, runs, name, boxes)
     save(name, {**meta, "results": results})
 
 

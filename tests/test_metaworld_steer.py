@@ -139,7 +139,7 @@ from steerlab.eval.metaworld import evaluate_metaworld, expert_act_fn
 from steerlab.eval.video import render_metaworld_episode
 e = evaluate_metaworld(expert_act_fn("reach-v3"), "reach-v3", [100000], max_episode_steps=12)["episodes"][0]
 r = render_metaworld_episode("reach-v3", 100000, e["actions"], sys.argv[1], hand=e["hand"], every=4, size=(64, 48),
-                             box=(e["hand"][6], np.full(3, 0.02)))
+                             boxes=[(e["hand"][6], np.full(3, 0.02), (1, 0, 0, 0.3))])
 assert r["replay_max_hand_error"] == 0.0 and r["frames"] == 4, r
 try:
     render_metaworld_episode("reach-v3", 100000, e["actions"], sys.argv[1] + ".bad.gif", hand=e["hand"] + 0.01)

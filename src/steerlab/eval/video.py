@@ -17,12 +17,14 @@ import numpy as np
 
 
 def render_metaworld_episode(task: str, seed: int, actions: np.ndarray, path: str | Path, *,
-                             hand: np.ndarray | None = None, every: int = 4, size: tuple[int, int] = (240, 180),
-                             camera: str = "corner", caption: str = "", box: tuple | None = None) -> dict:
-    """Replay ``actions [T, 4]`` on ``task`` at env ``seed`` and write every ``every``-th frame (``size`` = width,
-    height) to the GIF ``path``, with ``caption`` and the step number drawn on each frame. ``hand [T+1, 3]`` (the
+                             hand: np.ndarray | None = None, every: int | None = None, max_frames: int = 60,
+                             size: tuple[int, int] = (200, 150),
+                             camera: str = "corner", caption: str = "", boxes=()) -> dict:
+    """Replay ``actions [T, 4]`` on ``task`` at env ``seed`` and write every ``every``-th frame (None: as many as
+    keep at most ``max_frames`` frames, at least every 4th; ``size`` = width, height) to the GIF ``path``, with ``caption`` and the step number drawn on each frame. ``hand [T+1, 3]`` (the
     evaluation's record): the replay must reproduce it (max deviation < 1 mm), or a ``RuntimeError`` says the
-    episode cannot be replayed. ``box`` = ``(center [3], half [3])`` draws a keep-out box in the scene. MetaWorld's
+    episode cannot be replayed. ``boxes``: ``(center [3], half [3], rgba)`` boxes drawn in the scene only (a keep-out
+    box, via-points). MetaWorld's
     ``corner*`` cameras are mounted upside down; their frames are flipped upright.
     Returns ``{"path", "frames", "replay_max_hand_error"}``."""
     import sys
@@ -40,6 +42,8 @@ def render_metaworld_episode(task: str, seed: int, actions: np.ndarray, path: st
     actions = np.asarray(actions, dtype=np.float32)
     if actions.ndim != 2 or actions.shape[1] != 4:
         raise ValueError(f"actions must be [T, 4], got {list(actions.shape)}")
+    if every is None:
+        every = max(4, -(-len(actions) // max(int(max_frames) - 1, 1)))
     env = make_metaworld_env(task, int(seed), max_episode_steps=max(len(actions), 1), terminate_on_success=False)
     obs, _ = env.reset()
     u = env.unwrapped
@@ -49,8 +53,8 @@ def render_metaworld_episode(task: str, seed: int, actions: np.ndarray, path: st
 
     def grab(t: int):
         renderer.update_scene(u.data, camera=camera)
-        if box is not None:
-            _add_box(renderer.scene, *box)
+        for b in boxes:
+            _add_box(renderer.scene, *b)
         px = renderer.render()
         img = Image.fromarray(np.ascontiguousarray(px[::-1]) if camera.startswith("corner") else px)
         d = ImageDraw.Draw(img)

@@ -84,7 +84,12 @@ def guided_denoiser(policy, cond: torch.Tensor, cost: Callable[[torch.Tensor], t
     """Energy guidance of a clean-chunk policy (``prediction_type='sample'``): the denoiser's clean-chunk estimate
     ``x0`` becomes ``x0 - scale * grad_x0 cost(unnormalize(x0))``, at every step of whichever sampler runs it
     (pass it as ``policy.sample(..., denoiser=...)``). ``cost(raw chunk [B, H, A]) -> [B]``; the gradient is taken
-    through the cost and the action normalizer only, never through the network."""
+    through the cost and the action normalizer only, never through the network.
+
+    This differs from :func:`steerlab.sampling.process.energy_guided` (the critic's guidance), which takes the
+    gradient w.r.t. ``x_t`` through the network's clean-chunk prediction: on a clean-chunk policy trained on
+    unimodal demonstrations that prediction hardly depends on ``x_t`` (16 noises spread its actions by ~1e-4,
+    BENCHMARKS section 13b), so that gradient vanishes while this one does not."""
     ptype = getattr(policy.cfg, "prediction_type", None)
     if ptype != "sample":
         raise ValueError(f"energy guidance edits the clean-chunk estimate and needs prediction_type='sample'; this "
