@@ -51,7 +51,8 @@ from common import command_line, load_policy_run, parser, rate, results_path, sa
 from steerlab.envs.metaworld import HAND, OBJECT_POS, via_points  # noqa: E402
 from steerlab.eval.metaworld import eval_seeds, evaluate_metaworld, expert_act_fn  # noqa: E402
 from steerlab.sampling import no_noise  # noqa: E402
-from steerlab.steer.metaworld import BallPenetration, BoxPenetration, ChunkChoicePolicy, PointDistance, guided_denoiser  # noqa: E402
+from steerlab.steer.guidance import guided_denoiser  # noqa: E402
+from steerlab.steer.metaworld import BallPenetration, BoxPenetration, ChunkChoicePolicy, PointDistance  # noqa: E402
 from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
 from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
 from steerlab.steer.stress import inside_central, search_noises  # noqa: E402

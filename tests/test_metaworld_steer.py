@@ -15,9 +15,9 @@ from steerlab.steer.metaworld import (
     BoxPenetration,
     ChunkChoicePolicy,
     PointDistance,
-    guided_denoiser,
     mocap_path,
 )
+from steerlab.steer.guidance import guided_denoiser
 
 
 def test_mocap_path_golden():

@@ -1,11 +1,13 @@
-"""Steering a generative policy on MetaWorld: objectives on the end-effector path a chunk would drive, energy
-guidance of the sampler's clean-chunk estimate, and a policy whose every chunk is chosen by a search over its noise.
+"""Steering a generative policy on MetaWorld: objectives on the end-effector path a chunk would drive, and a policy
+whose every chunk is chosen by a search over its noise (or by guidance).
 
 MetaWorld moves a mocap target by ``ACTION_SCALE * action[:3]`` metres per env step (clipped to the mocap box) and
-the hand follows it a few steps behind (3 cm after 0.23 m at half speed), so :func:`mocap_path` -- the hand's position plus the cumulative
-displacement of the chunk's executed actions -- is a differentiable prediction of where the chunk drives the hand.
+the hand follows it a few steps behind (3 cm after 0.23 m at half speed), so :func:`mocap_path` -- the hand's
+position plus the cumulative displacement of the chunk's executed actions -- is a differentiable prediction of
+where the chunk drives the hand.
 The objectives below are functions of that path (``loss(chunk [B, H, 4]) -> [B]``, raw action units, as every
-objective in :mod:`steerlab.steer.objectives`); what is measured is always the simulator's real hand.
+objective in :mod:`steerlab.steer.objectives`); what is measured is always the simulator's real hand. Energy
+guidance by such a cost: :func:`steerlab.steer.guidance.guided_denoiser`.
 """
 
 from __future__ import annotations
@@ -78,32 +80,6 @@ class PointDistance:
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
         d = (mocap_path(self.hand, chunk, self.steps) - self.target.to(chunk)[:, None]).norm(dim=-1)
         return d.min(dim=1).values
-
-
-def guided_denoiser(policy, cond: torch.Tensor, cost: Callable[[torch.Tensor], torch.Tensor], scale: float):
-    """Energy guidance of a clean-chunk policy (``prediction_type='sample'``): the denoiser's clean-chunk estimate
-    ``x0`` becomes ``x0 - scale * grad_x0 cost(unnormalize(x0))``, at every step of whichever sampler runs it
-    (pass it as ``policy.sample(..., denoiser=...)``). ``cost(raw chunk [B, H, A]) -> [B]``; the gradient is taken
-    through the cost and the action normalizer only, never through the network.
-
-    This differs from :func:`steerlab.sampling.process.energy_guided` (the critic's guidance), which takes the
-    gradient w.r.t. ``x_t`` through the network's clean-chunk prediction: on a clean-chunk policy trained on
-    unimodal demonstrations that prediction hardly depends on ``x_t`` (16 noises spread its actions by ~1e-4,
-    BENCHMARKS section 13b), so that gradient vanishes while this one does not."""
-    ptype = getattr(policy.cfg, "prediction_type", None)
-    if ptype != "sample":
-        raise ValueError(f"energy guidance edits the clean-chunk estimate and needs prediction_type='sample'; this "
-                         f"policy predicts {ptype!r} (use noise optimization, which works for every parameterization)")
-    base = policy.denoiser(cond)
-
-    def fn(x, t):
-        x0 = base(x, t)
-        with torch.enable_grad():
-            y = x0.detach().requires_grad_()
-            g, = torch.autograd.grad(cost(policy.unnormalize_actions(y)).sum(), y)
-        return x0 - scale * g
-
-    return fn
 
 
 class ChunkChoicePolicy(Policy):
