@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def parser(description: str | None, *shared: str) -> argparse.ArgumentParser:
 
 def command_line() -> str:
     """The invocation recorded in a results file: ``python benchmarks/<script>.py <its arguments>``."""
-    return f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+    return f"python benchmarks/{Path(sys.argv[0]).name} " + shlex.join(sys.argv[1:])
 
 
 def results_path(name: str) -> Path:

@@ -348,22 +348,30 @@ def section_wm_stress(lines):
 def section_steering(lines):
     lines += ["## 8. Steering by noise optimization, closed loop", ""]
     any_ = False
-    for task in ("goal_order", "obstacle", "obstacle_x0_actions", "obstacle_x0_path", "obstacle_eps_path"):
+    for task in ("goal_order", "obstacle", "obstacle_x0_actions", "obstacle_x0_path", "obstacle_eps_path",
+                 "obstacle_x0_guidance", "obstacle_x0_guidance_100steps"):
         d = _load(f"steering_{task}")
         if not d:
             continue
         any_ = True
         res = d["results"]
-        metrics = [k for k, v in res["base"].items() if isinstance(v, dict)]
-        st = res["steered"]
+        metrics = [k for k, v in next(iter(res.values())).items() if isinstance(v, dict)]
+        st = res.get("steered", {})
         flat = (f" The objective was already flat (< 1e-6) at the first noise on {_pct(st['objective_flat_at_start'])} "
                 f"of the decisions; its mean went from {st['objective_initial_mean']:.4f} at the first noise to "
                 f"{st['objective_best_mean']:.4f} at the best." if "objective_initial_mean" in st else "")
         what = f" (objective on the {d['objective']})" if d.get("objective") else ""
-        lines += [f"**{d['task']}**{what} — " + _cmd(d) + f"; Adam {d['optimizer']['steps']} steps, lr {d['optimizer']['lr']}, "
-                  f"z on the √d shell; {st.get('nfe_per_decision', 0):.0f} NFE per decision." + flat, "",
+        if d.get("max_steps"):
+            what += f", episodes of {d['max_steps']} steps (the env's default: 50)"
+        if d.get("side_offset"):
+            what += f", the objective's ball displaced {d['side_offset']:g} to the right of the straight way"
+        opt = (f"; Adam {d['optimizer']['steps']} steps, lr {d['optimizer']['lr']}, z on the √d shell; "
+               f"{st['nfe_per_decision']:.0f} NFE per decision" if "nfe_per_decision" in st else "")
+        guide = ("; *guidance s*: the clean-chunk estimate moved by -s × the objective's gradient at every sampler "
+                 "step (steer.guidance)" if any(k.startswith("guidance") for k in res) else "")
+        lines += [f"**{d['task']}**{what} — " + _cmd(d) + opt + guide + "." + flat, "",
                   "| policy | " + " | ".join(metrics) + " | s |", "|---|" + "---|" * (len(metrics) + 1)]
-        for name in [n for n in ("base", "steered", "action-gradient", "best-of-N") if n in res]:
+        for name in res:
             lines.append(f"| {name} | " + " | ".join(f"{_pct(res[name][m]['rate'])} {_ci(res[name][m]['ci95'])}"
                                                     for m in metrics) + f" | {res[name]['seconds']:.0f} |")
         lines.append("")

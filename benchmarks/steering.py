@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -41,6 +42,7 @@ from common import command_line, parser, rate, save
 from steerlab.eval.rollout import rollout
 from steerlab.eval.run import load_run
 from steerlab.sampling import no_noise
+from steerlab.steer.guidance import guided_denoiser
 from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, PathObstacleCost
 from steerlab.steer.policy_chain import initial_observations, policy_sampler
@@ -59,6 +61,18 @@ def main() -> None:
     ap.add_argument("--action-lr", type=float, default=0.02, help="obstacle task: Adam step of the action-gradient control")
     ap.add_argument("--action-keep", type=float, default=1.0,
                     help="obstacle task: weight of the squared deviation from the base chunk in the action-gradient control")
+    ap.add_argument("--guidance", type=float, nargs="*", default=[],
+                    help="energy guidance scales of the clean-chunk estimate by the objective (steer.guidance; "
+                         "clean-chunk policies only), each a variant")
+    ap.add_argument("--variants", nargs="*", default=None, help="run only these variants (labels)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="episode limit in control steps (default: the task's, IBC's particle env: 50); a detour "
+                         "around the obstacle takes longer than the straight path the limit was made for")
+    ap.add_argument("--side-offset", type=float, default=0.0,
+                    help="obstacle task, 2-D: the objective's ball is displaced this far (m) to the right of the line "
+                         "from the agent's start to the first goal (the real ball, which the metrics use, is not): "
+                         "a preference for the side to pass on. With 0 the ball is centred on the straight path and "
+                         "the objective's gradient has no sideways component there")
     a = ap.parse_args()
     cfg, policy, ckpt = load_run(a.run_dir)
     seeds = [a.seed0 + i for i in range(a.episodes)]
@@ -67,6 +81,13 @@ def main() -> None:
     centers = torch.as_tensor(np.stack([(o["pos_agent"] + o["pos_first_goal"]) / 2 for o in obs_dicts]), dtype=torch.float32)
     goals = torch.as_tensor(np.stack([np.stack([o["pos_first_goal"], o["pos_second_goal"]]) for o in obs_dicts]),
                             dtype=torch.float32)  # [E, 2, n]
+    cost_centers = centers
+    if a.side_offset:
+        if n != 2:
+            raise SystemExit("--side-offset is defined for the 2-D particle task (the side of a line in the plane)")
+        d = torch.as_tensor(np.stack([o["pos_first_goal"] - o["pos_agent"] for o in obs_dicts]), dtype=torch.float32)
+        perp = torch.stack([d[:, 1], -d[:, 0]], 1) / d.norm(dim=1, keepdim=True)
+        cost_centers = centers + a.side_offset * perp  # the objective's ball, displaced to one side of the way
     visited_first = np.zeros(len(seeds), bool)
     goal_distance = 0.05  # the particle env's default
     gen = torch.Generator().manual_seed(0)
@@ -79,10 +100,10 @@ def main() -> None:
 
     def objective(hist, idx):
         if a.task == "obstacle" and a.objective == "path":
-            return PathObstacleCost(centers[torch.as_tensor(idx)], a.radius, hist[:, -1, :n], hist[:, -1, 3 * n:4 * n],
+            return PathObstacleCost(cost_centers[torch.as_tensor(idx)], a.radius, hist[:, -1, :n], hist[:, -1, 3 * n:4 * n],
                                     steps=policy.n_action_steps)
         if a.task == "obstacle":
-            return ObstacleCost(centers[torch.as_tensor(idx)], a.radius)
+            return ObstacleCost(cost_centers[torch.as_tensor(idx)], a.radius)
         pos = hist[:, -1, :n]  # flat obs starts with pos_agent
         g = goals[torch.as_tensor(idx)]
         visited_first[idx] |= (pos - g[:, 0]).norm(dim=-1).numpy() < goal_distance
@@ -139,13 +160,34 @@ def main() -> None:
         support["samples"] = m
         return chunks[best, torch.arange(len(idx))]
 
+    def guided(scale):
+        """Energy guidance of the clean-chunk estimate by the objective (clean-chunk policies only)."""
+        def act(hist, idx):
+            cond = policy.condition(hist).detach()
+            z = torch.randn((len(idx), *shape), generator=gen)
+            fn = guided_denoiser(policy, cond, objective(hist, idx), scale)
+            with torch.no_grad():
+                return policy.unnormalize_actions(policy.sample(cond, z, noise=no_noise(), denoiser=fn))
+        return act
+
+    make_env = None
+    if a.max_steps is not None:
+        from steerlab.tasks import get_task
+
+        task = get_task(cfg.env)
+        make_env = lambda: gym.make(task.env_id, n_dim=n, **{**task.env_kwargs, "n_steps": a.max_steps})  # noqa: E731
+
     out = {}
     variants = [("base", plain), ("steered", steered)]
     if a.task == "obstacle":
         variants += [("action-gradient", action_gradient), ("best-of-N", best_of_n)]
+    if getattr(policy.cfg, "prediction_type", None) == "sample":
+        variants += [(f"guidance {g:g}", guided(g)) for g in a.guidance]
+    if a.variants:
+        variants = [v for v in variants if v[0] in a.variants]
     for name, fn in variants:
         t0 = time.time()
-        eps = rollout(policy, cfg.env, cfg.n_dim, seeds, act_fn=fn)
+        eps = rollout(policy, cfg.env, cfg.n_dim, seeds, act_fn=fn, make_env=make_env)
         success = np.array([e["success"] for e in eps])
         out[name] = {"success": rate(success), "seconds": time.time() - t0}
         if a.task == "obstacle":
@@ -154,17 +196,18 @@ def main() -> None:
             out[name].update(avoided=rate(~entered), success_and_avoided=rate(success & ~entered))
         print(f"{name:8s}: " + ", ".join(f"{k} {v['rate']:.0%} {np.round(v['ci95'], 2)}" for k, v in out[name].items()
                                          if isinstance(v, dict)) + f", {out[name]['seconds']:.0f} s", flush=True)
-    out["steered"]["nfe_per_decision"] = stats["nfe"] / max(stats["decisions"], 1)
-    out["steered"]["objective_flat_at_start"] = stats["flat_at_start"] / max(stats["decisions"], 1)
-    out["steered"]["objective_initial_mean"] = stats["initial"] / max(stats["decisions"], 1)
-    out["steered"]["objective_best_mean"] = stats["best"] / max(stats["decisions"], 1)
+    if "steered" in out:
+        d = max(stats["decisions"], 1)
+        out["steered"].update(nfe_per_decision=stats["nfe"] / d, objective_flat_at_start=stats["flat_at_start"] / d,
+                              objective_initial_mean=stats["initial"] / d, objective_best_mean=stats["best"] / d)
     if "best-of-N" in out:
         d = max(support["decisions"], 1)
         out["best-of-N"].update(samples_per_decision=support["samples"], objective_met_by_a_sample=support["met"] / d,
                                 sample_spread=support["spread"] / d)
     save(a.name or f"steering_{a.task.replace('-', '_')}", {"task": a.task, "objective": a.objective, "command": command_line(), "checkpoint": str(ckpt),
                       "policy": dataclasses.asdict(cfg.policy), "n_dim": cfg.n_dim,
-                      "radius": a.radius if a.task == "obstacle" else None,
+                      "radius": a.radius if a.task == "obstacle" else None, "max_steps": a.max_steps,
+                      "side_offset": a.side_offset,
                       "optimizer": {"lr": a.lr, "steps": a.steps, "project_shell": True}, "results": out})
 
 
