@@ -212,6 +212,8 @@ def main() -> None:
     ap.add_argument("--cost", choices=("ball", "box"), default="ball",
                     help="keepout: the objective -- penetration of the box's circumscribed ball (pushes the path "
                          "sideways) or of the box itself (nearest-face depth)")
+    ap.add_argument("--sharpness", type=float, default=400.0,
+                    help="keepout: k of the objective's softplus(k depth) / k (per metre): lower reaches further out")
     ap.add_argument("--tol", type=float, default=0.03, help="mode: via-point reached within this distance (m)")
     ap.add_argument("--variants", nargs="*", default=None, help="keepout/mode: run only these variants (labels)")
     ap.add_argument("--videos", action="store_true", help="render each variant's first episode as a GIF")
@@ -276,10 +278,11 @@ def main() -> None:
                        "expert_inside": float(np.mean([(np.abs(e["hand"] - c) < a.half).all(1).any()
                                                        for e, c in zip(expert["episodes"], centers)]))}
         if a.cost == "box":
-            cost = lambda hist: BoxPenetration(centers_t, half, hist[:, -1, HAND], None)  # noqa: E731
+            cost = lambda hist: BoxPenetration(centers_t, half, hist[:, -1, HAND], None, a.sharpness)  # noqa: E731
         else:  # the box's circumscribed ball
-            cost = lambda hist: BallPenetration(centers_t, a.half * 3**0.5, hist[:, -1, HAND], None)  # noqa: E731
-        meta["cost"] = a.cost
+            cost = lambda hist: BallPenetration(centers_t, a.half * 3**0.5, hist[:, -1, HAND], None,  # noqa: E731
+                                                a.sharpness)
+        meta["cost"], meta["sharpness"] = a.cost, a.sharpness
 
         def avoided(res):
             return [not (np.abs(e["hand"] - c) < a.half).all(1).any() for e, c in zip(res["episodes"], centers)]

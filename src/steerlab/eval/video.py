@@ -17,14 +17,14 @@ import numpy as np
 
 
 def render_metaworld_episode(task: str, seed: int, actions: np.ndarray, path: str | Path, *,
-                             hand: np.ndarray | None = None, every: int | None = None, max_frames: int = 60,
-                             size: tuple[int, int] = (200, 150),
+                             hand: np.ndarray | None = None, every: int | None = None, max_frames: int = 40,
+                             size: tuple[int, int] = (176, 132),
                              camera: str = "corner", caption: str = "", boxes=()) -> dict:
-    """Replay ``actions [T, 4]`` on ``task`` at env ``seed`` and write every ``every``-th frame (None: as many as
-    keep at most ``max_frames`` frames, at least every 4th; ``size`` = width, height) to the GIF ``path``, with ``caption`` and the step number drawn on each frame. ``hand [T+1, 3]`` (the
-    evaluation's record): the replay must reproduce it (max deviation < 1 mm), or a ``RuntimeError`` says the
-    episode cannot be replayed. ``boxes``: ``(center [3], half [3], rgba)`` boxes drawn in the scene only (a keep-out
-    box, via-points). MetaWorld's
+    """Replay ``actions [T, 4]`` on ``task`` at env ``seed`` and write every ``every``-th frame to the GIF ``path``
+    (None: as many as keep at most ``max_frames`` frames, at least every 4th; ``size`` = width, height), with
+    ``caption`` and the step number drawn on each frame. ``hand [T+1, 3]`` (the evaluation's record): the replay
+    must reproduce it (max deviation < 1 mm), or a ``RuntimeError`` says the episode cannot be replayed. ``boxes``:
+    ``(center [3], half [3], rgba)`` boxes drawn in the scene only (a keep-out box, via-points). MetaWorld's
     ``corner*`` cameras are mounted upside down; their frames are flipped upright.
     Returns ``{"path", "frames", "replay_max_hand_error"}``."""
     import sys
