@@ -161,7 +161,8 @@ def test_a_run_names_a_metaworld_task_as_family_slash_task():
     assert get_task("metaworld/push-v3") is task  # built once
     cfg = TrainConfig(env="metaworld/push-v3", episodes=50, multimodal=True, demo_noise=0.1, preset="p")
     assert str(cfg.dataset_path()) == "data/metaworld-push-v3-50-mm-dart0.1p0.5.zarr"
-    assert str(cfg.run_dir()) == "runs/p-push-v3-s0"
+    assert str(cfg.run_dir()) == "runs/p-push-v3-mm-dart0.1-s0"  # its own directory, apart from the plain demos'
+    assert str(TrainConfig(env="metaworld/push-v3", preset="p").run_dir()) == "runs/p-push-v3-s0"
     assert task.collect_command(cfg, "d.zarr") == ["steerlab", "collect", "metaworld", "--task", "push-v3", "--episodes",
                                                     "50", "--multimodal", "--action-noise", "0.1", "--out", "d.zarr"]
     with pytest.raises(ValueError, match="valid names:.*push-v3"):

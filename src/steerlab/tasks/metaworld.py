@@ -175,7 +175,9 @@ class MetaWorldTask(Task):
 
     # ------------------------------------------------------------------------------ naming and reports
     def run_dir_suffix(self, cfg) -> str:
-        return f"-{self.task}"
+        """``-<task>[-mm][-dart<noise>]``: runs on the via-point or DART demos get their own default directory."""
+        dart = f"-dart{cfg.demo_noise:g}" if cfg.demo_noise > 0 else ""
+        return f"-{self.task}" + ("-mm" if cfg.multimodal else "") + dart
 
     def summary_line(self, res: dict) -> str:
         first = res.get("mean_first_success_step")
