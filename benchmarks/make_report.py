@@ -752,8 +752,12 @@ def section_metaworld_steer(lines):
         return
     lines += ["Every variant chooses each chunk at every re-planning (`python benchmarks/metaworld_steer.py --help` "
               "describes the objectives, all functions of the end-effector path a chunk drives); 95% Wilson "
-              "intervals; *NFE/decision*: denoiser evaluations per chosen chunk (a backward pass at its measured "
-              "cost); *in 99%*: share of the chosen noises whose norm lies inside the prior's central 99%.", ""]
+              "intervals; every variant draws its noises from the same seed. *NFE/decision*: denoiser evaluations "
+              "per chosen chunk (stress: a backward pass counted at its measured cost; keep-out and mode: "
+              "best-of-N draws 3 × steps + 1 chains, an Adam step counted as three); *in 99%*: share of the chosen "
+              "noises whose norm lies inside the prior's central 99% (all of the gradient's and noise-opt's by "
+              "construction: they stay on the √d shell); *failures / 1000 NFE*: failing episodes over the denoiser "
+              "evaluations of all their decisions, the base policy's own failures included.", ""]
     for f in files:
         d = json.loads(f.read_text())
         exp, res = d["experiment"], d["results"]

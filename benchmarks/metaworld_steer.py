@@ -13,20 +13,25 @@ objectives are functions of the end-effector path the chunk would drive (``steer
   door handle, the drawer's, the button...) at each decision, searching the chunk noise by best-of-N, CEM
   (population 8) or gradient ascent (Adam, lr 0.1, per-restart clip 1, z0 on the sqrt(d) shell) at an equal budget of
   denoiser evaluations per decision (a backward pass counted at its measured cost). Failures are MetaWorld
-  episodes without success; ``own`` is the policy on its own noise (its failure rate); the chosen noises' chi-CDF
-  says how many lie inside the prior's central 99%.
+  episodes without success; ``base`` is the policy on its own noise (its failure rate); the chosen noises' chi-CDF
+  says how many lie inside the prior's central 99% (by construction all of the gradient's, kept on the shell).
+  *failures per 1000 NFE*: failing episodes over the denoiser evaluations of all their decisions (a decision every
+  ``n_action_steps`` steps), so an episode that the base policy fails on its own counts too.
 - ``keepout``: a box of half size ``--half`` m centred on the scripted expert's hand path half way along it (by
   length; on reach-v3 the straight reach to the goal), a constraint the policy never saw; violated when the real
   hand enters it.
   Variants: the base; noise optimization (``--steps`` Adam steps on z0 per decision, shell-projected, minimizing
-  the box penetration of the predicted path over the whole chunk); best-of-N at the same denoiser budget; energy
-  guidance of the clean-chunk estimate at each ``--guidance`` scale (policies predicting the clean chunk only).
+  the penetration of the predicted path over the whole chunk into the box's circumscribed ball, ``--cost``);
+  best-of-N with ``3 --steps + 1`` noises per decision (an Adam step's forward and backward counted as three chains,
+  as in steering.py); energy guidance of the clean-chunk estimate at each ``--guidance`` scale (clean-chunk
+  policies only). Every variant draws its noises from the same seed.
 - ``mode``: on a policy trained on the via-point demos (``--multimodal``), episode i requests via-point i % 2;
   the objective is the predicted path's distance to it until the real hand has come within ``--tol`` of it. The
   metric: episodes whose hand reached the requested via-point (within ``--tol``) before the other, and success.
   Variants: the base; noise optimization; best-of-N at its budget; energy guidance (clean-chunk policies).
 - ``leverage``: the spread (std over 16 noises, action units) of the executed actions at the scripted expert's
-  observations at steps 0, 30 and 60 of 10 held-out episodes: how much the noise can move this policy at all.
+  observations at steps 0, 30 and 60 of 10 held-out episodes (run past success): how much the noise can move this
+  policy at all.
 
 ``--videos`` renders the first episode of each variant as a GIF into benchmarks/results/videos/ (replaying the
 recorded actions; MUJOCO_GL=egl), with the keep-out box (red) or the requested via-point (green) and the other
@@ -53,8 +58,14 @@ from steerlab.eval.metaworld import eval_seeds, evaluate_metaworld, expert_act_f
 from steerlab.sampling import no_noise  # noqa: E402
 from steerlab.steer.guidance import guided_denoiser  # noqa: E402
 from steerlab.steer.metaworld import BallPenetration, BoxPenetration, ChunkChoicePolicy, PointDistance  # noqa: E402
-from steerlab.steer.noise_opt import NoiseOptConfig, chi_cdf, measure_backward_cost, optimize_noise  # noqa: E402
-from steerlab.steer.policy_chain import policy_sampler  # noqa: E402
+from steerlab.steer.noise_opt import (  # noqa: E402
+    NoiseGradientError,
+    NoiseOptConfig,
+    chi_cdf,
+    measure_backward_cost,
+    optimize_noise,
+)
+from steerlab.steer.policy_chain import chain_nfe, policy_sampler  # noqa: E402
 from steerlab.steer.stress import inside_central, search_noises  # noqa: E402
 
 
@@ -105,9 +116,16 @@ def steer_chooser(policy, objective_fn, steps: int, lr: float, gen: torch.Genera
     def choose(hist):
         chain = policy_sampler(policy, hist, noise_mode="none", grad="full")
         z0 = torch.randn(chain.shape, generator=gen)
-        res = optimize_noise(chain.sample_fn, objective_fn(hist), z0,
-                             NoiseOptConfig(lr=lr, steps=steps, project_shell=True), nfe_per_sample=chain.nfe,
-                             progress=False, log=None)
+        z0 = z0 * (z0[0].numel() ** 0.5 / z0.flatten(1).norm(dim=1)).view(-1, 1, 1)  # on the shell, as the search keeps it
+        try:
+            res = optimize_noise(chain.sample_fn, objective_fn(hist), z0,
+                                 NoiseOptConfig(lr=lr, steps=steps, project_shell=True), nfe_per_sample=chain.nfe,
+                                 progress=False, log=None)
+        except NoiseGradientError:  # every row far from the objective's reach (e.g. no obstacle ahead): nothing to do
+            with torch.no_grad():
+                out = chain.sample_fn(z0)
+            tally.add(z0, chain.nfe)
+            return out
         out, z = res.sample.detach(), res.z.detach()
         if active_fn is not None:
             act = torch.as_tensor(active_fn(hist))
@@ -149,14 +167,14 @@ def guidance_chooser(policy, cost_fn, scale: float, gen: torch.Generator, tally:
         fn = guided_denoiser(policy, cond, cost, scale)
         with torch.no_grad():
             chunk = policy.sample(cond, z, noise=no_noise(), denoiser=fn)
-        tally.add(z, policy.cfg.num_inference_steps)
+        tally.add(z, chain_nfe(policy.cfg.sampler, policy.cfg.num_inference_steps))
         return policy.unnormalize_actions(chunk)
     return choose
 
 
-def rollout(policy, task: str, seeds, choose) -> dict:
+def rollout(policy, task: str, seeds, choose, observe=None) -> dict:
     t0 = time.time()
-    res = evaluate_metaworld(ChunkChoicePolicy(policy, choose), task, seeds)
+    res = evaluate_metaworld(ChunkChoicePolicy(policy, choose, observe), task, seeds)
     res["wall_seconds"] = time.time() - t0
     return res
 
@@ -179,10 +197,11 @@ def write_videos(task: str, variants: dict, name: str, boxes=()) -> dict:
 
 
 def leverage(policy, task: str, episodes: int = 10, noises: int = 16) -> dict:
-    res = evaluate_metaworld(expert_act_fn(task), task, eval_seeds(episodes), record_obs=True)
+    res = evaluate_metaworld(expert_act_fn(task), task, eval_seeds(episodes), record_obs=True,
+                             terminate_on_success=False, max_episode_steps=61)
     out = {}
     for t in (0, 30, 60):
-        o = torch.tensor(np.stack([e["obs"][min(t, len(e["obs"]) - 1)] for e in res["episodes"]]), dtype=torch.float32)
+        o = torch.tensor(np.stack([e["obs"][t] for e in res["episodes"]]), dtype=torch.float32)
         chain = policy_sampler(policy, o[:, None].repeat(1, policy.n_obs_steps, 1), grad="none")
         g = torch.Generator().manual_seed(t)
         with torch.no_grad():
@@ -223,7 +242,11 @@ def main() -> None:
     task = cfg.env.split("/", 1)[1]
     seeds = eval_seeds(a.episodes, a.seed0)
     name = a.name or f"metaworld_steer_{a.experiment}_{task.replace('-', '_')}"
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator()
+
+    def fresh() -> torch.Generator:
+        """The noise stream, re-seeded: every variant draws the same noises in the same order."""
+        return gen.manual_seed(0)
     k = policy.n_action_steps
     results: dict = {}
     runs: dict = {}
@@ -233,7 +256,7 @@ def main() -> None:
 
     def base():
         t = Tally()
-        runs["base"] = rollout(policy, task, seeds, plain_chooser(policy, gen, t))
+        runs["base"] = rollout(policy, task, seeds, plain_chooser(policy, fresh(), t))
         results["base"] = summarize(runs["base"], t)
 
     def report(label):
@@ -258,7 +281,7 @@ def main() -> None:
             for m in a.methods:
                 t = Tally()
                 label = f"{m} {b}"
-                runs[label] = rollout(policy, task, seeds, search_chooser(policy, m, obj_fn, b, bc, gen, t, a.lr))
+                runs[label] = rollout(policy, task, seeds, search_chooser(policy, m, obj_fn, b, bc, fresh(), t, a.lr))
                 res = summarize(runs[label], t)
                 n_fail = res["failure"]["count"]
                 nfe_total = t.nfe / max(t.decisions, 1) * sum(-(-e["length"] // k) for e in runs[label]["episodes"])
@@ -287,10 +310,10 @@ def main() -> None:
         def avoided(res):
             return [not (np.abs(e["hand"] - c) < a.half).all(1).any() for e, c in zip(res["episodes"], centers)]
 
-        variants = {"base": None, "noise-opt": lambda t: steer_chooser(policy, cost, a.steps, a.lr, gen, t),
-                    "best-of-N": lambda t: best_of_n_chooser(policy, cost, 3 * a.steps + 1, gen, t)}
+        variants = {"base": None, "noise-opt": lambda t: steer_chooser(policy, cost, a.steps, a.lr, fresh(), t),
+                    "best-of-N": lambda t: best_of_n_chooser(policy, cost, 3 * a.steps + 1, fresh(), t)}
         if getattr(policy.cfg, "prediction_type", None) == "sample":
-            variants.update({f"guidance {s:g}": (lambda s: lambda t: guidance_chooser(policy, cost, s, gen, t))(s)
+            variants.update({f"guidance {s:g}": (lambda s: lambda t: guidance_chooser(policy, cost, s, fresh(), t))(s)
                              for s in a.guidance})
         for label, make in variants.items():
             if a.variants is not None and label not in a.variants:
@@ -325,8 +348,10 @@ def main() -> None:
         boxes = [(pts[0, req[0]], np.full(3, 0.01), (0.1, 0.8, 0.1, 0.8)),  # requested: green; the other: grey
                  (pts[0, 1 - req[0]], np.full(3, 0.01), (0.5, 0.5, 0.5, 0.6))]
 
+        def observe(obs):  # every step: the hand may pass the via-point between two decisions
+            reached[:] |= np.linalg.norm(obs[:, HAND].numpy() - pts[np.arange(len(seeds)), req], axis=1) < a.tol
+
         def active(hist):
-            reached[:] |= np.linalg.norm(hist[:, -1, HAND].numpy() - pts[np.arange(len(seeds)), req], axis=1) < a.tol
             return ~reached
 
         obj = lambda hist: PointDistance(target, hist[:, -1, HAND], None)  # noqa: E731
@@ -341,10 +366,10 @@ def main() -> None:
             return np.array(out)
 
         variants = {"base": None,
-                    "noise-opt": lambda t: steer_chooser(policy, obj, a.steps, a.lr, gen, t, active_fn=active),
-                    "best-of-N": lambda t: best_of_n_chooser(policy, obj, 3 * a.steps + 1, gen, t, active_fn=active)}
+                    "noise-opt": lambda t: steer_chooser(policy, obj, a.steps, a.lr, fresh(), t, active_fn=active),
+                    "best-of-N": lambda t: best_of_n_chooser(policy, obj, 3 * a.steps + 1, fresh(), t, active_fn=active)}
         if getattr(policy.cfg, "prediction_type", None) == "sample":
-            variants.update({f"guidance {s:g}": (lambda s: lambda t: guidance_chooser(policy, obj, s, gen, t,
+            variants.update({f"guidance {s:g}": (lambda s: lambda t: guidance_chooser(policy, obj, s, fresh(), t,
                                                                                       active_fn=active))(s)
                              for s in a.guidance})
         for label, make in variants.items():
@@ -355,7 +380,7 @@ def main() -> None:
                 base()
             else:
                 t = Tally()
-                runs[label] = rollout(policy, task, seeds, make(t))
+                runs[label] = rollout(policy, task, seeds, make(t), observe)
                 results[label] = summarize(runs[label], t)
             first = which_first(runs[label])
             ok = np.array([e["success"] for e in runs[label]["episodes"]])

@@ -43,7 +43,11 @@ def test_box_and_ball_penetration_golden():
     assert torch.allclose(ball(chunk).double(), (torch.nn.functional.softplus(1000 * d) / 1000).sum()[None], rtol=1e-5)
     far = torch.zeros(1, 2, 4)
     far[0, :, 1] = -1.0  # moves away along -y: stays out of both
-    assert box(far).item() < 1e-6 and ball(far).item() < 5e-3 / 1000 * 1000
+    assert box(far).item() < 1e-6 and ball(far).item() < 1e-6
+    with pytest.raises(ValueError, match=r"hand must be \[B, 3\]"):
+        mocap_path(torch.zeros(3), chunk)
+    with pytest.raises(ValueError, match=r"center must be \[B, 3\]"):
+        BallPenetration(torch.zeros(3), 0.1, hand)
 
 
 def test_point_distance_is_the_closest_approach():
@@ -103,10 +107,12 @@ def test_chunk_choice_policy_executes_the_chosen_chunks_and_allows_gradients():
         calls.append(hist.shape)
         return torch.full((hist.shape[0], 4, 4), 0.25)
 
-    p = ChunkChoicePolicy(pol, choose)
+    seen = []
+    p = ChunkChoicePolicy(pol, choose, observe=lambda o: seen.append(o.clone()))
     p.reset()
-    acts = [p.select_action(torch.zeros(2, 5)) for _ in range(3)]
+    acts = [p.select_action(torch.full((2, 5), float(t))) for t in range(3)]
     assert calls == [(2, 1, 5), (2, 1, 5)]  # a chunk per n_action_steps = 2 actions
+    assert [float(o[0, 0]) for o in seen] == [0.0, 1.0, 2.0]  # every step's observation, decision or not
     assert all(torch.allclose(a, torch.full((2, 4), 0.25)) for a in acts)
 
 

@@ -42,6 +42,9 @@ def render_metaworld_episode(task: str, seed: int, actions: np.ndarray, path: st
     actions = np.asarray(actions, dtype=np.float32)
     if actions.ndim != 2 or actions.shape[1] != 4:
         raise ValueError(f"actions must be [T, 4], got {list(actions.shape)}")
+    if hand is not None and np.shape(hand) != (len(actions) + 1, 3):
+        raise ValueError(f"hand must be [T+1={len(actions) + 1}, 3] (the hand before and after each action), got "
+                         f"{list(np.shape(hand))}")
     if every is None:
         every = max(4, -(-len(actions) // max(int(max_frames) - 1, 1)))
     env = make_metaworld_env(task, int(seed), max_episode_steps=max(len(actions), 1), terminate_on_success=False)
@@ -73,7 +76,7 @@ def render_metaworld_episode(task: str, seed: int, actions: np.ndarray, path: st
         env.close()
     err = None
     if hand is not None:
-        err = float(np.abs(np.stack(replayed) - np.asarray(hand)[: len(replayed)]).max())
+        err = float(np.abs(np.stack(replayed) - np.asarray(hand)).max())
         if err > 1e-3:
             raise RuntimeError(f"the replay of {task} seed {seed} leaves the recorded hand path by {err:.4f} m; "
                                "the episode was not produced by these actions from this seed")

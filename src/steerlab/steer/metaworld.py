@@ -1,7 +1,8 @@
 """Steering a generative policy on MetaWorld: objectives on the end-effector path a chunk would drive, and a policy
 whose every chunk is chosen by a search over its noise (or by guidance).
 
-MetaWorld moves a mocap target by ``ACTION_SCALE * action[:3]`` metres per env step (clipped to the mocap box) and
+MetaWorld moves a mocap target by ``ACTION_SCALE * action[:3]`` metres per env step (clipped to its workspace box,
+which :func:`mocap_path` does not model) and
 the hand follows it a few steps behind (3 cm after 0.23 m at half speed), so :func:`mocap_path` -- the hand's
 position plus the cumulative displacement of the chunk's executed actions -- is a differentiable prediction of
 where the chunk drives the hand.
@@ -23,9 +24,19 @@ ACTION_SCALE = 0.01
 """metres the mocap target moves per env step per unit of ``action[:3]`` (MetaWorld's ``action_scale``)"""
 
 
+def _rows3(x, name: str) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.dim() != 2 or x.shape[1] != 3:
+        raise ValueError(f"{name} must be [B, 3] (one point per row of the chunk batch), got {list(x.shape)}")
+    return x
+
+
 def mocap_path(hand: torch.Tensor, chunk: torch.Tensor, steps: int | None = None) -> torch.Tensor:
     """``[B, steps, 3]``: where the first ``steps`` actions of ``chunk [B, H, 4]`` move the mocap target from the
     hand's position ``hand [B, 3]`` (one point after each action)."""
+    hand = _rows3(hand, "hand")
+    if chunk.dim() != 3 or chunk.shape[0] != hand.shape[0] or chunk.shape[2] < 3:
+        raise ValueError(f"chunk must be [B={hand.shape[0]}, H, 4], got {list(chunk.shape)}")
     a = chunk[:, :steps, :3] if steps is not None else chunk[..., :3]
     return hand[:, None].to(chunk) + ACTION_SCALE * torch.cumsum(a, dim=1)
 
@@ -36,9 +47,8 @@ class BoxPenetration:
     smallest of ``half - |p - center|`` over the axes (negative outside), smoothed by ``softplus(k depth) / k``."""
 
     def __init__(self, center, half, hand, steps: int | None = None, sharpness: float = 400.0):
-        self.center = torch.as_tensor(center, dtype=torch.float32)
+        self.center, self.hand = _rows3(center, "center"), _rows3(hand, "hand")
         self.half = torch.as_tensor(half, dtype=torch.float32)
-        self.hand = torch.as_tensor(hand, dtype=torch.float32)
         self.steps, self.k = steps, float(sharpness)
 
     def depth(self, points: torch.Tensor) -> torch.Tensor:
@@ -58,8 +68,7 @@ class BallPenetration:
     along the way it came); with the box's circumscribed radius it covers the box."""
 
     def __init__(self, center, radius: float, hand, steps: int | None = None, sharpness: float = 400.0):
-        self.center = torch.as_tensor(center, dtype=torch.float32)
-        self.hand = torch.as_tensor(hand, dtype=torch.float32)
+        self.center, self.hand = _rows3(center, "center"), _rows3(hand, "hand")
         self.radius, self.steps, self.k = float(radius), steps, float(sharpness)
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -73,8 +82,7 @@ class PointDistance:
     keeps the hand away from what it must reach."""
 
     def __init__(self, target, hand, steps: int | None = None):
-        self.target = torch.as_tensor(target, dtype=torch.float32)
-        self.hand = torch.as_tensor(hand, dtype=torch.float32)
+        self.target, self.hand = _rows3(target, "target"), _rows3(hand, "hand")
         self.steps = steps
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -85,12 +93,20 @@ class PointDistance:
 class ChunkChoicePolicy(Policy):
     """``base``'s observation handling and action queue, each chunk chosen by ``choose(obs_hist [B, n_obs, Do]) ->
     raw chunk [B, H, A]`` (a search over the base's noise, guidance, or the base itself). ``choose`` runs with
-    gradients enabled, so it may optimize; rows are the envs of one batched evaluation in a fixed order."""
+    gradients enabled, so it may optimize; rows are the envs of one batched evaluation in a fixed order.
+    ``observe(obs [B, Do])``, if given, sees every step's observations (not only those at a decision), e.g. to
+    notice that the hand passed a via-point between decisions."""
 
-    def __init__(self, base, choose: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, base, choose: Callable[[torch.Tensor], torch.Tensor],
+                 observe: Callable[[torch.Tensor], None] | None = None):
         super().__init__()
-        self.base, self.choose = base, choose
+        self.base, self.choose, self.observe = base, choose, observe
         self.n_obs_steps, self.n_action_steps = base.n_obs_steps, base.n_action_steps
+
+    def select_action(self, obs, generator=None):
+        if self.observe is not None:
+            self.observe(torch.as_tensor(obs, dtype=torch.float32))
+        return super().select_action(obs, generator)
 
     def predict_action_chunk(self, obs, generator=None):
         with torch.enable_grad():
