@@ -758,18 +758,27 @@ def section_metaworld_steer(lines):
               "noises whose norm lies inside the prior's central 99% (all of the gradient's and noise-opt's by "
               "construction: they stay on the √d shell); *failures / 1000 NFE*: failing episodes over the denoiser "
               "evaluations of all their decisions, the base policy's own failures included.", ""]
-    for f in files:
-        d = json.loads(f.read_text())
+    docs = [json.loads(f.read_text()) for f in files]
+    lev = [d for d in docs if d["experiment"] == "leverage"]
+    if lev:
+        steps = list(lev[0]["results"]["leverage"])
+        lines += [f"**{_STEER_TITLES['leverage']}** (mean |action| in brackets; `python benchmarks/metaworld_steer.py "
+                  "leverage --run-dir RUN`).", "",
+                  "| task | base run | demos | prediction | " + " | ".join(f"expert's step {k[4:]}" for k in steps) + " |",
+                  "|---|---|---|---|" + "---|" * len(steps)]
+        for d in lev:
+            r = d["results"]["leverage"]
+            lines.append(f"| {d['task']} | `{Path(d['run_dir']).name}` | {d['demos']}"
+                         f"{' via-point' if d.get('multimodal_demos') else ''} | {d['policy'].get('prediction_type')} | "
+                         + " | ".join(f"{r[k]['spread']:.2g} ({r[k]['mean_abs_action']:.2f})" for k in steps) + " |")
+        lines.append("")
+    for d in docs:
         exp, res = d["experiment"], d["results"]
+        if exp == "leverage":
+            continue
         lines += [f"**{d['task']}, {_STEER_TITLES.get(exp, exp)}.** Base `{Path(d['run_dir']).name}` "
                   f"({d['demos']} demos{', via-point' if d.get('multimodal_demos') else ''}, "
                   f"prediction {d['policy'].get('prediction_type')}); `{d['command']}`", ""]
-        if exp == "leverage":
-            lev = res["leverage"]
-            lines += ["| expert's step | spread (action units) | mean abs action |", "|---|---|---|"]
-            lines += [f"| {k[4:]} | {v['spread']:.2g} | {v['mean_abs_action']:.2f} |" for k, v in lev.items()]
-            lines.append("")
-            continue
         extra = {"stress": [("failure", "failures")], "keepout": [("avoided", "avoided"),
                                                                   ("success_and_avoided", "success and avoided")],
                  "mode": [("requested_via", "requested via-point first"), ("other_via", "other first"),
