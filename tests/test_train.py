@@ -62,6 +62,21 @@ def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, particle2d):
     assert a == b and a != c
 
 
+def test_resume_of_a_run_written_before_a_config_field_existed(tmp_path, particle2d, capsys):
+    part = _cfg(tmp_path, particle2d, run_name="old", steps=2)
+    run = train(part)
+    stored = json.loads((run / "config.json").read_text())
+    del stored["policy"]["obs_std_eps"]  # as an older steerlab wrote it
+    (run / "config.json").write_text(json.dumps(stored))
+    train(dataclasses.replace(part, steps=4), resume=True)
+    assert "predates the field(s) policy.obs_std_eps" in capsys.readouterr().out
+    assert [s for s, _ in _losses(run)] == [1, 2, 3, 4]
+    stored["policy"]["width"] = 64  # a real change is still refused
+    (run / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(TrainingError, match=r"policy.width: 64 -> 32"):
+        train(dataclasses.replace(part, steps=6), resume=True)
+
+
 def test_rerun_without_resume_refuses_to_overwrite(tmp_path, particle2d):
     cfg = _cfg(tmp_path, particle2d, run_name="x", steps=2)
     train(cfg)

@@ -375,11 +375,11 @@ RESUMABLE_FIELDS = ("preset", "steps", "max_minutes", "log_interval", "ckpt_inte
                     "eval_interval", "monitor_batch", "eval", "threads", "device", "out_dir", "run_name", "progress")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_config(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
@@ -387,7 +387,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     """``{field.path: (old, new)}`` for every value that differs between two ``config_to_dict`` forms."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

@@ -50,9 +50,12 @@ from steerlab.train.checkpoint import (
 from steerlab.registry import build_policy
 from steerlab.train.config import (
     RESUMABLE_FIELDS,
+    ConfigError,
     TrainConfig,
     config_changes,
     config_to_dict,
+    flatten_config,
+    from_dict,
     split_resume_changes,
     validate_config,
 )
@@ -181,7 +184,15 @@ def _check_resume(run_dir: Path, cfg: TrainConfig) -> dict:
         stored = json.loads(f.read_text())
     except ValueError as e:
         raise TrainingError(f"{f} is not valid JSON ({e}); restore it before resuming") from None
-    allowed, forbidden = split_resume_changes(config_changes(stored, config_to_dict(cfg)))
+    try:  # fields added to steerlab after the run started are missing from its file: they take their defaults
+        full = config_to_dict(from_dict(TrainConfig, stored, "config.json"))
+    except (ConfigError, TypeError, ValueError):
+        full = stored  # compared as written; the differences are listed below
+    added = sorted(set(flatten_config(full)) - set(flatten_config(stored)))
+    if added:
+        print(f"[steerlab] {run_dir}/config.json predates the field(s) {', '.join(added)}; resuming with their "
+              "default values")
+    allowed, forbidden = split_resume_changes(config_changes(full, config_to_dict(cfg)))
     if forbidden:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in forbidden.items())
         raise TrainingError(
