@@ -39,12 +39,16 @@ def main():
     ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--target", type=float, default=0.9)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train this many steps instead of the preset's (the learning-rate schedule follows); the "
+                         "run name gets -<steps>")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="steerlab train --device")
     args = ap.parse_args()
     for preset in args.presets:
         for n in args.dims:
-            name = f"c2s-{preset}-{n}d"
+            name = f"c2s-{preset}-{n}d" + (f"-{args.steps}" if args.steps else "")
             cmd = ["steerlab", "train", preset, "--n-dim", str(n), "--max-minutes", str(args.budget_min),
+                   *(["--steps", str(args.steps)] if args.steps else []),
                    "--eval-interval", str(args.eval_every), "--eval.episodes", str(args.episodes), "--run-name", name,
                    "--out-dir", args.runs_dir, "--no-progress", "--resume"]
             cmd += ["--threads", str(args.threads)] if args.threads else []
@@ -61,12 +65,12 @@ def main():
             hit = next((c for c in curve if c[2] >= args.target), None)
             here = machine_brief()
             cell = {
-                "preset": preset, "n_dim": n, "command": " ".join(cmd), "budget_min": args.budget_min, "target": args.target,
+                "preset": preset, "n_dim": n, "steps": args.steps, "command": " ".join(cmd), "budget_min": args.budget_min, "target": args.target,
                 "episodes": args.episodes, "curve": curve, "seconds_to_target": hit[1] if hit else None,
                 "steps_to_target": hit[0] if hit else None, "threads": args.threads or here["threads"],
                 "machine": here,
             }
-            save_cell(f"{preset}/{n}", cell)
+            save_cell(f"{preset}/{n}" + (f"/{args.steps}" if args.steps else ""), cell)
             print(json.dumps(cell), flush=True)
 
 

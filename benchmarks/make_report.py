@@ -189,7 +189,8 @@ def section_compute(lines):
     for c in cells:
         reached = c["seconds_to_target"] is not None
         curve = ", ".join(f"{_pct(v)} ({s}, {t} s)" for s, t, v in c["curve"])
-        lines.append(f"| {c['preset']} | {c['n_dim']} | {_pct(c['target'])} | {c['budget_min']:g} | {c['threads']} | "
+        preset = c["preset"] + (f" ({c['steps']} steps)" if c.get("steps") else "")
+        lines.append(f"| {preset} | {c['n_dim']} | {_pct(c['target'])} | {c['budget_min']:g} | {c['threads']} | "
                      f"{c['episodes']} | {c['seconds_to_target'] if reached else 'not reached'} | {c['steps_to_target'] if reached else '-'} | "
                      f"{curve} |")
     lines += ["", "Commands: " + "; ".join(f"`{c['command']}`" for c in cells), ""]
