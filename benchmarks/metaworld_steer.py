@@ -223,7 +223,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed0", type=int, default=100_000, help="first held-out env seed")
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 300], help="stress: NFE per decision")
-    ap.add_argument("--methods", nargs="+", default=["best-of-N", "CEM", "gradient"])
+    ap.add_argument("--methods", nargs="+", default=["best-of-N", "CEM", "gradient"],
+                    choices=["best-of-N", "CEM", "gradient"], help="stress: the searches")
     ap.add_argument("--steps", type=int, default=10, help="keepout/mode: Adam steps on z0 per decision")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--half", type=float, default=0.03, help="keepout: half size of the box (m)")
@@ -239,6 +240,11 @@ def main() -> None:
     ap.add_argument("--name", default=None)
     a = ap.parse_args()
     cfg, policy, ckpt = load_policy_run(a)
+    if not cfg.env.startswith("metaworld/"):
+        raise SystemExit(f"{a.run_dir} was trained on {cfg.env!r}; this benchmark needs a MetaWorld run "
+                         "(steerlab train diffusion-metaworld --env metaworld/<task>)")
+    if not hasattr(policy, "sample"):
+        raise SystemExit(f"{a.run_dir} holds a {type(policy).__name__}; steering needs a diffusion or flow policy")
     task = cfg.env.split("/", 1)[1]
     seeds = eval_seeds(a.episodes, a.seed0)
     name = a.name or f"metaworld_steer_{a.experiment}_{task.replace('-', '_')}"
