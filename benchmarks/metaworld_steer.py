@@ -55,8 +55,7 @@ from common import command_line, load_policy_run, parser, rate, results_path, sa
 
 from steerlab.envs.metaworld import HAND, OBJECT_POS, via_points  # noqa: E402
 from steerlab.eval.metaworld import eval_seeds, evaluate_metaworld, expert_act_fn  # noqa: E402
-from steerlab.sampling import no_noise  # noqa: E402
-from steerlab.steer.guidance import guided_denoiser  # noqa: E402
+from steerlab.steer.guidance import sample_guided  # noqa: E402
 from steerlab.steer.metaworld import BallPenetration, BoxPenetration, ChunkChoicePolicy, PointDistance  # noqa: E402
 from steerlab.steer.noise_opt import (  # noqa: E402
     NoiseGradientError,
@@ -64,6 +63,7 @@ from steerlab.steer.noise_opt import (  # noqa: E402
     chi_cdf,
     measure_backward_cost,
     optimize_noise,
+    project_to_shell,
 )
 from steerlab.steer.policy_chain import chain_nfe, policy_sampler  # noqa: E402
 from steerlab.steer.stress import inside_central, search_noises  # noqa: E402
@@ -116,7 +116,7 @@ def steer_chooser(policy, objective_fn, steps: int, lr: float, gen: torch.Genera
     def choose(hist):
         chain = policy_sampler(policy, hist, noise_mode="none", grad="full")
         z0 = torch.randn(chain.shape, generator=gen)
-        z0 = z0 * (z0[0].numel() ** 0.5 / z0.flatten(1).norm(dim=1)).view(-1, 1, 1)  # on the shell, as the search keeps it
+        z0 = project_to_shell(z0)  # the search keeps its iterates on the shell
         try:
             res = optimize_noise(chain.sample_fn, objective_fn(hist), z0,
                                  NoiseOptConfig(lr=lr, steps=steps, project_shell=True), nfe_per_sample=chain.nfe,
@@ -158,17 +158,13 @@ def guidance_chooser(policy, cost_fn, scale: float, gen: torch.Generator, tally:
     """Energy guidance of the clean-chunk estimate by ``cost_fn(hist)`` at ``scale`` (rows where ``active_fn(hist)``
     is False: the same noise unguided)."""
     def choose(hist):
-        cond = policy.condition(hist).detach()
-        z = torch.randn((cond.shape[0], *policy.chunk_shape), generator=gen)
+        z = torch.randn((hist.shape[0], *policy.chunk_shape), generator=gen)
         cost = cost_fn(hist)
         if active_fn is not None:
             act = torch.as_tensor(active_fn(hist), dtype=torch.float32)
             cost = (lambda c, f=cost: f(c) * act.to(c))
-        fn = guided_denoiser(policy, cond, cost, scale)
-        with torch.no_grad():
-            chunk = policy.sample(cond, z, noise=no_noise(), denoiser=fn)
         tally.add(z, chain_nfe(policy.cfg.sampler, policy.cfg.num_inference_steps))
-        return policy.unnormalize_actions(chunk)
+        return sample_guided(policy, hist, z, cost, scale)
     return choose
 
 

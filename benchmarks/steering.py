@@ -42,7 +42,7 @@ from common import command_line, parser, rate, save
 from steerlab.eval.rollout import rollout
 from steerlab.eval.run import load_run
 from steerlab.sampling import no_noise
-from steerlab.steer.guidance import guided_denoiser
+from steerlab.steer.guidance import sample_guided
 from steerlab.steer.noise_opt import NoiseOptConfig, optimize_noise
 from steerlab.steer.objectives import EndDistance, ObstacleCost, PathObstacleCost
 from steerlab.steer.policy_chain import initial_observations, policy_sampler
@@ -163,11 +163,8 @@ def main() -> None:
     def guided(scale):
         """Energy guidance of the clean-chunk estimate by the objective (clean-chunk policies only)."""
         def act(hist, idx):
-            cond = policy.condition(hist).detach()
             z = torch.randn((len(idx), *shape), generator=gen)
-            fn = guided_denoiser(policy, cond, objective(hist, idx), scale)
-            with torch.no_grad():
-                return policy.unnormalize_actions(policy.sample(cond, z, noise=no_noise(), denoiser=fn))
+            return sample_guided(policy, hist, z, objective(hist, idx), scale)
         return act
 
     make_env = None

@@ -31,3 +31,16 @@ def guided_denoiser(policy, cond: torch.Tensor, cost: Callable[[torch.Tensor], t
         return x0 - scale * g
 
     return fn
+
+
+def sample_guided(policy, obs: torch.Tensor, z: torch.Tensor, cost: Callable[[torch.Tensor], torch.Tensor],
+                  scale: float) -> torch.Tensor:
+    """The raw chunk ``[B, H, A]`` that ``policy`` samples at the raw observation history ``obs`` from the initial
+    noise ``z`` without per-step noise, its clean-chunk estimate guided by ``cost`` at ``scale``
+    (:func:`guided_denoiser`)."""
+    from steerlab.sampling import no_noise
+
+    cond = policy.condition(obs).detach()
+    fn = guided_denoiser(policy, cond, cost, scale)
+    with torch.no_grad():
+        return policy.unnormalize_actions(policy.sample(cond, z, noise=no_noise(), denoiser=fn))

@@ -87,6 +87,11 @@ class NoiseOptResult:
                 "chi_cdf": chi_cdf(self.z).tolist(), "grad_report": self.grad_report}
 
 
+def project_to_shell(z: torch.Tensor) -> torch.Tensor:
+    """Each row of ``z`` rescaled to norm ``sqrt(d)`` (d = numel per row), the typical norm of a standard draw."""
+    return z * (math.sqrt(z[0].numel()) / z.flatten(1).norm(dim=1).clamp(min=1e-12)).view(-1, *[1] * (z.dim() - 1))
+
+
 def chi_nll(z: torch.Tensor) -> torch.Tensor:
     """``[B]`` negative log-likelihood (up to a constant) of ``|z|`` under chi_d, d = numel per row, float32."""
     r = z.float().flatten(1).norm(dim=1).clamp(min=1e-12)
@@ -137,7 +142,7 @@ def optimize_noise(sample_fn: SampleFn, objective, z_init: torch.Tensor, cfg: No
     sign = 1.0 if cfg.direction == "minimize" else -1.0
     z = z_init.detach().clone()
     if cfg.project_shell:  # every iterate on the shell, the first included (it can be the best one)
-        z.mul_(math.sqrt(z[0].numel()) / z.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (z.dim() - 1)))
+        z.copy_(project_to_shell(z))
     z.requires_grad_()
     xi = step_noise_init.detach().clone().requires_grad_(cfg.optimize_step_noise) if step_noise_init is not None else None
     params = [z] + ([xi] if cfg.optimize_step_noise else [])
@@ -243,7 +248,7 @@ def optimize_noise(sample_fn: SampleFn, objective, z_init: torch.Tensor, cfg: No
             opt.step()
         with torch.no_grad():
             if cfg.project_shell:
-                z.mul_(math.sqrt(z[0].numel()) / z.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (z.dim() - 1)))
+                z.copy_(project_to_shell(z))
             if cfg.trust_radius is not None:
                 d = z - z_init
                 n = d.flatten(1).norm(dim=1).clamp(min=1e-12)
