@@ -772,7 +772,7 @@ def section_metaworld_steer(lines):
             lines.append(f"| {d['task']} | `{Path(d['run_dir']).name}` | {d['demos']}"
                          f"{' via-point' if d.get('multimodal_demos') else ''} | {d['policy'].get('prediction_type')} | "
                          + " | ".join(f"{r[k]['spread']:.2g} ({r[k]['mean_abs_action']:.2f})" for k in steps) + " |")
-        lines.append("")
+        lines += ["", "Commands: " + "; ".join(f"`{d['command']}`" for d in lev), ""]
     for d in docs:
         exp, res = d["experiment"], d["results"]
         if exp == "leverage":
