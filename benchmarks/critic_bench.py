@@ -9,10 +9,16 @@
 - training throughput of the flow policy with the energy loss (joint mode) relative to without;
 - parameter count and forward/backward time of the critic with the openpi seed's shapes.
 
-``task`` (writes results/critic_task.json and critic_training.png / critic_landscape.png): trains the critic
-beside a frozen trained base policy (`steerlab train energy-particle --policy.base-run RUN`, ``--minutes``
-budget), then evaluates base / re-rank / correct / both on the same seeds (`steerlab eval RUN --correct ...
---rerank ...`), and draws the training curves and an energy landscape over a 2-D slice of action space.
+``task`` (writes results/critic_task<tag>.json and critic_training<tag>.png / critic_landscape<tag>.png): trains
+the critic beside a frozen trained base policy of any task (`steerlab train energy-particle --policy.base-run RUN`,
+``--minutes`` budget; the base run's task, demonstrations and policy config are passed through a config file),
+then evaluates base / re-rank / correct / both on the same seeds (`steerlab eval RUN --correct ... --rerank ...`),
+times one action chunk per variant at batch 1 on demonstration observations, and draws the training curves and
+an energy landscape over a 2-D slice of action space (the first two action dimensions). For example, beside the
+10-demo MetaWorld diffusion policy:
+
+    python benchmarks/critic_bench.py task --base-run runs/mw-diffusion-pick-place-v3-10-s0 --episodes 50 \
+        --tag _metaworld_pick-place-v3
 """
 
 from __future__ import annotations
@@ -153,6 +159,7 @@ def _plot_landscape(policy: EnergyPolicy, data_path: str, out: Path, tt: TestTim
     grid = torch.linspace(-0.6, 0.6, 61)
     dx, dy = torch.meshgrid(grid, grid, indexing="xy")
     off = torch.stack([dx.flatten(), dy.flatten()], -1)
+    off = torch.cat([off, off.new_zeros(len(off), x.shape[-1] - 2)], -1)  # offsets on the first two dimensions
     with torch.no_grad():
         e = policy.energy(obs, x[:, None] + off[None, :, None, :]).view(61, 61)
         g = torch.Generator().manual_seed(0)
@@ -175,21 +182,42 @@ def _plot_landscape(policy: EnergyPolicy, data_path: str, out: Path, tt: TestTim
     plt.close(fig)
 
 
+def _chunk_latency(policy: EnergyPolicy, data_path: str, correct: str, rerank: int, repeats: int = 20) -> dict:
+    """Milliseconds per action chunk at batch 1 for each test-time variant, interleaved, on demonstration
+    observations (the same window for every variant)."""
+    from steerlab.data.windows import WindowDataset
+    from steerlab.data.zarr_io import load_episodes
+
+    d = load_episodes(data_path, ["obs", "action"])
+    ds = WindowDataset.from_arrays(d.data["obs"], d.data["action"], d.episode_ends, policy.n_obs_steps,
+                                   policy.cfg.base.horizon)
+    obs = ds.batch(torch.tensor([len(ds) // 2]))["obs"]
+    g = torch.Generator().manual_seed(0)
+    variants = {"base": TestTime(), f"rerank {rerank}": parse_test_time(None, rerank, None),
+                "correct": parse_test_time(correct, None, None), "both": parse_test_time(correct, rerank, None)}
+    t = interleaved({k: (lambda tt=tt: policy.predict_action_chunk(obs, g, test_time=tt)) for k, tt in variants.items()},
+                    repeats=repeats, warmup=2)
+    out = {k: 1000 * v for k, v in t.items()}
+    print("latency per chunk (batch 1): " + ", ".join(f"{k} {v:.1f} ms" for k, v in out.items()))
+    return out
+
+
 def task(a) -> None:
     from steerlab.eval.run import evaluate_test_time, load_run
 
     base_cfg = json.loads((Path(a.base_run) / "config.json").read_text())
     runs = Path(a.runs_dir)
     name = f"critic-{Path(a.base_run).name}"
-    cmd = ["steerlab", "train", "energy-particle", "--policy.base-run", a.base_run, "--n-dim", str(base_cfg["n_dim"]),
+    preset = f"energy-{base_cfg['env'].split('/')[0]}"  # energy-particle, energy-metaworld
+    cmd = ["steerlab", "train", preset, "--policy.base-run", a.base_run,
            "--max-minutes", str(a.minutes), "--out-dir", str(runs), "--run-name", name, "--no-progress", "--resume",
            "--no-eval", "--eval.episodes", str(a.episodes), "--config-file", str(runs / f"{name}.base.json")]
     runs.mkdir(parents=True, exist_ok=True)
-    # the critic's base config must equal the base run's; pass it through a config file
-    (runs / f"{name}.base.json").write_text(json.dumps({"policy": {"base": base_cfg["policy"]},
-                                                        "dataset": base_cfg.get("dataset"),
-                                                        "episodes": base_cfg["episodes"],
-                                                        "multimodal": base_cfg["multimodal"],
+    # the critic's base config must equal the base run's, and it trains on the same task and demonstrations: pass
+    # them through a config file
+    same = {k: base_cfg[k] for k in ("env", "n_dim", "episodes", "multimodal", "demo_noise", "dataset", "eval",
+                                     "threads") if k in base_cfg}
+    (runs / f"{name}.base.json").write_text(json.dumps({**same, "policy": {"base": base_cfg["policy"]},
                                                         # held-out ranking accuracy on a fifth of the demos, <= 100
                                                         "val_episodes": max(1, min(100, base_cfg["episodes"] // 5))}))
     t0 = time.time()
@@ -200,13 +228,18 @@ def task(a) -> None:
     res = evaluate_test_time(run, a.correct, a.rerank, None, a.episodes, progress=False)
     rows = res["variants"]
     base = rows["base"]["success_rate"]
-    _plot_training(run / "metrics.csv", results_path("critic_training.png"))
+    _plot_training(run / "metrics.csv", results_path(f"critic_training{a.tag}.png"))
     cfg, policy, _ = load_run(run)
-    _plot_landscape(policy, str(cfg.dataset_path()), results_path("critic_landscape.png"), parse_test_time(a.correct))
-    last = list(csv.DictReader(open(run / "metrics.csv")))[-1]
-    save("critic_task", {
+    _plot_landscape(policy, str(cfg.dataset_path()), results_path(f"critic_landscape{a.tag}.png"),
+                    parse_test_time(a.correct))
+    latency = _chunk_latency(policy, str(cfg.dataset_path()), a.correct, a.rerank)
+    logged = list(csv.DictReader(open(run / "metrics.csv")))
+    last = logged[-1] if logged else {}  # empty when training stopped before its first log interval
+    save(f"critic_task{a.tag}", {
         "command": "python benchmarks/critic_bench.py task " + " ".join(sys.argv[2:]),
-        "base_run": a.base_run, "critic_run": str(run), "critic_train_seconds": train_s, "n_dim": cfg.n_dim,
+        "base_run": a.base_run, "critic_run": str(run), "critic_train_seconds": train_s, "env": cfg.env,
+        "n_dim": cfg.n_dim, "demos": cfg.episodes, "base_preset": base_cfg.get("preset"),
+        "latency_ms_batch1": latency,
         "final_train_metrics": {k: float(v) for k, v in last.items() if v not in ("", None)},
         "success": {k: {"rate": r["success_rate"], "ci95": r["success_ci95"], "episodes": r["episodes"]}
                     for k, r in rows.items()},
@@ -226,6 +259,7 @@ def main() -> None:
     t.add_argument("--correct", default="steps=3,alpha=0.1")
     t.add_argument("--rerank", type=int, default=16)
     t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--tag", default="", help="suffix of the result files (e.g. _metaworld_push-v3)")
     a = ap.parse_args()
     speed(a) if a.cmd == "speed" else task(a)
 

@@ -387,18 +387,48 @@ def section_steering(lines):
         lines += ["Not measured yet.", ""]
 
 
+def _critic_task_block(lines, d, name: str):
+    """A ``critic_bench.py task`` result: the critic's training, and success per test-time variant (with the
+    latency per chunk at batch 1, when measured)."""
+    tag = name[len("critic_task"):]
+    env = d.get("env", "particle")
+    lines += [f"**Task{' ' + env if env != 'particle' else ''}** — `{d['command']}` ({d['machine']['date']}, commit "
+              f"{d['machine']['git']}). Base: `{d['base_run']}`"
+              + (f" ({d['demos']} demos, preset {d['base_preset']})" if d.get("demos") else "")
+              + f"; critic trained {d['critic_train_seconds'] / 60:.1f} min beside it (frozen), final held-out ranking "
+              f"accuracy {d['final_train_metrics'].get('monitor_rank_acc', float('nan')):.2f}.", ""]
+    lat = d.get("latency_ms_batch1") or {}
+    lat_of = {"base": lat.get("base")}
+    for k, v in lat.items():
+        if k.startswith("rerank"):
+            lat_of[k] = v
+    head = "| variant | success | 95% CI | Δ vs base (points) |" + (" ms per chunk (batch 1) |" if lat else "")
+    lines += [head, "|---|---|---|---|" + ("---|" if lat else "")]
+    for k, r in d["success"].items():
+        ms = lat.get("base") if k == "base" else lat.get(k) if k in lat else (
+            lat.get("both") if " + " in k else lat.get("correct") if k.startswith("correct") else None)
+        lines.append(f"| {k} | {_pct(r['rate'])} | {_ci(r['ci95'])} | {d['gain_points'][k]:+.0f} |"
+                     + (f" {ms:.1f} |" if lat and ms is not None else " - |" if lat else ""))
+    lines += ["", f"![critic training](benchmarks/results/critic_training{tag}.png) "
+              f"![energy landscape](benchmarks/results/critic_landscape{tag}.png)", ""]
+
+
+def _critic_tasks(env_prefix: str):
+    """``(name, result)`` of every ``critic_task*.json`` whose task starts with ``env_prefix``."""
+    out = []
+    for p in [RES / "critic_task.json", *sorted(RES.glob("critic_task_*.json"))]:
+        if p.exists():
+            d = json.loads(p.read_text())
+            if d.get("env", "particle").startswith(env_prefix):
+                out.append((p.stem, d))
+    return out
+
+
 def section_critic(lines):
     lines += ["## 9. Energy critics", ""]
-    d = _load("critic_task")
-    if d:
-        lines += [f"**Task** — `{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']}). Base: "
-                  f"`{d['base_run']}`; critic trained {d['critic_train_seconds'] / 60:.1f} min beside it (frozen), "
-                  f"final held-out ranking accuracy {d['final_train_metrics'].get('monitor_rank_acc', float('nan')):.2f}.",
-                  "", "| variant | success | 95% CI | Δ vs base (points) |", "|---|---|---|---|"]
-        for k, r in d["success"].items():
-            lines.append(f"| {k} | {_pct(r['rate'])} | {_ci(r['ci95'])} | {d['gain_points'][k]:+.0f} |")
-        lines += ["", "![critic training](benchmarks/results/critic_training.png) "
-                  "![energy landscape](benchmarks/results/critic_landscape.png)", ""]
+    tasks = _critic_tasks("particle")
+    for name, d in tasks:
+        _critic_task_block(lines, d, name)
     d = _load("critic_speed")
     if d:
         lines += [f"**Speed** — `{d['command']}` ({d['machine']['date']}, commit {d['machine']['git']}), batch 1, "
@@ -416,7 +446,7 @@ def section_critic(lines):
         lines += [f"Seed-shape critic (Dc=2048, width 512, 8 heads, H=50, act_dim 7): {sd['params'] / 1e6:.2f}M parameters; "
                   f"forward {1e3 * sd['seconds']['forward']:.0f} ms, forward+backward "
                   f"{1e3 * sd['seconds']['forward+backward']:.0f} ms (batch {sd['batch']}, {sd['context_tokens']} context tokens).", ""]
-    if not _load("critic_task") and not d:
+    if not tasks and not d:
         lines += ["Not measured yet.", ""]
 
 
@@ -801,6 +831,8 @@ def section_metaworld_steer(lines):
             lines += ["", "Videos (first episode of each variant): " + ", ".join(
                 f"[{k}](benchmarks/results/{v['path']})" for k, v in d["videos"].items())]
         lines.append("")
+    for name, d in _critic_tasks("metaworld"):
+        _critic_task_block(lines, d, name)
 
 
 def main():

@@ -185,6 +185,16 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
                                             inference_langevin_steps=25, obs_std_eps=1e-4),
                     steps=4_000, batch_size=64, **_IBC_OPT),
     ),
+    "energy-metaworld": (
+        "MetaWorld push-v3, 10 expert demos: energy critic (as energy-particle) trained beside a frozen diffusion "
+        "policy (the diffusion-metaworld preset's, trained on the same demos): pass it with --policy.base-run RUN "
+        "(energy-only mode); 2 demos held out for the ranking accuracy",
+        TrainConfig(**{**_MW, "episodes": 10, "log_interval": 100, "ckpt_interval": 500},
+                    policy=EnergyPolicyConfig(base=DiffusionConfig(prediction_type="sample", sampler="ddim",
+                                                                   num_inference_steps=10), mode="energy-only"),
+                    steps=6000, batch_size=128, lr=3e-4, optimizer="adamw", lr_schedule="cosine", warmup_steps=200,
+                    val_episodes=2, monitor_batch=64),
+    ),
     "demo": (
         "`steerlab demo`: the diffusion-particle preset with the network predicting the clean chunk, 10,000 steps "
         "(about 1.5 min on one CPU thread, which beats two for a network this small) under a 3-minute cap, evaluated on "
