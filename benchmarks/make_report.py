@@ -321,29 +321,34 @@ def _stress_block(lines, d, stem):
 
 
 def section_wm_stress(lines):
-    d = _load("world_model_stress")
     lines += ["## 7. World-model stress test (the Cosmos case in miniature)", ""]
-    if not d:
+    paths = [RES / "world_model_stress.json", *sorted(RES.glob("world_model_stress_*.json"))]
+    docs = [(p.stem, json.loads(p.read_text())) for p in paths if p.exists()]
+    if not docs:
         lines += ["Not measured yet.", ""]
         return
-    t = d["world_model_train"]
-    lines += [_cmd(d) + ".", "",
-              f"World model: flow matching over the next 16 positions given the state and a 16-step plan, trained "
-              f"{t['steps']} steps ({t['train_seconds'] / 60:.1f} min) on {d['data_episodes']} rollouts of the policy under "
-              f"actuation noise σ={d['action_noise']:g}. {d['cases']} test cases (initial states whose noise-free plan "
-              f"reaches the first goal; {d['states_tried']} tried). Probability that the plan misses the first goal: "
-              f"simulator {d['p_miss_simulator_mean']:.3f} ({d['sim_draws']} noise draws per case; "
-              f"{d['cases_simulator_can_miss']} cases can miss at all), world model {d['p_miss_world_model_mean']:.3f} "
-              "(64 samples per case). *Found*: a plausible z (χ_d CDF in [0.005, 0.995]) whose predicted future misses; "
-              "*confirmed*: the simulator misses too in at least one draw for that case; *distance*: mean over steps "
-              "to the nearest simulated future.", ""]
-    _search_table(lines, d["rows"], [
-        ("found / cases", lambda r: f"{r['found']}/{r['cases']}"),
-        ("95% CI", lambda r: _ci(r["found_ci95"])),
-        ("confirmed", lambda r: f"{r['confirmed']}"),
-        ("distance (found)", lambda r: f"{r['nearest_sim_distance_found']:.3f}" if r["nearest_sim_distance_found"] is not None else "-"),
-        ("distance (all)", lambda r: f"{r['nearest_sim_distance_all']:.3f}")])
-    lines += ["![world-model stress test](benchmarks/results/world_model_stress.png)", ""]
+    for stem, d in docs:
+        t = d["world_model_train"]
+        pol = d.get("policy")
+        base = (f"Policy: `{Path(d['policy_run']).name}` ({pol.get('kind')}, network output "
+                f"{pol.get('prediction_type')}). " if pol else "")
+        lines += [_cmd(d) + ".", "",
+                  base + f"World model: flow matching over the next 16 positions given the state and a 16-step plan, trained "
+                  f"{t['steps']} steps ({t['train_seconds'] / 60:.1f} min) on {d['data_episodes']} rollouts of the policy under "
+                  f"actuation noise σ={d['action_noise']:g}. {d['cases']} test cases (initial states whose noise-free plan "
+                  f"reaches the first goal; {d['states_tried']} tried). Probability that the plan misses the first goal: "
+                  f"simulator {d['p_miss_simulator_mean']:.3f} ({d['sim_draws']} noise draws per case; "
+                  f"{d['cases_simulator_can_miss']} cases can miss at all), world model {d['p_miss_world_model_mean']:.3f} "
+                  "(64 samples per case). *Found*: a plausible z (χ_d CDF in [0.005, 0.995]) whose predicted future misses; "
+                  "*confirmed*: the simulator misses too in at least one draw for that case; *distance*: mean over steps "
+                  "to the nearest simulated future.", ""]
+        _search_table(lines, d["rows"], [
+            ("found / cases", lambda r: f"{r['found']}/{r['cases']}"),
+            ("95% CI", lambda r: _ci(r["found_ci95"])),
+            ("confirmed", lambda r: f"{r['confirmed']}"),
+            ("distance (found)", lambda r: f"{r['nearest_sim_distance_found']:.3f}" if r["nearest_sim_distance_found"] is not None else "-"),
+            ("distance (all)", lambda r: f"{r['nearest_sim_distance_all']:.3f}")])
+        lines += [f"![world-model stress test](benchmarks/results/{stem}.png)", ""]
 
 
 def section_steering(lines):
@@ -500,7 +505,7 @@ def _nav_block(lines, d, videos: bool):
               f"- intent of the original route (no switch asked): {_pct(rs['original_route_intent']['rate'])} "
               f"{_ci(rs['original_route_intent']['ci95'])}",
               f"- z1 encoded from the other route: {_pct(rs['z1_from_other_route']['rate'])} {_ci(rs['z1_from_other_route']['ci95'])}",
-              f"- z1 of the original route, z2 optimized toward the other route"
+              "- z1 of the original route, z2 optimized toward the other route"
               + (" once at the start and held" if "z2_every_decision" in rs else "")
               + f": {_pct(rs['z2_optimized']['rate'])} {_ci(rs['z2_optimized']['ci95'])} "
               f"(success {_pct(rs['z2_success']['rate'])})"]

@@ -21,7 +21,7 @@ plan fails, then check them against the simulator.
    reported with the distance of the found future to the nearest simulated future (mean over the 16 steps)
    next to the same distance for plain world-model samples (random z).
 
-Writes benchmarks/results/world_model_stress.json and .png.
+Writes benchmarks/results/world_model_stress<tag>.json and .png (``--tag``, e.g. ``_x0`` for a second policy).
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed0", type=int, default=600_000)
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--tag", default="", help="suffix of the result files (keeps another policy's results)")
     a = ap.parse_args()
     cfg, policy, ckpt = load_run(a.policy_run)
     if cfg.env != "particle" or getattr(policy.cfg, "horizon", None) != WM_HORIZON:
@@ -182,19 +183,19 @@ def main() -> None:
     record("random", chain.nfe, z_rand, chain.nfe, 0.0)
     run_searches(chain, objective, z_rand, a.budgets, bwd, a.lr, record)
 
-    save("world_model_stress", {
+    save(f"world_model_stress{a.tag}", {
         "command": command_line(),
-        "policy_checkpoint": str(ckpt), "world_model_checkpoint": str(wckpt), "world_model_run": str(run),
+        "policy_run": a.policy_run, "policy": dataclasses.asdict(policy.cfg), "policy_checkpoint": str(ckpt), "world_model_checkpoint": str(wckpt), "world_model_run": str(run),
         "world_model": dataclasses.asdict(wcfg.policy), "world_model_train": train_summary,
         "data": str(data), "data_episodes": a.data_episodes, "action_noise": a.noise, "n_dim": n,
         "cases": len(seeds), "states_tried": tried, "sim_draws": a.sim_draws, "sim_seconds": sim_seconds,
         "p_miss_simulator_mean": float(sim_miss.mean()), "p_miss_world_model_mean": float(wm_miss.mean()),
         "cases_simulator_can_miss": int((sim_miss > 0).sum()),
         "chain_nfe": chain.nfe, "backward_cost": bwd, "rows": rows})
-    plot(rows, a.budgets, float(sim_miss.mean()))
+    plot(rows, a.budgets, float(sim_miss.mean()), results_path(f"world_model_stress{a.tag}.png"))
 
 
-def plot(rows, budgets, p_sim):
+def plot(rows, budgets, p_sim, out: Path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,7 +218,6 @@ def plot(rows, budgets, p_sim):
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    out = results_path("world_model_stress.png")
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 
