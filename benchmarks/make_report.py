@@ -47,11 +47,13 @@ def section_sweep(lines):
         "| method | N | budget (min) | threads | CPU | steps trained | success | 95% CI |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for c in sorted(d["cells"].values(), key=lambda c: (c["method"], c["n_dim"])):
+    rows = [(c, False) for c in d["cells"].values()] + [(c, True) for c in d.get("superseded", [])]
+    for c, old in sorted(rows, key=lambda r: (r[0]["method"], r[0]["n_dim"], not r[1])):
         lo, hi = c["success_ci95"]
         m = c.get("machine")
         cpu = f"{m['cpu']} ({'native' if m['native_bf16'] else 'no'} bf16)" if m else "not recorded"
-        lines.append(f"| {c['method']} | {c['n_dim']} | {c['budget_min']:g} | {c.get('threads') or 'default'} | {cpu} | "
+        method = f"{c['method']} (before re-measuring)" if old else c["method"]
+        lines.append(f"| {method} | {c['n_dim']} | {c['budget_min']:g} | {c.get('threads') or 'default'} | {cpu} | "
                      f"{c['train_steps']} | {_pct(c['success_rate'])} | [{_pct(lo)}, {_pct(hi)}] |")
     lines += ["", "![particle sweep](benchmarks/results/particle_sweep.png)", ""]
 

@@ -5,7 +5,8 @@ N, a wall-clock training budget per (method, N), evaluation on 100 episodes with
     python benchmarks/particle_sweep.py --plot-only
 
 Each finished (method, N) cell is written at once to benchmarks/results/particle_sweep.json (the sweep can
-be run in parts; cells already present are skipped unless --force), and the plot
+be run in parts; cells already present are skipped unless --force, which keeps the earlier cell under
+``superseded``), and the plot
 benchmarks/results/particle_sweep.png is redrawn from all cells present.
 
 Methods map to presets (``steerlab presets``) and overrides:
@@ -139,9 +140,12 @@ def main():
                 if key in data["cells"] and not args.force:
                     print(f"skip {key}: already measured")
                     continue
-                data["cells"][key] = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir),
-                                              args.threads, args.device)
-                data = {**load(), "cells": {**load()["cells"], key: data["cells"][key]}}
+                cell = run_cell(method, n, args.budget_min, args.episodes, args.seed, Path(args.runs_dir),
+                                args.threads, args.device)
+                data = load()
+                if key in data["cells"]:  # a re-measured cell: the earlier one is kept, listed as superseded
+                    data.setdefault("superseded", []).append(data["cells"][key])
+                data["cells"][key] = cell
                 write_json_atomic(OUT, data)  # two sweep parts may run side by side
                 print(json.dumps(data["cells"][key]), flush=True)
                 plot(data)
