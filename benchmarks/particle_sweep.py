@@ -36,6 +36,7 @@ METHODS: dict[str, list[str]] = {
     "ibc-langevin-persistent-uniform": ["ibc-particle-langevin-persistent", "--policy.persistent-init", "uniform"],
     "ibc-dfo": ["ibc-particle-dfo"],
     "ibc-ardfo": ["ibc-particle-ardfo"],
+    "ibc-ardfo-made": ["ibc-particle-ardfo-made"],
     "diffusion": ["diffusion-particle"],
     "flow": ["flow-particle"],
     # each network parameterization named explicitly, whatever the preset's default

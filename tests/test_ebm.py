@@ -569,3 +569,66 @@ def test_autoregressive_loss_trains_every_head_on_every_row(monkeypatch, mode):
     else:
         assert j.shape == (5,) and bool(((j >= 0) & (j < 3)).all())
     assert torch.isfinite(loss)
+
+
+def test_made_head_j_depends_on_the_prefix_only():
+    """Output j of the masked network is a function of the observation and a_0..j: changing a_k changes heads
+    j >= k and leaves heads j < k exactly as they were."""
+    from steerlab.nets.made import MaskedARMLP
+
+    torch.manual_seed(0)
+    net = MaskedARMLP(obs_dim=3, act_dim=4, width=16, depth=3, init_std=0.5)
+    o, a = torch.randn(2, 3), torch.randn(2, 5, 4)
+    f = net.forward_split(o, a)
+    for k in range(4):
+        b = a.clone()
+        b[..., k] += 1.0
+        g = net.forward_split(o, b)
+        assert torch.equal(g[..., :k], f[..., :k])
+        assert ((g[..., k:] - f[..., k:]).abs().amax((0, 1)) > 0).all()
+    # the observation reaches every head
+    assert ((net.forward_split(o + 1, a) - f).abs().amax((0, 1)) > 0).all()
+    # hidden degrees in proportion to 1 / (d + 1): 16 units over 4 dims -> 8, 4, 2, 2
+    assert net.mask0[:, 3:].sum(0).tolist() == [16, 8, 4, 2]
+    with pytest.raises(ValueError, match="width 3 is too small for 4 action dims"):
+        MaskedARMLP(3, 4, width=3)
+
+
+def test_shared_cuts_golden():
+    """Counts proportional to 1 / (j + 1) by largest remainders: n = 16, A = 4 gives shares 7.68, 3.84, 2.56, 1.92
+    -> floors 7, 3, 2, 1 and the 3 left to remainders .92, .84, .68 (j = 3, 1, 0)."""
+    from steerlab.ebm.policy import shared_cuts
+
+    assert shared_cuts(16, 4).tolist() == [0] * 8 + [1] * 4 + [2] * 2 + [3] * 2
+    assert shared_cuts(5, 1).tolist() == [0] * 5
+    assert len(shared_cuts(16, 32)) == 16 and shared_cuts(16, 32)[0] == 0
+
+
+def test_shared_autoregressive_loss_is_each_heads_infonce():
+    """ar_train_heads='shared': one pass over [counter-examples, positive]; head m's term is IBC's InfoNCE over the
+    positive and the counter-examples whose cut is <= m, recomputed here head by head from the same draws."""
+    from steerlab.ebm.losses import info_nce
+    from steerlab.ebm.policy import shared_cuts
+
+    cfg = IBCConfig(width=16, layers="mlp", energy="autoregressive", inference="autoregressive_dfo",
+                    ar_network="made", ar_train_heads="shared", num_counter_examples=6, fraction_langevin_samples=0.0,
+                    grad_penalty=False, n_obs_steps=1, temperature=0.5)
+    pol = IBCPolicy(cfg, 2, 3)
+    batch = {"obs": torch.randn(4, 1, 2), "action": torch.rand(4, 1, 3) * 2 - 1}
+    loss, m = pol.compute_loss(batch, torch.Generator().manual_seed(0))
+    o = pol.obs_features(batch["obs"])
+    pos = pol.act_norm.normalize(batch["action"][:, 0])
+    u = pol.uniform_actions((4, 6), torch.Generator().manual_seed(0), pos.device)
+    cuts = shared_cuts(6, 3)
+    neg = pos[:, None].repeat(1, 6, 1)
+    for k, j in enumerate(cuts.tolist()):
+        dims = range(j + 1) if k % 2 else [j]
+        for d in dims:
+            neg[:, k, d] = u[:, k, d]
+    f = pol.net.forward_split(o, torch.cat([neg, pos[:, None]], 1))
+    terms = [info_nce(f[:, -1, h], f[:, :-1, h][:, cuts <= h], 0.5) for h in range(3)]
+    # IBC's KL form clips probabilities at 1e-7; the shared loss is the plain cross-entropy: equal here
+    assert torch.allclose(loss, torch.stack(terms).mean(), atol=1e-5)
+    assert m["e_pos"] != m["e_neg"]
+    with pytest.raises(ValueError, match="needs ar_network='made'"):
+        IBCPolicy(IBCConfig(energy="autoregressive", inference="autoregressive_dfo", ar_train_heads="shared"), 2, 3)

@@ -50,8 +50,11 @@ SMALL = dict(width=64, depth=2, n_obs_steps=1, stats_samples=None)
                   grad_penalty=False, inference="autoregressive_dfo", inference_samples=512),
         IBCConfig(**{**SMALL, "layers": "mlp"}, num_counter_examples=8, fraction_langevin_samples=0.0,
                   grad_penalty=False, inference="dfo", inference_samples=512),
+        IBCConfig(**{**SMALL, "layers": "mlp"}, energy="autoregressive", ar_network="made", ar_train_heads="shared",
+                  num_counter_examples=64, fraction_langevin_samples=0.0, grad_penalty=False,
+                  inference="autoregressive_dfo", inference_samples=512),
     ],
-    ids=["langevin-ibc", "langevin-ula-again", "dfo", "ardfo", "dfo-repo-plain-mlp"],
+    ids=["langevin-ibc", "langevin-ula-again", "dfo", "ardfo", "dfo-repo-plain-mlp", "ardfo-made-shared"],
 )
 def test_ibc_learns_known_mapping(cfg):
     mse, metrics = _train(cfg)

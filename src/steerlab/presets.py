@@ -58,6 +58,19 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             steps=100_000, batch_size=512, **_IBC_OPT,
         ),
     ),
+    "ibc-particle-ardfo-made": (
+        "Autoregressive DFO with every head in one pass (not in IBC): a 256x2 MADE-masked plain MLP whose output j "
+        "reads a_0..j only, batch 512, 32 uniform counter-examples per row shared by all heads (each changes the "
+        "demonstration from a cut dimension on; head m uses those cut at or before m), autoregressive DFO over 512 "
+        "samples, Keras' Adam: a step costs one pass over 33 candidates where ibc-particle-ardfo's costs A passes "
+        "over 17",
+        TrainConfig(
+            policy=IBCConfig(layers="mlp", energy="autoregressive", ar_network="made", ar_train_heads="shared",
+                             num_counter_examples=32, fraction_langevin_samples=0.0, grad_penalty=False,
+                             inference="autoregressive_dfo", inference_samples=512),
+            steps=100_000, batch_size=512, **_IBC_OPT,
+        ),
+    ),
     "ibc-particle-langevin-budget": (
         "IBC-Langevin sized for a 20-minute CPU budget: the repo config (8 counter-examples, K=100 chains, "
         "512-chain inference) with batch 128 (4x the steps per second) and bfloat16 chain arithmetic where the CPU "

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
 
 from steerlab.data.normalize import MinMax, ZScore, sampling_bounds
 from steerlab.ebm.dfo import autoregressive_dfo, dfo
@@ -20,6 +19,7 @@ from steerlab.ebm.langevin import langevin
 from steerlab.ebm.losses import gradient_penalty, info_nce
 from steerlab.ebm.persistent import ChainMemory
 from steerlab.hw import native_bf16
+from steerlab.nets.made import MaskedARMLP, harmonic_counts
 from steerlab.nets.mlp import MLPPlain, MLPResNet
 from steerlab.policy import Policy
 from steerlab.registry import register_policy
@@ -31,6 +31,13 @@ def counter_example_split(n: int, fraction_langevin: float) -> tuple[int, int]:
     (n = 8, fraction 0.7: 3 uniform, 5 Langevin)."""
     n_lang = int(fraction_langevin * n)
     return n - n_lang, n_lang
+
+
+def shared_cuts(n: int, act_dim: int) -> torch.Tensor:
+    """The cuts ``j_k`` of ``n`` shared autoregressive counter-examples over ``act_dim`` dimensions, sorted: counts
+    proportional to ``1 / (j + 1)`` (largest remainders), so head m is served by a share ``H(m+1) / H(A)`` of them
+    (``H`` the harmonic numbers) and head 0, the worst served, by ``1 / H(A)`` (A = 16: 30%)."""
+    return harmonic_counts(n, act_dim)
 
 
 def _check_persistent(cfg: "IBCConfig") -> None:
@@ -142,9 +149,17 @@ class IBCConfig:
     grad_norm: Literal["inf", "1", "2"] = "inf"
     grad_penalty_square: bool = True
     grad_penalty_weight: float = 1.0
-    ar_train_heads: Literal["all", "random"] = "all"
+    ar_network: Literal["prefix_mask", "made"] = "prefix_mask"
+    """autoregressive energy network: 'prefix_mask', one MLP with A outputs whose action input is [a * m_j, m_j]
+    (the prefix mask m_j of the head asked; a pass gives one head); 'made', masked layers (steerlab.nets.made:
+    output j depends on a_0..j only by construction; a pass gives every head). 'made' uses IBC's plain layers"""
+    ar_train_heads: Literal["all", "random", "shared"] = "all"
     """autoregressive energy: train every head j on every row each step, as the paper's one model per dimension
-    ('all', cost x action dims), or one random head per row ('random', each head sees 1/A of the rows)"""
+    ('all', cost x action dims), one random head per row ('random', each head sees 1/A of the rows), or ('shared',
+    needs ar_network='made') score one set of counter-examples per row with every head in one pass: counter-example
+    k changes the demonstration from dimension j_k on (dimension j_k only, or the prefix 0..j_k, alternately), and
+    head m's InfoNCE term uses those with j_k <= m (the others equal the demonstration on a_0..m); the cuts j_k are
+    spread with weights 1 / (j + 1), so low heads, which fewer counter-examples serve, still get some"""
     inference: Literal["langevin", "dfo", "autoregressive_dfo"] = "langevin"
     """action inference; 'autoregressive_dfo' requires energy='autoregressive'"""
     inference_samples: int = 512
@@ -186,6 +201,12 @@ class IBCPolicy(Policy):
             raise ValueError("inference='autoregressive_dfo' needs energy='autoregressive'")
         if cfg.energy == "autoregressive" and cfg.inference != "autoregressive_dfo":
             raise ValueError("energy='autoregressive' is sampled with inference='autoregressive_dfo'")
+        if cfg.ar_network not in ("prefix_mask", "made"):
+            raise ValueError(f"ar_network must be 'prefix_mask' or 'made', got {cfg.ar_network!r}")
+        if cfg.ar_network == "made" and cfg.layers != "mlp":
+            raise ValueError("ar_network='made' is built of IBC's plain layers: set layers='mlp'")
+        if cfg.ar_train_heads == "shared" and cfg.ar_network != "made":
+            raise ValueError("ar_train_heads='shared' scores every head in one pass: it needs ar_network='made'")
         if not 0.0 <= cfg.fraction_langevin_samples <= 1.0:
             raise ValueError(f"fraction_langevin_samples must be in [0, 1], got {cfg.fraction_langevin_samples}")
         if cfg.uniform_warmup_steps < 0:
@@ -207,14 +228,19 @@ class IBCPolicy(Policy):
         net_cls = {"resnet": MLPResNet, "mlp": MLPPlain}.get(cfg.layers)
         if net_cls is None:
             raise ValueError(f"layers must be 'resnet' or 'mlp', got {cfg.layers!r}")
-        self.net = net_cls(
-            head_dim + (2 * act_dim if ar else act_dim),
-            out_dim=act_dim if ar else 1,
-            width=cfg.width,
-            depth=cfg.depth,
-            dropout=cfg.dropout,
-            spectral_norm=cfg.spectral_norm,
-        )
+        if ar and cfg.ar_network == "made":
+            if cfg.spectral_norm:
+                raise ValueError("ar_network='made' has no spectral normalization")
+            self.net = MaskedARMLP(head_dim, act_dim, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout)
+        else:
+            self.net = net_cls(
+                head_dim + (2 * act_dim if ar else act_dim),
+                out_dim=act_dim if ar else 1,
+                width=cfg.width,
+                depth=cfg.depth,
+                dropout=cfg.dropout,
+                spectral_norm=cfg.spectral_norm,
+            )
         self.obs_norm = ZScore(obs_dim)
         self.act_norm = MinMax(act_dim)
         self.register_buffer("lo", -torch.ones(act_dim))  # normalized sampling bounds
@@ -259,7 +285,8 @@ class IBCPolicy(Policy):
 
     def ar_logits(self, o: torch.Tensor, a: torch.Tensor, j: int | torch.Tensor) -> torch.Tensor:
         """Autoregressive head ``j`` (int, or ``[B]`` per row) on the prefix ``a[..., :j+1]`` -> ``[B, N]``."""
-        out = self.net.forward_split(o, self._ar_input(a, j))  # [B, N, A]
+        made = self.cfg.ar_network == "made"
+        out = self.net.forward_split(o, a if made else self._ar_input(a, j))  # [B, N, A]
         j = torch.as_tensor(j, device=a.device)
         if j.dim() == 0:
             return out[..., int(j)]
@@ -432,6 +459,8 @@ class IBCPolicy(Policy):
         prefixes included, and picks the final action by the last head, so a head that never saw a wrong prefix
         extrapolates there and selects off-data prefixes (seen on the test task: rmse 0.4 on 2 of 5 seeds)."""
         cfg = self.cfg
+        if cfg.ar_train_heads == "shared":
+            return self._ar_loss_shared(o, pos, generator)
         if cfg.ar_train_heads == "all":  # row r of the batch becomes rows r*A .. r*A + A-1, one per head
             j = torch.arange(self.act_dim, device=pos.device).repeat(pos.shape[0])
             o, pos = o.repeat_interleave(self.act_dim, 0), pos.repeat_interleave(self.act_dim, 0)
@@ -451,6 +480,28 @@ class IBCPolicy(Policy):
         e = -f.detach()
         loss = nce.mean()
         return loss, {"info_nce": loss.item(), "e_pos": e[:, -1].mean().item(), "e_neg": e[:, :-1].mean().item(),
+                      "loss": loss.item()}
+
+    def _ar_loss_shared(self, o, pos, generator):
+        """Every head on one set of counter-examples per row, in one pass of the masked network (see
+        ``ar_train_heads``). Head m's InfoNCE is over the positive and the counter-examples whose cut j_k <= m."""
+        cfg, a_dim = self.cfg, self.act_dim
+        b, n = pos.shape[0], cfg.num_counter_examples
+        cuts = shared_cuts(n, a_dim).to(pos.device)  # [n]
+        dims = torch.arange(a_dim, device=pos.device)
+        prefix = (torch.arange(n, device=pos.device) % 2 == 1)[:, None]
+        changed = torch.where(prefix, dims[None, :] <= cuts[:, None], dims[None, :] == cuts[:, None])  # [n, A]
+        u = self.uniform_actions((b, n), generator, pos.device)
+        neg = torch.where(changed[None], u, pos[:, None, :].expand(b, n, a_dim))
+        f = self.net.forward_split(o, torch.cat([neg, pos[:, None]], 1)) / cfg.temperature  # [B, n+1, A]
+        valid = cuts[:, None] <= dims[None, :]  # [n, A]: counter-example k serves head m
+        f_neg = f[:, :n].masked_fill(~valid[None], float("-inf"))
+        f_pos = f[:, n]
+        nce = torch.logsumexp(torch.cat([f_neg, f_pos[:, None]], 1), 1) - f_pos  # [B, A]
+        loss = nce.mean()
+        e = -f.detach() * cfg.temperature
+        e_neg = e[:, :n].masked_select(valid[None].expand(b, -1, -1)).mean()
+        return loss, {"info_nce": loss.item(), "e_pos": e[:, n].mean().item(), "e_neg": e_neg.item(),
                       "loss": loss.item()}
 
     # ------------------------------------------------------------------ inference
