@@ -635,6 +635,35 @@ def section_nav(lines):
         lines.append("")
 
 
+def section_nav_modes(lines):
+    results = _load_all("nav_modes")
+    if not results:
+        return
+    d0 = results[0]
+    lines += [f"**Route modes on two-route maps** (`python benchmarks/nav_modes.py --help`; {d0['maps']} maps from env "
+              "seed 740,000). *demos*: share of the maps on which the collector's oracle takes the first route (the "
+              "planner's shortest); *closed loop*: one episode per map, the route its path overlaps more, at intent "
+              "level none (no route given: the unconditional model chooses) and z1z2 (the oracle's route as z1, prior "
+              f"z2); *start draws*: {d0['draws']} chunks at each map's start from as many noises, each assigned to the "
+              f"route its waypoints are closer to by more than {d0['margin']:g}; *both routes*: maps whose draws go "
+              "both ways (the noise chooses the route), among the maps where the oracle's first chunks along the two "
+              "routes differ by that margin; *spread*: per-waypoint std of the draws (world units).", "",
+              "| run | output | demos: route 1 | level | success | follow a route | closed loop: route 1 | "
+              "follows the oracle's route | start draws: both routes | draws to route 1 | spread |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in results:
+        r = d["results"]
+        demo = r["demonstrations"]["route0_share"]
+        for level in ("none", "z1z2"):
+            x = r[level]
+            f = lambda v: "–" if v is None else f"{_pct(v['rate'])} {_ci(v['ci95'])}"  # noqa: E731
+            lines.append(f"| `{Path(d['run_dir']).name}` | {d.get('prediction_type')} | {_pct(demo['rate'])} | {level} | "
+                         f"{_pct(x['success']['rate'])} | {x['follows_a_route']['count']}/{x['follows_a_route']['n']} | "
+                         f"{f(x['route0_share'])} | {f(x['follows_the_oracles_route'])} | {f(x['both_routes_at'])} | "
+                         f"{_pct(x['draws_to_route0'])} | {x['spread']:.4f} |")
+    lines += ["", "Commands: " + "; ".join(f"`{d['command']}`" for d in results), ""]
+
+
 def section_nav_chunks(lines):
     results = _load_all("nav_chunk_error")
     if not results:
@@ -862,6 +891,7 @@ def main():
     section_critic(lines)
     section_nav(lines)
     section_nav_chunks(lines)
+    section_nav_modes(lines)
     section_faults(lines)
     section_gpu_check(lines)
     section_metaworld(lines)
