@@ -14,6 +14,10 @@ Variants:
 - ``steerlab bf16``: the same with bfloat16 matrix products (``IBCConfig.chain_dtype="bfloat16"``).
 - ``torchebm``: ``torchebm.samplers.LangevinDynamics`` (textbook ULA, constant step) on an energy model
   wrapping the same network for a fixed observation; same chains × steps.
+
+Also: the chains' FP32 FLOP/s (:func:`chain_step_flops` says how they are counted) as a fraction of torch's
+2048 × 2048 matrix product timed beside them, and the training step of the persistent-chain option
+(``ibc-particle-langevin-persistent``'s chains at the repo batch of 512, every row revisited).
 """
 
 from __future__ import annotations
@@ -61,6 +65,25 @@ def naive_train_step(pol: IBCPolicy, opt, batch, gen):
     opt.step()
 
 
+def chain_step_flops(net, act_dim: int) -> int:
+    """FLOPs of one Langevin chain step of one chain through ``MLPResNet.input_grad``: 2 per multiply-add of the
+    dense layers' matrix products, in the forward pass and in the input-gradient backward pass (no weight
+    gradients); the observation part of the first layer is left out (it is computed once per row, not per chain
+    step), and so are element-wise operations (ReLU, residual adds, the Langevin update)."""
+    dense = [net.proj] + [layer for block in net.blocks for layer in block] + [net.head]
+    fwd = 0
+    for i, layer in enumerate(dense):
+        out_f, in_f = layer.weight.shape
+        fwd += 2 * out_f * (act_dim if i == 0 else in_f)
+    return 2 * fwd
+
+
+GEMM_N = 2048
+"""the reference matrix product: two GEMM_N x GEMM_N FP32 matrices, timed interleaved with the chains (so a load
+on the machine hits both alike); its FLOP/s is what fraction of this CPU's reachable FP32 throughput the chains
+are measured against"""
+
+
 def torchebm_energy(net, o):
     """E(a) = -f(o, a) for a fixed observation, as a torchebm model (x -> [N] energies)."""
     from torchebm.core import BaseModel
@@ -83,7 +106,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 variants (slow without native bf16)")
     ap.add_argument("--name", default="langevin_speed", help="results file stem in benchmarks/results/")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     N = args.n_dim
     rng = np.random.default_rng(0)
@@ -121,8 +147,11 @@ def main():
             "steerlab_bf16": lambda: langevin(pol16.grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
         })
+        ga, gb = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
         with torch.no_grad():
-            t = interleaved({k: f for k, f in fns.items() if k != "naive"}, args.repeats)
+            t = interleaved({**{k: f for k, f in fns.items() if k != "naive"}, "gemm": lambda: torch.mm(ga, gb)},
+                            args.repeats)
+        gemm = 2 * GEMM_N ** 3 / t.pop("gemm")
         t.update(interleaved({"naive": fns["naive"]}, args.repeats))
         res[label] = {
             "chains": b * n, "steps": K,
@@ -130,8 +159,19 @@ def main():
             "chain_steps_per_s": {k: b * n * K / v for k, v in t.items()},
             "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()},
             "speedup_vs_torchebm": {k: t["torchebm"] / v for k, v in t.items()},
+            "gemm_flops_per_s": gemm,
         }
         print(label, {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
+
+    # ---- the chains' FP32 throughput against torch's large matrix product on this CPU
+    flops = chain_step_flops(net, N)
+    res["flops"] = {"per_chain_step": flops, "gemm_n": GEMM_N, "chains": {
+        key: {k: {"flops_per_s": v * flops, "fraction_of_gemm": v * flops / res[key]["gemm_flops_per_s"]}
+              for k, v in res[key]["chain_steps_per_s"].items()}
+        for key in ("train_shape_512x8", "inference_shape_1x512")}}
+    print(f"chain step {flops} FLOPs; GEMM {res['train_shape_512x8']['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; "
+          f"steerlab_fp32 training chains "
+          f"{res['flops']['chains']['train_shape_512x8']['steerlab_fp32']['fraction_of_gemm']:.0%} of it")
 
     # ---- training steps/s of the repo preset (batch 512, 8 Langevin negatives, K=100, gradient penalty)
     batch = {"obs": torch.rand(512, 2, 4 * N), "action": torch.rand(512, 1, N)}
@@ -147,8 +187,27 @@ def main():
         loss.backward()
         opts[p].step()
 
+    # the persistent-chain option at its steady state: every row of the batch revisited, so its chains continue
+    # for persistent_steps (10) steps over the compressed schedule; 5% of the rows restart with the full chain
+    pcfg = get_preset("ibc-particle-langevin-persistent").policy
+    pol_p = IBCPolicy(IBCConfig(**{**pcfg.__dict__, "chain_dtype": "float32"}), 4 * N, N)
+    pol_p.fit_normalizers({"obs": obs_data, "action": act_data}, action_low=np.zeros(N), action_high=np.ones(N),
+                          episode_ends=np.arange(50, 5001, 50))
+    opts[pol_p] = torch.optim.Adam(pol_p.parameters(), 1e-3)
+    batch_p = {**batch, "index": torch.arange(512)}
+
+    def persistent():
+        g = torch.Generator().manual_seed(0)
+        pol_p.train()
+        loss, _ = pol_p.compute_loss(batch_p, g)
+        opts[pol_p].zero_grad()
+        loss.backward()
+        opts[pol_p].step()
+
+    persistent()  # stores every row's chains
     t = interleaved(variants({"naive": lambda: naive_train_step(pn, optn, batch, torch.Generator().manual_seed(0)),
-                              "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16)}),
+                              "steerlab_fp32": lambda: ours(pol32), "steerlab_bf16": lambda: ours(pol16),
+                              "steerlab_fp32_persistent": persistent}),
                     max(3, args.repeats // 2))
     res["train_step_repo_preset"] = {"seconds": t, "steps_per_s": {k: 1 / v for k, v in t.items()},
                                      "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()}}
@@ -183,7 +242,7 @@ def plot(res, path):
         ax.set_title(f"Langevin chain throughput, {key}")
         ax.set_ylabel("million chain-steps / s")
     r = res["train_step_repo_preset"]["steps_per_s"]
-    axes[2].bar(list(r), list(r.values()), color=["gray", "tab:blue", "tab:green"])
+    axes[2].bar(list(r), list(r.values()), color=["gray", "tab:blue", "tab:green", "tab:purple"][:len(r)])
     axes[2].set_title("training steps/s, repo Langevin preset")
     for ax in axes:
         ax.tick_params(axis="x", labelsize=8)

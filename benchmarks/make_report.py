@@ -137,9 +137,26 @@ def _speed_tables(lines, d, png):
               "| variant | steps/s | × naive |", "|---|---|---|"]
     for k, v in r["steps_per_s"].items():
         lines.append(f"| {k} | {v:.2f} | {r['speedup_vs_naive'][k]:.2f} |")
+    if "steerlab_fp32_persistent" in r["steps_per_s"]:
+        lines += ["", "*steerlab_fp32_persistent*: the persistent-chain option (`ibc-particle-langevin-persistent`'s "
+                  "chains) at the same batch of 512, every row revisited, so its chains continue for 10 steps over the "
+                  "compressed schedule (5% restart with the full chain)."]
     lines += ["", "**inference latency per action, batch 1**", "", "| sampler | ms |", "|---|---|"]
     for k, v in d["inference_latency_s"].items():
         lines.append(f"| {k} | {1e3 * v:.0f} |")
+    fl = d.get("flops")
+    if fl:
+        lines += ["", f"**FP32 throughput of the chains.** A chain step costs {fl['per_chain_step']:,} FLOPs: 2 per "
+                  "multiply-add of the dense layers' matrix products, in the forward pass and the input-gradient "
+                  "backward pass, without the observation part of the first layer (computed once per row) and "
+                  f"without element-wise operations. Reference: torch's {fl['gemm_n']} × {fl['gemm_n']} FP32 matrix "
+                  "product, timed interleaved with the chains.", "",
+                  "| chains | variant | GFLOP/s | fraction of the matrix product's |", "|---|---|---|---|"]
+        for key, per in fl["chains"].items():
+            g = d[key]["gemm_flops_per_s"]
+            for k, v in per.items():
+                lines.append(f"| {key} | {k} | {v['flops_per_s'] / 1e9:.1f} | {_pct(v['fraction_of_gemm'])} |")
+            lines.append(f"| {key} | (matrix product) | {g / 1e9:.1f} | 100% |")
     lines += ["", f"![speed](benchmarks/results/{png})", ""]
 
 
@@ -154,6 +171,13 @@ def section_speed(lines):
     if d:
         lines += ["### 2a. The same on a CPU without native bf16 (fp32 only)", ""]
         _speed_tables(lines, d, "langevin_speed_fp32.png")
+    for p in sorted(RES.glob("langevin_speed_*.json")):
+        if p.stem == "langevin_speed_fp32":
+            continue
+        d = json.loads(p.read_text())
+        lines += [f"### 2 ({p.stem[len('langevin_speed_'):]}). Re-measured: {d['machine'].get('cpu', 'CPU')}, "
+                  f"{d['machine']['threads']} thread(s)", ""]
+        _speed_tables(lines, d, f"{p.stem}.png")
 
 
 def section_chain_dtype(lines):
