@@ -15,8 +15,8 @@ Variants:
 - ``torchebm``: ``torchebm.samplers.LangevinDynamics`` (textbook ULA, constant step) on an energy model
   wrapping the same network for a fixed observation; same chains × steps.
 
-Also: the chains' FP32 FLOP/s (:func:`chain_step_flops` says how they are counted) as a fraction of torch's
-2048 × 2048 matrix product timed beside them, and the training step of the persistent-chain option
+Also: the chains' FP32 FLOP/s (:func:`chain_step_flops` says how they are counted) as a fraction of the fastest
+of torch's n × n matrix products (n in GEMM_SIZES) timed beside them, and the training step of the persistent-chain option
 (``ibc-particle-langevin-persistent``'s chains at the repo batch of 512, every row revisited).
 """
 
@@ -78,10 +78,10 @@ def chain_step_flops(net, act_dim: int) -> int:
     return 2 * fwd
 
 
-GEMM_N = 2048
-"""the reference matrix product: two GEMM_N x GEMM_N FP32 matrices, timed interleaved with the chains (so a load
-on the machine hits both alike); its FLOP/s is what fraction of this CPU's reachable FP32 throughput the chains
-are measured against"""
+GEMM_SIZES = (256, 512, 1024, 2048)
+"""the reference matrix products: two n x n FP32 matrices for each n, timed interleaved with the chains (so a load
+on the machine hits them alike); the fastest one's FLOP/s is the CPU's reachable FP32 throughput the chains are
+measured against (small products stay in cache, large ones amortize the call: which wins depends on the CPU)"""
 
 
 def torchebm_energy(net, o):
@@ -147,11 +147,13 @@ def main():
             "steerlab_bf16": lambda: langevin(pol16.grad_energy_fn(o), a0, lo, hi, num_steps=K, generator=gen()),
             "torchebm": lambda: tebm.sample(x=a0.reshape(-1, N).clone(), n_steps=K, generator=gen()),
         })
-        ga, gb = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+        mats = {n: (torch.randn(n, n), torch.randn(n, n)) for n in GEMM_SIZES}
+        gemms = {f"gemm{n}": (lambda n=n: [torch.mm(*mats[n]) for _ in range(max(1, (2048 // n) ** 2))])
+                 for n in GEMM_SIZES}  # small products repeated so that every call does comparable work
         with torch.no_grad():
-            t = interleaved({**{k: f for k, f in fns.items() if k != "naive"}, "gemm": lambda: torch.mm(ga, gb)},
-                            args.repeats)
-        gemm = 2 * GEMM_N ** 3 / t.pop("gemm")
+            t = interleaved({**{k: f for k, f in fns.items() if k != "naive"}, **gemms}, args.repeats)
+        gemm_by_n = {n: max(1, (2048 // n) ** 2) * 2 * n ** 3 / t.pop(f"gemm{n}") for n in GEMM_SIZES}
+        gemm = max(gemm_by_n.values())
         t.update(interleaved({"naive": fns["naive"]}, args.repeats))
         res[label] = {
             "chains": b * n, "steps": K,
@@ -159,13 +161,13 @@ def main():
             "chain_steps_per_s": {k: b * n * K / v for k, v in t.items()},
             "speedup_vs_naive": {k: t["naive"] / v for k, v in t.items()},
             "speedup_vs_torchebm": {k: t["torchebm"] / v for k, v in t.items()},
-            "gemm_flops_per_s": gemm,
+            "gemm_flops_per_s": gemm, "gemm_flops_per_s_by_n": gemm_by_n,
         }
         print(label, {k: f"{v * 1e3:.0f} ms" for k, v in t.items()})
 
     # ---- the chains' FP32 throughput against torch's large matrix product on this CPU
     flops = chain_step_flops(net, N)
-    res["flops"] = {"per_chain_step": flops, "gemm_n": GEMM_N, "chains": {
+    res["flops"] = {"per_chain_step": flops, "gemm_sizes": list(GEMM_SIZES), "chains": {
         key: {k: {"flops_per_s": v * flops, "fraction_of_gemm": v * flops / res[key]["gemm_flops_per_s"]}
               for k, v in res[key]["chain_steps_per_s"].items()}
         for key in ("train_shape_512x8", "inference_shape_1x512")}}
