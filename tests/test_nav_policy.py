@@ -658,3 +658,31 @@ def test_z1_as_the_chain_variable(nav_data):
         IntentChain(p, prob, z0, variable="z1", joint=True)
     with pytest.raises(ValueError, match="fixed fine intent"):
         IntentChain(p, prob, z0, z2=z2)
+
+
+def test_direct_head_starts_as_the_plain_model_and_learns(nav_data):
+    """model.direct_head adds an MLP on [observation embedding | intent latent] to the U-Net's output: zero at
+    initialization (the same outputs as without it, for the same U-Net weights), trained by the loss, and refused
+    with an output other than the clean chunk."""
+    import dataclasses
+
+    with pytest.raises(ValueError, match="direct_head.*prediction_type='sample'"):
+        NavPolicy(NavPolicyConfig(model=dataclasses.replace(TINY, direct_head=True), prediction_type="epsilon"))
+    cfg = dict(prediction_type="sample")
+    plain = _policy(nav_data, **cfg)
+    torch.manual_seed(0)
+    direct = NavPolicy(NavPolicyConfig(model=dataclasses.replace(TINY, direct_head=True, direct_hidden=16), **cfg))
+    direct.fit_normalizers(nav_data.data)
+    missing, unexpected = direct.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("model.direct_net.") for k in missing)
+    g = torch.Generator().manual_seed(0)
+    img, state, goal = _obs(3, g)
+    cond = plain.model("vision_encoder", obs_img=img, obs_state=state, goal=goal)
+    x, t = torch.randn(3, 8, 2, generator=g), torch.tensor([1, 5, 9])
+    lat = plain.model.intent.null_latent(3)
+    assert torch.equal(plain.model("noise_pred_net", sample=x, timestep=t, global_cond=cond, latent_z=lat),
+                       direct.model("noise_pred_net", sample=x, timestep=t, global_cond=cond, latent_z=lat))
+    ds = NavWindowDataset.from_episodes(nav_data, TINY.n_obs_steps)
+    loss, _ = direct.compute_loss(ds.batch(torch.arange(16)), torch.Generator().manual_seed(1))
+    loss.backward()
+    assert direct.model.direct_net[-1].weight.grad.abs().sum() > 0

@@ -13,7 +13,8 @@
   FiLM-conditioned on ``concat(global_cond, latent_z)``; ``latent_z [B, d_z1 + d_z2]`` is the intent in the
   layout of :class:`~steerlab.nav.intent.TwoStageIntent` (``[z1 embedding | z2]``, dropped levels replaced by
   the learned null embeddings). With ``lambda_cfg`` it applies classifier-free guidance
-  (:func:`~steerlab.nav.intent.guided_eps`).
+  (:func:`~steerlab.nav.intent.guided_eps`). Optionally (``direct_head``) an MLP on the same conditioning adds
+  its output to the U-Net's.
 - ``dist_pred_net``: an MLP on the goal-conditioned observation embedding -> distance to goal ``[B]``.
 
 Call interface (the seed's, NoMaD's)::
@@ -70,6 +71,13 @@ class NavModelConfig:
     n_groups: int = 8
     dist_hidden: tuple[int, ...] = (64, 16)
     """distance-head hidden sizes (NoMaD: 64, 16)"""
+    direct_head: bool = False
+    """add to the U-Net's output an MLP's on ``[observation embedding | intent latent]`` (not in NoMaD). With the
+    clean-chunk output (``prediction_type='sample'``) it is a direct estimate of the chunk from the intent, which
+    the U-Net refines from the noisy sample: the route reaches the output through a plain MLP instead of only
+    through the U-Net's FiLM layers. Its last layer starts at zero (the model starts as without it)"""
+    direct_hidden: int = 256
+    """hidden width of the direct head (two hidden layers)"""
     intent: IntentConfig = field(default_factory=IntentConfig)
 
 
@@ -128,6 +136,13 @@ class NavModel(nn.Module):
         self.intent = TwoStageIntent(cfg.intent, obs_dim=E, chunk_numel=cfg.horizon * cfg.action_dim)
         self.noise_net = ConditionalUnet1D(cfg.action_dim, E + self.intent.latent_dim, cfg.time_embed_dim,
                                            tuple(cfg.down_dims), cfg.kernel_size, cfg.n_groups)
+        self.direct_net = None
+        if cfg.direct_head:
+            h = cfg.direct_hidden
+            self.direct_net = nn.Sequential(nn.Linear(E + self.intent.latent_dim, h), nn.Mish(), nn.Linear(h, h),
+                                            nn.Mish(), nn.Linear(h, cfg.horizon * cfg.action_dim))
+            nn.init.zeros_(self.direct_net[-1].weight)
+            nn.init.zeros_(self.direct_net[-1].bias)
         dims = [E, *cfg.dist_hidden]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -186,7 +201,11 @@ class NavModel(nn.Module):
 
     # --------------------------------------------------------------------------------------------- heads
     def _eps(self, sample, timestep, global_cond, latent_z):
-        return self.noise_net(sample, timestep, torch.cat([global_cond.to(sample.dtype), latent_z.to(sample.dtype)], -1))
+        cond = torch.cat([global_cond.to(sample.dtype), latent_z.to(sample.dtype)], -1)
+        out = self.noise_net(sample, timestep, cond)
+        if self.direct_net is not None:
+            out = out + self.direct_net(cond).view_as(out)
+        return out
 
     def noise_pred_net(self, sample: torch.Tensor, timestep, global_cond: torch.Tensor,
                        latent_z: torch.Tensor | None = None, lambda_cfg=None) -> torch.Tensor:

@@ -99,6 +99,9 @@ class NavPolicy(Policy):
             raise ValueError(f"NavPolicy acts with [{m.horizon * m.action_dim}] waypoint actions, got act_dim={act_dim}")
         if not 0.0 <= cfg.dist_weight <= 1.0:
             raise ValueError(f"dist_weight (alpha) must be in [0, 1], got {cfg.dist_weight}")
+        if m.direct_head and cfg.prediction_type != "sample":
+            raise ValueError("model.direct_head estimates the clean chunk: it needs prediction_type='sample', got "
+                             f"{cfg.prediction_type!r}")
         self.cfg = cfg
         self.n_obs_steps = m.n_obs_steps
         self.model = NavModel(m)
