@@ -383,8 +383,8 @@ def section_wm_stress(lines):
 def section_steering(lines):
     lines += ["## 8. Steering by noise optimization, closed loop", ""]
     any_ = False
-    for task in ("goal_order", "obstacle", "obstacle_x0_actions", "obstacle_x0_path", "obstacle_eps_path",
-                 "obstacle_x0_guidance", "obstacle_x0_guidance_100steps"):
+    for task in ("goal_order", "goal_order_flow_x0", "goal_order_diffusion_x0", "obstacle", "obstacle_x0_actions",
+                 "obstacle_x0_path", "obstacle_eps_path", "obstacle_x0_guidance", "obstacle_x0_guidance_100steps"):
         d = _load(f"steering_{task}")
         if not d:
             continue
@@ -404,7 +404,10 @@ def section_steering(lines):
                f"{st['nfe_per_decision']:.0f} NFE per decision" if "nfe_per_decision" in st else "")
         guide = ("; *guidance s*: the clean-chunk estimate moved by -s × the objective's gradient at every sampler "
                  "step (steer.guidance)" if any(k.startswith("guidance") for k in res) else "")
-        lines += [f"**{d['task']}**{what} — " + _cmd(d) + opt + guide + "." + flat, "",
+        pol = d.get("policy") or {}
+        base = (f" Base network output: {pol['prediction_type']}." if isinstance(pol, dict) and pol.get("prediction_type")
+                else "")
+        lines += [f"**{d['task']}**{what} — " + _cmd(d) + opt + guide + "." + base + flat, "",
                   "| policy | " + " | ".join(metrics) + " | s |", "|---|" + "---|" * (len(metrics) + 1)]
         for name in res:
             lines.append(f"| {name} | " + " | ".join(f"{_pct(res[name][m]['rate'])} {_ci(res[name][m]['ci95'])}"
