@@ -224,6 +224,9 @@ def task(a) -> None:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     train_s = time.time() - t0
+    summary = runs / name / "train_summary.json"
+    if summary.exists():  # the run's own training time (a resumed, finished run trains no more)
+        train_s = json.loads(summary.read_text())["train_seconds"]
     run = runs / name
     res = evaluate_test_time(run, a.correct, a.rerank, None, a.episodes, progress=False)
     rows = res["variants"]

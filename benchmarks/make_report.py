@@ -429,7 +429,9 @@ def _critic_task_block(lines, d, name: str):
     latency per chunk at batch 1, when measured)."""
     tag = name[len("critic_task"):]
     env = d.get("env", "particle")
-    lines += [f"**Task{' ' + env if env != 'particle' else ''}** — `{d['command']}` ({d['machine']['date']}, commit "
+    own = d["success"]["base"]["rate"]
+    kind = "weak" if own < 0.5 else "strong"
+    lines += [f"**Task{' ' + env if env != 'particle' else ''}, {kind} base (alone: {_pct(own)})** — `{d['command']}` ({d['machine']['date']}, commit "
               f"{d['machine']['git']}). Base: `{d['base_run']}`"
               + (f" ({d['demos']} demos, preset {d['base_preset']})" if d.get("demos") else "")
               + f"; critic trained {d['critic_train_seconds'] / 60:.1f} min beside it (frozen), final held-out ranking "
